@@ -1,0 +1,290 @@
+"""The ``eraser`` command line.
+
+One-database mode drives the engine directly, without Celery:
+
+    eraser plan  --db URL --subject-column COL --subject VALUE [--json]
+    eraser erase --db URL --subject-column COL --subject VALUE [--dry-run] [--json]
+
+Errors print one line (``eraser: error: ...``) and exit non-zero; no traceback, no DSN
+password, no subject value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+
+from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
+from worker.catalog import reflect
+from worker.database import check_connection, create_engine, redact
+from worker.exceptions import DatabaseUnavailable, EraserError
+from worker.executor import ExecutionOptions, Progress, dry_run, erase
+from worker.planner import Plan, build_plan
+
+EXIT_OK = 0
+#: The erasure ran but a final count still found rows of the subject.
+EXIT_UNVERIFIED = 1
+#: Bad input, an unreachable database, or a plan that cannot run.
+EXIT_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except EraserError as exc:
+        _fail(str(exc))
+        return EXIT_ERROR
+    except sa.exc.DBAPIError as exc:
+        _fail(_database_error(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _fail("interrupted; committed batches stay done, run the command again to finish")
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eraser",
+        description="Erase a subject (tenant, user, entity) from relational databases.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def target(p: argparse.ArgumentParser) -> None:
+        db = p.add_mutually_exclusive_group(required=True)
+        db.add_argument(
+            "--db", metavar="URL", help="database URL (postgresql://, mysql://, sqlite:///)"
+        )
+        db.add_argument(
+            "--db-env", metavar="VAR", help="name of an environment variable holding the URL"
+        )
+        p.add_argument(
+            "--subject-column",
+            action="append",
+            required=True,
+            metavar="COL",
+            help="subject column: COL, TABLE.COL or SCHEMA.TABLE.COL (repeatable)",
+        )
+        p.add_argument("--subject", required=True, metavar="VALUE", help="the subject's value")
+        p.add_argument(
+            "--schema", action="append", metavar="NAME", help="schema to reflect (repeatable)"
+        )
+        p.add_argument(
+            "--policy",
+            action="append",
+            default=[],
+            metavar="TABLE=ACTION",
+            help="keep | unlink | delete_if_orphaned | anonymize:COL=VALUE,... (repeatable)",
+        )
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    plan = sub.add_parser("plan", help="print the ordered erasure steps")
+    target(plan)
+    plan.set_defaults(handler=_cmd_plan)
+
+    run = sub.add_parser("erase", help="erase the subject (or count, with --dry-run)")
+    target(run)
+    run.add_argument(
+        "--dry-run", action="store_true", help="count only, in a read-only transaction"
+    )
+    run.add_argument("--batch-size", type=_positive_int, default=1000, metavar="N")
+    run.add_argument(
+        "--lock-timeout-ms",
+        type=_positive_int,
+        default=5000,
+        metavar="MS",
+        help="how long one batch waits for a row lock",
+    )
+    run.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+    run.set_defaults(handler=_cmd_erase)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _url(args: argparse.Namespace) -> str:
+    if args.db is not None:
+        return str(args.db)
+    value = os.environ.get(args.db_env)
+    if not value:
+        raise DatabaseUnavailable(f"${args.db_env}", "the environment variable is not set")
+    return value
+
+
+def parse_policy(text: str) -> tuple[str, TablePolicy]:
+    """``TABLE=keep`` or ``TABLE=anonymize:col=null,col2=erased`` -> (table, policy)."""
+    table, sep, spec = text.partition("=")
+    if not sep or not table:
+        raise EraserError(f"--policy {text!r}: expected TABLE=ACTION")
+    action_text, _, assignments = spec.partition(":")
+    try:
+        action = TableAction(action_text.strip())
+    except ValueError:
+        choices = ", ".join(a.value for a in TableAction if a is not TableAction.NULLIFY)
+        raise EraserError(f"--policy {text!r}: unknown action (one of {choices})") from None
+    values: dict[str, ScalarValue] = {}
+    for item in filter(None, (a.strip() for a in assignments.split(","))):
+        col, eq, raw = item.partition("=")
+        if not eq:
+            raise EraserError(f"--policy {text!r}: expected COL=VALUE in {item!r}")
+        values[col.strip()] = _scalar(raw.strip())
+    return table.strip(), TablePolicy(action=action, set=values)
+
+
+def _scalar(raw: str) -> ScalarValue:
+    if raw.lower() == "null":
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(parsed, str | int | float | bool):
+        return parsed
+    return raw
+
+
+def _load_plan(args: argparse.Namespace) -> tuple[sa.Engine, Plan]:
+    url = _url(args)
+    engine = create_engine(url)
+    check_connection(engine)
+    policies = dict(parse_policy(p) for p in args.policy)
+    try:
+        catalog = reflect(engine, args.schema)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(redact(url), _database_error(exc)) from None
+    return engine, build_plan(catalog, args.subject_column, policies)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    engine, plan = _load_plan(args)
+    engine.dispose()
+    if args.json:
+        _print_json(plan.as_dict())
+        return EXIT_OK
+    out = sys.stdout
+    out.write(f"Plan ({plan.catalog.dialect}, schema {plan.fingerprint[:19]}):\n")
+    width = max((len(str(s.table)) for s in plan.steps), default=10)
+    for i, step in enumerate(plan.steps, 1):
+        marker = "*" if step.anchor else " "
+        out.write(f"{i:>3}. {marker}{step.table!s:<{width}}  {step.action:<18} {step.predicate}\n")
+    for cycle in plan.cycles:
+        out.write(f"cycle {' -> '.join(cycle.path)}: {cycle.strategy.value}\n")
+    for warning in plan.warnings:
+        out.write(f"warning: {warning}\n")
+    out.write("(* = anchor: its rows are read directly; the others through references)\n")
+    return EXIT_OK
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    engine, plan = _load_plan(args)
+    try:
+        if args.dry_run:
+            report = dry_run(engine, plan, args.subject)
+        else:
+            options = ExecutionOptions(
+                batch_size=args.batch_size, lock_timeout_ms=args.lock_timeout_ms
+            )
+            show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+            bar = _ProgressLine(sys.stderr) if show else None
+            report = erase(engine, plan, args.subject, options, bar)
+            if bar is not None:
+                bar.close()
+    finally:
+        engine.dispose()
+    if args.json:
+        _print_json(_report_json(report))
+    else:
+        _print_report(report, sys.stdout)
+    if not report.dry_run and not report.verified:
+        return EXIT_UNVERIFIED
+    return EXIT_OK
+
+
+def _report_json(report: ErasureReport) -> dict[str, Any]:
+    return {
+        "dry_run": report.dry_run,
+        "tables": [
+            {"table": t.table, "action": t.action.value, "rows": t.rows} for t in report.tables
+        ],
+        "total_rows": report.total_rows,
+        "verified": report.verified,
+        "passes": report.passes,
+        "schema_fingerprint": report.schema_fingerprint,
+        "elapsed_seconds": report.elapsed_seconds,
+        "warnings": report.warnings,
+    }
+
+
+def _print_report(report: ErasureReport, out: TextIO) -> None:
+    title = "Dry run (nothing written)" if report.dry_run else "Erasure"
+    out.write(f"{title}: {report.total_rows} row(s) in {report.elapsed_seconds:.2f}s\n")
+    width = max((len(t.table) for t in report.tables), default=10)
+    for t in report.tables:
+        out.write(f"  {t.table:<{width}}  {t.action.value:<18} {t.rows:>10}\n")
+    if not report.dry_run:
+        state = "verified: no row of the subject remains" if report.verified else "NOT verified"
+        out.write(f"{state} ({report.passes} pass(es))\n")
+    for warning in report.warnings:
+        out.write(f"warning: {warning}\n")
+
+
+class _ProgressLine:
+    """A one-line progress display on a terminal, redrawn at most ten times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1:
+            return
+        self.last = now
+        rate = p.total_rows / p.elapsed_seconds if p.elapsed_seconds > 0 else 0.0
+        line = f"{p.total_rows:>10} rows  {rate:>9.0f} rows/s  {p.table} ({p.action.value})"
+        self.stream.write("\r" + line[:78].ljust(78))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\r" + " " * 78 + "\r")
+        self.stream.flush()
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _database_error(exc: sa.exc.DBAPIError) -> str:
+    """Name the failure without its detail text: drivers quote key values there."""
+    orig = exc.orig
+    code = getattr(orig, "pgcode", None)
+    if code is None and orig is not None and getattr(orig, "args", None):
+        first = orig.args[0]
+        code = str(first) if isinstance(first, int) else None
+    kind = type(orig).__name__ if orig is not None else type(exc).__name__
+    return f"database error {kind}" + (f" (code {code})" if code else "")
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"eraser: error: {message}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

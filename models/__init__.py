@@ -1,0 +1,1 @@
+"""Data shapes shared by every layer: policies, reports, settings, job-store tables."""

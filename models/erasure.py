@@ -1,0 +1,64 @@
+"""What an erasure is asked to do in one database, and what it reports back."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: A value an ``anonymize`` policy writes into a column.
+ScalarValue = str | int | float | bool | None
+
+
+class TableAction(StrEnum):
+    """What happens to one table's rows of the subject."""
+
+    #: The subject's rows are deleted (the default for every reachable table).
+    DELETE = "delete"
+    #: The table is left alone; a plan refuses to run if kept rows would block a delete.
+    KEEP = "keep"
+    #: The subject's rows stay but the listed columns are overwritten.
+    ANONYMIZE = "anonymize"
+    #: A link table to a shared entity: only the subject's links are deleted.
+    UNLINK = "unlink"
+    #: A shared entity: a row is deleted only when the subject held its last link.
+    DELETE_IF_ORPHANED = "delete_if_orphaned"
+    #: Not a policy: the engine sets a foreign key to NULL (an ``ON DELETE SET NULL``
+    #: reference from a row that is not the subject's, or a broken cycle).
+    NULLIFY = "nullify"
+
+
+class TablePolicy(BaseModel):
+    """A per-table policy, keyed by ``table`` or ``schema.table``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: TableAction = TableAction.DELETE
+    #: Column -> value, for ``anonymize`` only.
+    set: dict[str, ScalarValue] = Field(default_factory=dict)
+
+
+class TableOutcome(BaseModel):
+    """Rows touched (or, in a dry run, that would be touched) in one table by one action."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table: str
+    action: TableAction
+    rows: int
+
+
+class ErasureReport(BaseModel):
+    """The result of one erasure (or dry run) in one database. Never holds row data."""
+
+    dry_run: bool
+    tables: list[TableOutcome]
+    #: Rows removed (or that a dry run would remove), rows deleted by cascades included.
+    total_rows: int
+    #: True when a final count found no row of the subject left in any erased table.
+    verified: bool
+    #: Execution passes: 1 normally, more when triggers or writers re-created subject rows.
+    passes: int = 1
+    schema_fingerprint: str
+    warnings: list[str] = Field(default_factory=list)
+    elapsed_seconds: float = 0.0

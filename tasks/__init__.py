@@ -1,0 +1,1 @@
+"""Celery orchestration: submit, erase_service, finalize_job, reaper, dead letters."""

@@ -1,0 +1,440 @@
+"""Read a live database's catalog: tables, keys, foreign keys, indexes, triggers.
+
+Everything the planner needs comes from here, and every SQL statement the engine
+runs is built from the ``sqlalchemy.Table`` objects made here, so names such as
+``"Order"`` or ``"order line"`` are always quoted by SQLAlchemy, never by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+POSTGRESQL = "postgresql"
+MYSQL = "mysql"
+SQLITE = "sqlite"
+SUPPORTED_DIALECTS = (POSTGRESQL, MYSQL, SQLITE)
+
+#: ``ON DELETE`` rules, spelled as the SQL standard does.
+NO_ACTION = "NO ACTION"
+RESTRICT = "RESTRICT"
+CASCADE = "CASCADE"
+SET_NULL = "SET NULL"
+SET_DEFAULT = "SET DEFAULT"
+
+_PG_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+@dataclass(frozen=True, order=True)
+class TableName:
+    """A schema-qualified table name; prints as ``schema.name``."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: sa.types.TypeEngine[Any]
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """One foreign-key constraint, from the referencing (child) to the referenced table."""
+
+    name: str | None
+    child: TableName
+    child_columns: tuple[str, ...]
+    parent: TableName
+    parent_columns: tuple[str, ...]
+    on_delete: str = NO_ACTION
+    deferrable: bool = False
+    initially_deferred: bool = False
+    validated: bool = True
+    #: Every referencing column accepts NULL, so the reference can be cleared.
+    nullable: bool = False
+
+    @property
+    def is_self_reference(self) -> bool:
+        return self.child == self.parent
+
+    def describe(self) -> str:
+        cols = ", ".join(self.child_columns)
+        pcols = ", ".join(self.parent_columns)
+        label = f"{self.name} " if self.name else ""
+        return f"{label}{self.child}({cols}) -> {self.parent}({pcols})"
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str | None
+    columns: tuple[str, ...]
+    unique: bool
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    timing: str
+    events: tuple[str, ...]
+
+
+@dataclass
+class TableInfo:
+    """One reflected table and the SQLAlchemy ``Table`` that SQL is built from."""
+
+    name: TableName
+    columns: dict[str, Column]
+    primary_key: tuple[str, ...]
+    unique_keys: tuple[tuple[str, ...], ...]
+    indexes: tuple[Index, ...]
+    foreign_keys: tuple[ForeignKey, ...]
+    table: sa.Table = field(repr=False, compare=False)
+    triggers: tuple[Trigger, ...] = ()
+    partitioned: bool = False
+
+    def key_columns(self) -> tuple[str, ...] | None:
+        """Columns that identify one row: the primary key, else a NOT NULL unique key."""
+        if self.primary_key:
+            return self.primary_key
+        for cols in self.unique_keys:
+            if all(not self.columns[c].nullable for c in cols):
+                return cols
+        return None
+
+    def has_index_on(self, columns: Sequence[str]) -> bool:
+        """Whether some index (or key) starts with exactly these columns, in any order."""
+        wanted = set(columns)
+        candidates: list[tuple[str, ...]] = [self.primary_key, *self.unique_keys]
+        candidates += [ix.columns for ix in self.indexes]
+        return any(len(c) >= len(wanted) and set(c[: len(wanted)]) == wanted for c in candidates)
+
+    @property
+    def delete_triggers(self) -> tuple[Trigger, ...]:
+        return tuple(t for t in self.triggers if "DELETE" in t.events)
+
+
+@dataclass
+class Catalog:
+    """The reflected tables of one database, with their foreign-key graph."""
+
+    dialect: str
+    default_schema: str
+    tables: dict[TableName, TableInfo]
+    fingerprint: str = ""
+    _incoming: dict[TableName, list[ForeignKey]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._incoming = {name: [] for name in self.tables}
+        for info in self.tables.values():
+            for fk in info.foreign_keys:
+                if fk.parent in self._incoming:
+                    self._incoming[fk.parent].append(fk)
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.tables.values())
+
+    def incoming(self, parent: TableName) -> list[ForeignKey]:
+        """Foreign keys that reference ``parent`` (its child edges)."""
+        return self._incoming.get(parent, [])
+
+    def resolve(self, name: str) -> TableName:
+        """Find a table by ``name`` or ``schema.name``; raises ``KeyError`` if unknown."""
+        if "." in name:
+            schema, _, bare = name.partition(".")
+            candidate = TableName(schema, bare)
+            if candidate in self.tables:
+                return candidate
+        matches = [t for t in self.tables if t.name == name]
+        if len(matches) == 1:
+            return matches[0]
+        preferred = TableName(self.default_schema, name)
+        if preferred in self.tables:
+            return preferred
+        raise KeyError(name)
+
+
+def fingerprint(tables: Iterable[TableInfo]) -> str:
+    """A stable hash of the schema facts a plan depends on."""
+    doc = []
+    for t in sorted(tables, key=lambda t: t.name):
+        doc.append(
+            {
+                "table": str(t.name),
+                "columns": [[c.name, str(c.type), c.nullable] for c in t.columns.values()],
+                "pk": list(t.primary_key),
+                "unique": sorted(list(u) for u in t.unique_keys),
+                "indexes": sorted([list(i.columns), i.unique] for i in t.indexes),
+                "fks": sorted(
+                    [
+                        list(fk.child_columns),
+                        str(fk.parent),
+                        list(fk.parent_columns),
+                        fk.on_delete,
+                        fk.deferrable,
+                        fk.initially_deferred,
+                        fk.validated,
+                    ]
+                    for fk in t.foreign_keys
+                ),
+                "triggers": sorted([tr.name, tr.timing, list(tr.events)] for tr in t.triggers),
+                "partitioned": t.partitioned,
+            }
+        )
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def dialect_name(engine: Engine | Connection) -> str:
+    name = engine.dialect.name
+    if name == "mariadb":
+        return MYSQL
+    return name
+
+
+def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
+    """Read the catalog of ``schemas`` (default: every user schema the database has).
+
+    On MySQL the default is the connection's database plus any database its foreign
+    keys point into, so cross-database references are followed.
+    """
+    dialect = dialect_name(engine)
+    if dialect not in SUPPORTED_DIALECTS:
+        raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        default_schema = inspector.default_schema_name or "main"
+        if schemas:
+            wanted = list(dict.fromkeys(schemas))
+        elif dialect == POSTGRESQL:
+            wanted = [
+                s
+                for s in inspector.get_schema_names()
+                if s not in _PG_SYSTEM_SCHEMAS and not s.startswith(("pg_toast", "pg_temp"))
+            ]
+        else:
+            wanted = [default_schema]
+        tables: dict[TableName, TableInfo] = {}
+        metadata = sa.MetaData()
+        done: set[str] = set()
+        while wanted:
+            schema = wanted.pop(0)
+            if schema in done:
+                continue
+            done.add(schema)
+            found = _reflect_schema(conn, inspector, metadata, dialect, schema, default_schema)
+            tables.update(found)
+            if dialect == MYSQL and not schemas:
+                for info in found.values():
+                    for fk in info.foreign_keys:
+                        if fk.parent.schema not in done:
+                            wanted.append(fk.parent.schema)
+        conn.rollback()
+    return Catalog(dialect=dialect, default_schema=default_schema, tables=tables)
+
+
+def _reflect_schema(
+    conn: Connection,
+    inspector: sa.Inspector,
+    metadata: sa.MetaData,
+    dialect: str,
+    schema: str,
+    default_schema: str,
+) -> dict[TableName, TableInfo]:
+    kind = sa.engine.reflection.ObjectKind.TABLE
+    scope = sa.engine.reflection.ObjectScope.DEFAULT
+    reflect_schema = None if dialect == SQLITE and schema == "main" else schema
+    columns = inspector.get_multi_columns(schema=reflect_schema, kind=kind, scope=scope)
+    pks = inspector.get_multi_pk_constraint(schema=reflect_schema, kind=kind, scope=scope)
+    fks = inspector.get_multi_foreign_keys(schema=reflect_schema, kind=kind, scope=scope)
+    uniques = inspector.get_multi_unique_constraints(schema=reflect_schema, kind=kind, scope=scope)
+    indexes = inspector.get_multi_indexes(schema=reflect_schema, kind=kind, scope=scope)
+
+    partitions: set[str] = set()
+    partitioned: set[str] = set()
+    validated: dict[tuple[str, str], bool] = {}
+    if dialect == POSTGRESQL:
+        partitions, partitioned = _pg_partitions(conn, schema)
+        validated = _pg_validated(conn, schema)
+    triggers = _triggers(conn, dialect, schema)
+    sqlite_rules = _sqlite_delete_rules(conn, [t for _, t in columns]) if dialect == SQLITE else {}
+
+    result: dict[TableName, TableInfo] = {}
+    for (_, tname), cols in columns.items():
+        if tname in partitions or (dialect == SQLITE and tname.startswith("sqlite_")):
+            continue
+        name = TableName(schema, tname)
+        colmap = {
+            c["name"]: Column(c["name"], c["type"], bool(c.get("nullable", True))) for c in cols
+        }
+        pk_info: dict[str, Any] = dict(pks.get((reflect_schema, tname)) or {})
+        pk = tuple(pk_info.get("constrained_columns") or ())
+        ukeys = tuple(tuple(u["column_names"]) for u in uniques.get((reflect_schema, tname), []))
+        ix = tuple(
+            Index(i.get("name"), tuple(c for c in i["column_names"] if c), bool(i["unique"]))
+            for i in indexes.get((reflect_schema, tname), [])
+            if i.get("column_names") and all(i["column_names"])
+        )
+        ukeys = ukeys + tuple(i.columns for i in ix if i.unique and i.columns not in ukeys)
+        fklist = []
+        for raw in fks.get((reflect_schema, tname), []):
+            opts = raw.get("options") or {}
+            parent_schema = raw.get("referred_schema") or (
+                schema if dialect == SQLITE else default_schema
+            )
+            child_cols = tuple(raw["constrained_columns"])
+            fklist.append(
+                ForeignKey(
+                    name=raw.get("name"),
+                    child=name,
+                    child_columns=child_cols,
+                    parent=TableName(parent_schema, raw["referred_table"]),
+                    parent_columns=tuple(raw["referred_columns"]),
+                    on_delete=_normalize_rule(
+                        sqlite_rules.get((tname, raw["referred_table"], child_cols))
+                        or opts.get("ondelete")
+                    ),
+                    deferrable=bool(opts.get("deferrable")),
+                    initially_deferred=str(opts.get("initially") or "").upper() == "DEFERRED",
+                    validated=validated.get((tname, raw.get("name") or ""), True),
+                    nullable=all(colmap[c].nullable for c in child_cols if c in colmap),
+                )
+            )
+        result[name] = TableInfo(
+            name=name,
+            columns=colmap,
+            primary_key=pk,
+            unique_keys=ukeys,
+            indexes=ix,
+            foreign_keys=tuple(fklist),
+            table=_build_table(metadata, name, colmap, pk),
+            triggers=tuple(triggers.get(tname, ())),
+            partitioned=tname in partitioned,
+        )
+    return result
+
+
+def _normalize_rule(rule: object) -> str:
+    text = str(rule or NO_ACTION).upper().strip()
+    return text if text in (NO_ACTION, RESTRICT, CASCADE, SET_NULL, SET_DEFAULT) else NO_ACTION
+
+
+def _sqlite_delete_rules(
+    conn: Connection, tables: Iterable[str]
+) -> dict[tuple[str, str, tuple[str, ...]], str]:
+    """SQLite's own record of each foreign key's ON DELETE rule (the DDL parser in
+    SQLAlchemy misses lower-case spellings)."""
+    rules: dict[tuple[str, str, tuple[str, ...]], str] = {}
+    for table in tables:
+        groups: dict[int, list[Any]] = {}
+        for row in conn.exec_driver_sql(
+            "SELECT * FROM pragma_foreign_key_list(?)", (table,)
+        ).mappings():
+            groups.setdefault(row["id"], []).append(row)
+        for rows in groups.values():
+            rows.sort(key=lambda r: r["seq"])
+            cols = tuple(str(r["from"]) for r in rows)
+            rules[(table, str(rows[0]["table"]), cols)] = str(rows[0]["on_delete"])
+    return rules
+
+
+def _pg_partitions(conn: Connection, schema: str) -> tuple[set[str], set[str]]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, c.relkind, c.relispartition FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
+        ),
+        {"schema": schema},
+    )
+    partitions: set[str] = set()
+    partitioned: set[str] = set()
+    for relname, relkind, is_partition in rows:
+        if is_partition:
+            partitions.add(relname)
+        if relkind == "p":
+            partitioned.add(relname)
+    return partitions, partitioned
+
+
+def _pg_validated(conn: Connection, schema: str) -> dict[tuple[str, str], bool]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT cl.relname, con.conname, con.convalidated FROM pg_constraint con "
+            "JOIN pg_class cl ON cl.oid = con.conrelid "
+            "JOIN pg_namespace n ON n.oid = cl.relnamespace "
+            "WHERE con.contype = 'f' AND n.nspname = :schema"
+        ),
+        {"schema": schema},
+    )
+    return {(r[0], r[1]): bool(r[2]) for r in rows}
+
+
+_PG_TRIGGER_EVENTS = ((4, "INSERT"), (8, "DELETE"), (16, "UPDATE"), (32, "TRUNCATE"))
+_SQLITE_TRIGGER = re.compile(
+    r"\b(BEFORE|AFTER|INSTEAD\s+OF)?\s*(DELETE|INSERT|UPDATE)\b", re.IGNORECASE
+)
+
+
+def _triggers(conn: Connection, dialect: str, schema: str) -> dict[str, list[Trigger]]:
+    found: dict[str, list[Trigger]] = {}
+    if dialect == POSTGRESQL:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, t.tgname, t.tgtype FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE NOT t.tgisinternal AND n.nspname = :schema ORDER BY t.tgname"
+            ),
+            {"schema": schema},
+        )
+        for table, name, tgtype in rows:
+            timing = "INSTEAD OF" if tgtype & 64 else ("BEFORE" if tgtype & 2 else "AFTER")
+            events = tuple(ev for bit, ev in _PG_TRIGGER_EVENTS if tgtype & bit)
+            found.setdefault(table, []).append(Trigger(name, timing, events))
+    elif dialect == MYSQL:
+        rows = conn.execute(
+            sa.text(
+                "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION "
+                "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = :schema "
+                "ORDER BY TRIGGER_NAME"
+            ),
+            {"schema": schema},
+        )
+        for table, name, timing, event in rows:
+            found.setdefault(table, []).append(Trigger(name, str(timing), (str(event),)))
+    else:
+        rows = conn.execute(
+            sa.text(
+                "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+            )
+        )
+        for table, name, sql in rows:
+            match = _SQLITE_TRIGGER.search(str(sql or "").split(" ON ", 1)[0])
+            timing = (match.group(1) or "BEFORE").upper() if match else "BEFORE"
+            event = match.group(2).upper() if match else "UNKNOWN"
+            found.setdefault(table, []).append(Trigger(name, timing, (event,)))
+    return found
+
+
+def _build_table(
+    metadata: sa.MetaData, name: TableName, columns: dict[str, Column], pk: tuple[str, ...]
+) -> sa.Table:
+    cols = [
+        sa.Column(
+            c.name, c.type, nullable=c.nullable, primary_key=c.name in pk, autoincrement=False
+        )
+        for c in columns.values()
+    ]
+    return sa.Table(name.name, metadata, *cols, schema=name.schema)

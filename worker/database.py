@@ -1,0 +1,86 @@
+"""Engines for target databases, created the same way everywhere (CLI, tasks, tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine
+
+from worker.exceptions import DatabaseUnavailable
+
+#: Drivers named in ARCHITECTURE.md: psycopg2, PyMySQL, the standard library's sqlite3.
+_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2"}
+_DRIVERS |= {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL and pick Eraser's driver when the URL names none."""
+    try:
+        parsed = sa.make_url(url)
+    except Exception:
+        raise DatabaseUnavailable("the given database URL", "it is not a valid URL") from None
+    drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
+    return parsed.set(drivername=drivername)
+
+
+def redact(url: str | URL) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except DatabaseUnavailable:
+        return "the given database URL"
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for a target database (or the job store).
+
+    SQLite connections enforce foreign keys and use explicit ``BEGIN`` so that
+    transactions (and ``PRAGMA defer_foreign_keys``) behave as on the other databases.
+    """
+    parsed = normalize_url(url)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "postgresql":
+        options["connect_args"] = {"application_name": "eraser", "connect_timeout": 10}
+    elif parsed.get_backend_name() == "mysql":
+        options["connect_args"] = {"connect_timeout": 10}
+    elif parsed.get_backend_name() == "sqlite":
+        options["connect_args"] = {"timeout": 30}
+    options.update(kwargs)
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except Exception as exc:
+        raise DatabaseUnavailable(redact(parsed), type(exc).__name__) from None
+    if parsed.get_backend_name() == "sqlite":
+        _sqlite_setup(engine)
+    return engine
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once, turning driver errors into ``DatabaseUnavailable`` without the DSN."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise DatabaseUnavailable(redact(engine.url), _scrub(reason, engine.url)) from None
+
+
+def _scrub(message: str, url: URL) -> str:
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message

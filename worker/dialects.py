@@ -1,0 +1,186 @@
+"""The few things PostgreSQL, MySQL/MariaDB and SQLite do differently for the engine:
+row identity, key lists, lock timeouts, read-only transactions, subject locks and
+deferred constraints. The fixed SQL snippets here take no user input."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from worker.catalog import MYSQL, POSTGRESQL, SQLITE, TableInfo
+from worker.exceptions import SubjectLocked
+
+RowKind = Literal["key", "ctid", "rowid", "none"]
+
+
+class _Tid(sa.types.UserDefinedType[str]):
+    """PostgreSQL's physical row address type."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "tid"
+
+
+def _ctid() -> ColumnElement[str]:
+    return sa.literal_column("ctid", type_=_Tid())
+
+
+@dataclass(frozen=True)
+class RowIdentity:
+    """How the engine names one row of a table: its key, or the database's row address
+    (``ctid`` on PostgreSQL, ``rowid`` on SQLite) for tables without one. On MySQL a
+    table without any key is deleted with ``DELETE ... LIMIT`` (``kind == "none"``)."""
+
+    kind: RowKind
+    columns: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, info: TableInfo, dialect: str) -> RowIdentity:
+        key = info.key_columns()
+        if key:
+            return cls("key", key)
+        if dialect == POSTGRESQL:
+            return cls("ctid")
+        if dialect == SQLITE:
+            return cls("rowid")
+        return cls("none")
+
+    def select_columns(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
+        if self.kind == "key":
+            return [table.c[c] for c in self.columns]
+        if self.kind == "ctid":
+            return [sa.cast(_ctid(), sa.Text)]
+        if self.kind == "rowid":
+            return [sa.literal_column("rowid")]
+        return []
+
+    def order_by(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
+        if self.kind == "key":
+            return [table.c[c] for c in self.columns]
+        if self.kind == "ctid":
+            return [_ctid()]
+        if self.kind == "rowid":
+            return [sa.literal_column("rowid")]
+        return []
+
+    def after(self, table: sa.FromClause, last: tuple[Any, ...]) -> ColumnElement[bool]:
+        """Rows after ``last`` in key order (keyset pagination)."""
+        if self.kind == "key":
+            cols: list[ColumnElement[Any]] = [table.c[c] for c in self.columns]
+            if len(cols) == 1:
+                return cols[0] > sa.literal(last[0], cols[0].type)
+            return sa.tuple_(*cols) > sa.tuple_(*last)
+        if self.kind == "ctid":
+            return _ctid() > sa.cast(sa.literal(last[0], sa.Text), _Tid())
+        return sa.literal_column("rowid") > sa.literal(last[0])
+
+    def matches(
+        self, table: sa.FromClause, values: Sequence[tuple[Any, ...]], dialect: str
+    ) -> ColumnElement[bool]:
+        """Rows whose identity is one of ``values``."""
+        if self.kind == "key":
+            return key_in([table.c[c] for c in self.columns], values, dialect)
+        if self.kind == "ctid":
+            array = sa.bindparam(None, [v[0] for v in values], type_=postgresql.ARRAY(sa.Text))
+            return _ctid() == sa.any_(sa.cast(array, postgresql.ARRAY(_Tid())))
+        return sa.literal_column("rowid").in_([v[0] for v in values])
+
+
+def key_in(
+    columns: Sequence[ColumnElement[Any]], values: Sequence[tuple[Any, ...]], dialect: str
+) -> ColumnElement[bool]:
+    """``columns IN values``; on PostgreSQL one column becomes ``= ANY(array)``, a single
+    parameter whatever the batch size."""
+    if len(columns) == 1:
+        col = columns[0]
+        flat = [v[0] for v in values]
+        if dialect == POSTGRESQL:
+            array = sa.bindparam(None, flat, type_=postgresql.ARRAY(col.type))
+            return col == sa.any_(array)
+        return col.in_(flat)
+    return sa.tuple_(*columns).in_([tuple(v) for v in values])
+
+
+def set_lock_timeout(conn: Connection, dialect: str, milliseconds: int) -> None:
+    """Bound how long one statement of the current transaction waits for a row lock."""
+    ms = int(milliseconds)
+    if dialect == POSTGRESQL:
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = '{ms}ms'"))
+    elif dialect == MYSQL:
+        # Whole seconds only, at least one; it applies to the session.
+        conn.execute(
+            sa.text(f"SET SESSION innodb_lock_wait_timeout = {max(1, (ms + 999) // 1000)}")
+        )
+
+
+def begin_read_only(conn: Connection, dialect: str) -> None:
+    """Make the transaction that ``conn`` just began refuse every write."""
+    if dialect in (POSTGRESQL, MYSQL):
+        conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+    else:
+        conn.execute(sa.text("PRAGMA query_only = ON"))
+
+
+def end_read_only(conn: Connection, dialect: str) -> None:
+    if dialect == SQLITE:
+        conn.execute(sa.text("PRAGMA query_only = OFF"))
+
+
+def defer_constraints(conn: Connection, dialect: str) -> None:
+    """Defer the current transaction's deferrable foreign-key checks to its commit."""
+    if dialect == POSTGRESQL:
+        conn.execute(sa.text("SET CONSTRAINTS ALL DEFERRED"))
+    elif dialect == SQLITE:
+        conn.execute(sa.text("PRAGMA defer_foreign_keys = ON"))
+
+
+def lock_key(parts: Sequence[str]) -> tuple[int, str]:
+    """A stable advisory-lock key (PostgreSQL bigint, MySQL name) that reveals nothing
+    of the subject's value."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    number = int.from_bytes(digest[:8], "big", signed=True)
+    return number, "eraser:" + digest[:16].hex()
+
+
+@contextmanager
+def subject_lock(
+    engine: Engine, dialect: str, parts: Sequence[str], wait_seconds: float
+) -> Iterator[None]:
+    """Hold a per-subject lock in the target database for the whole erasure, so two
+    erasures of one subject never interleave. SQLite serialises writers by itself."""
+    if dialect == SQLITE:
+        yield
+        return
+    number, name = lock_key(parts)
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if dialect == POSTGRESQL:
+                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": number})
+            else:
+                got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name})
+            if got.scalar():
+                break
+            if time.monotonic() >= deadline:
+                raise SubjectLocked(wait_seconds)
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            if dialect == POSTGRESQL:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": number})
+            else:
+                conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+    finally:
+        conn.close()

@@ -1,0 +1,629 @@
+"""Execute a plan: remove the subject's rows in short, row-locked batches.
+
+The walk is a batched cascade. For every anchor table (children first), the
+subject's rows are read in key order, ``batch_size`` at a time; before a batch is
+removed, the rows referencing it are removed the same way (``= ANY(keys)`` lookups
+through the foreign-key index), recursively. Each removal is its own transaction:
+
+    BEGIN; SET LOCAL lock_timeout; SELECT key ... FOR UPDATE; DELETE ... WHERE key IN (...); COMMIT
+
+so every lock is brief and every committed state is foreign-key consistent (children
+always go first). Nothing is remembered between batches but the position of the
+current walk, so a re-run after a crash simply finds what is left. A final count
+verifies that nothing of the subject remains; if triggers or concurrent writers
+re-created rows, the walk runs again (bounded).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from models.erasure import ErasureReport, TableAction, TableOutcome
+from worker.catalog import MYSQL, POSTGRESQL, SET_DEFAULT, SET_NULL, ForeignKey, TableName
+from worker.dialects import (
+    RowIdentity,
+    begin_read_only,
+    defer_constraints,
+    end_read_only,
+    key_in,
+    set_lock_timeout,
+    subject_lock,
+)
+from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
+from worker.planner import REMOVING, CycleStrategy, Edge, EdgeMode, Plan, Predicates
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    #: Rows per transaction.
+    batch_size: int = 1000
+    #: How long one statement may wait for a row lock before the batch fails.
+    lock_timeout_ms: int = 5000
+    #: How long to wait for another erasure of the same subject to finish.
+    subject_lock_wait_seconds: float = 600.0
+    #: Passes of the walk before giving up on verification.
+    max_passes: int = 3
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after every committed batch."""
+
+    table: str
+    action: TableAction
+    rows: int
+    total_rows: int
+    elapsed_seconds: float
+    rows_by_table: dict[str, int]
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
+    """Count what an erasure would do, in a read-only transaction that takes no row locks."""
+    started = time.monotonic()
+    preds = Predicates(plan, subject)
+    dialect = plan.catalog.dialect
+    outcomes: list[TableOutcome] = []
+    with engine.connect() as conn, conn.begin():
+        begin_read_only(conn, dialect)
+        try:
+            _preflight(conn, plan, preds)
+            for table in plan.order:
+                action = plan.actions[table]
+                if action is TableAction.KEEP:
+                    continue
+                rows = _count(conn, plan, table, preds.remaining(table))
+                outcomes.append(TableOutcome(table=str(table), action=action, rows=rows))
+            for table in plan.nullified:
+                rows = _count(conn, plan, table, preds.nullify_targets(table))
+                outcomes.append(
+                    TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows)
+                )
+        finally:
+            end_read_only(conn, dialect)
+    return ErasureReport(
+        dry_run=True,
+        tables=outcomes,
+        total_rows=sum(o.rows for o in outcomes if o.action in REMOVING),
+        verified=False,
+        passes=0,
+        schema_fingerprint=plan.fingerprint,
+        warnings=list(plan.warnings),
+        elapsed_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def erase(
+    engine: Engine,
+    plan: Plan,
+    subject: object,
+    options: ExecutionOptions | None = None,
+    progress: ProgressCallback | None = None,
+    lock_scope: Sequence[str] = (),
+) -> ErasureReport:
+    """Remove the subject's rows as planned and verify that none remain.
+
+    ``lock_scope`` names the erasure for the per-subject lock (service, subject kind);
+    the subject value is hashed into the lock key and never appears in it.
+    """
+    opts = options or ExecutionOptions()
+    started = time.monotonic()
+    dialect = plan.catalog.dialect
+    lock_parts = [*lock_scope, *plan.subject_columns, repr(subject)]
+    with subject_lock(engine, dialect, lock_parts, opts.subject_lock_wait_seconds):
+        with engine.connect() as conn:
+            walker = _Walker(conn, plan, subject, opts, progress, started)
+            with conn.begin():
+                _preflight(conn, plan, walker.preds)
+            passes = 0
+            remaining = 1
+            while remaining and passes < opts.max_passes:
+                passes += 1
+                walker.walk()
+                remaining = walker.verify()
+            outcomes = walker.outcomes()
+    return ErasureReport(
+        dry_run=False,
+        tables=outcomes,
+        total_rows=sum(o.rows for o in outcomes if o.action in REMOVING),
+        verified=remaining == 0,
+        passes=passes,
+        schema_fingerprint=plan.fingerprint,
+        warnings=list(plan.warnings),
+        elapsed_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[bool]) -> int:
+    target = plan.info(table).table
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(target).where(where)).scalar_one()
+    )
+
+
+def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
+    """Refuse, before any write, when kept rows or another subject's rows would be hit."""
+    for parent, action in sorted(plan.actions.items()):
+        if action not in REMOVING:
+            continue
+        palias = plan.info(parent).table.alias()
+        for fk in sorted(plan.catalog.incoming(parent), key=lambda f: (f.child, f.child_columns)):
+            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+                continue
+            child_action = plan.actions.get(fk.child)
+            child = plan.info(fk.child).table
+            refs = _refs_member(child, fk, palias, preds)
+            if child_action is None or child_action is TableAction.KEEP:
+                rows = _count(conn, plan, fk.child, refs)
+                if rows:
+                    raise KeptRowsBlock(str(fk.child), _constraint(fk), rows)
+            elif child_action is not TableAction.DELETE_IF_ORPHANED:
+                guard = preds.guard(fk.child, child)
+                if guard is not None:
+                    rows = _count(conn, plan, fk.child, sa.and_(refs, sa.not_(guard)))
+                    if rows:
+                        raise CrossSubjectReference(str(fk.child), _constraint(fk), rows)
+
+
+def _refs_member(
+    child: sa.Table, fk: ForeignKey, palias: sa.FromClause, preds: Predicates
+) -> ColumnElement[bool]:
+    sub = sa.select(*[palias.c[c] for c in fk.parent_columns]).where(
+        preds.member(fk.parent, palias)
+    )
+    cols = [child.c[c] for c in fk.child_columns]
+    return cols[0].in_(sub) if len(cols) == 1 else sa.tuple_(*cols).in_(sub)
+
+
+def _constraint(fk: ForeignKey) -> str:
+    return fk.name or fk.describe()
+
+
+@dataclass
+class _Row:
+    rid: tuple[Any, ...]
+    values: dict[str, Any]
+
+
+@dataclass
+class _Frame:
+    table: TableName
+    rids: set[tuple[Any, ...]]
+    #: Index of the frame whose transaction must also remove this frame's rows.
+    deferred_to: int | None = None
+    group: list[tuple[TableName, list[_Row]]] = field(default_factory=list)
+
+
+class _Walker:
+    def __init__(
+        self,
+        conn: Connection,
+        plan: Plan,
+        subject: object,
+        options: ExecutionOptions,
+        progress: ProgressCallback | None,
+        started: float,
+    ) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.preds = Predicates(plan, subject)
+        self.opts = options
+        self.progress = progress
+        self.started = started
+        self.dialect = plan.catalog.dialect
+        self.counts: dict[tuple[TableName, TableAction], int] = {}
+        self.stack: list[_Frame] = []
+        self._pending: dict[tuple[TableName, TableAction], int] = {}
+        self.rid = {t: RowIdentity.of(plan.info(t), self.dialect) for t in plan.catalog.tables}
+        self.needed: dict[TableName, list[str]] = {}
+        for table in plan.catalog.tables:
+            cols: list[str] = []
+            for edge in plan.children.get(table, []):
+                cols += edge.fk.parent_columns
+                if edge.fk.is_self_reference:
+                    cols += edge.fk.child_columns
+            self.needed[table] = list(dict.fromkeys(cols))
+
+    # --- the walk ---------------------------------------------------------------------
+
+    def walk(self) -> None:
+        for table in self.plan.order:
+            if table in self.plan.anchors or table in self.plan.orphan_links:
+                self._walk_anchor(table)
+
+    def verify(self) -> int:
+        """Rows of the subject still present (0 means verified)."""
+        left = 0
+        with self.conn.begin():
+            for table in self.plan.order:
+                action = self.plan.actions[table]
+                if action is TableAction.DELETE_IF_ORPHANED or action is TableAction.KEEP:
+                    continue
+                left += _count(self.conn, self.plan, table, self.preds.remaining(table))
+        return left
+
+    def outcomes(self) -> list[TableOutcome]:
+        result = []
+        for table in self.plan.order:
+            action = self.plan.actions[table]
+            if action is TableAction.KEEP:
+                continue
+            rows = self.counts.get((table, action), 0)
+            result.append(TableOutcome(table=str(table), action=action, rows=rows))
+        for table in self.plan.nullified:
+            rows = self.counts.get((table, TableAction.NULLIFY), 0)
+            result.append(TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows))
+        return result
+
+    def _anchor_where(self, table: TableName) -> ColumnElement[bool]:
+        target = self.plan.info(table).table
+        if table in self.plan.orphan_links:
+            where = self.preds.orphan(table, target)
+        else:
+            where = sa.or_(*self.preds.direct(table, target))
+        return where
+
+    def _walk_anchor(self, table: TableName) -> None:
+        where = self._anchor_where(table)
+        self._walk(table, where)
+
+    def _walk(self, table: TableName, where: ColumnElement[bool]) -> None:
+        """Remove every row of ``table`` matching ``where``, batch by batch."""
+        n = self.opts.batch_size
+        rid = self.rid[table]
+        if self.plan.actions[table] is TableAction.ANONYMIZE:
+            # Anonymized rows stay: skip those already done, or the walk would never end.
+            where = sa.and_(where, sa.not_(self.preds.anonymized(table, self._t(table))))
+        if self._is_leaf(table) or rid.kind == "none":
+            while True:
+                with self._transaction():
+                    done = self._remove_leaf_batch(table, where, n)
+                if done < n:
+                    return
+        last: tuple[Any, ...] | None = None
+        in_cycle = table in self.plan.cycle_of
+        while True:
+            cond = where if last is None else sa.and_(where, rid.after(self._t(table), last))
+            rows = self._fetch(table, cond, n)
+            if not rows:
+                return
+            if in_cycle:
+                fresh, busy = self._split_in_progress(table, rows)
+            else:
+                fresh, busy = rows, []
+            if busy:
+                self._reached_in_progress(table, busy)
+            if fresh:
+                self._erase_rows(table, fresh)
+            last = rows[-1].rid
+            if len(rows) < n:
+                return
+
+    def _erase_rows(self, table: TableName, rows: list[_Row]) -> None:
+        depth = len(self.stack)
+        frame = _Frame(table, {r.rid for r in rows})
+        self.stack.append(frame)
+        try:
+            removing = self.plan.actions[table] in REMOVING
+            for edge in self.plan.children.get(table, []):
+                if edge.mode is not EdgeMode.DELETE and not removing:
+                    continue
+                self._clear_edge(edge, rows)
+        finally:
+            self.stack.pop()
+        if frame.deferred_to is not None and frame.deferred_to < depth:
+            owner = self.stack[frame.deferred_to]
+            owner.group.extend(frame.group)
+            owner.group.append((table, rows))
+            if frame.deferred_to < depth - 1:
+                parent = self.stack[depth - 1]
+                if parent.deferred_to is None or frame.deferred_to < parent.deferred_to:
+                    parent.deferred_to = frame.deferred_to
+            return
+        with self._transaction() as conn:
+            if frame.group:
+                self._remove_group([*frame.group, (table, rows)])
+            else:
+                self._remove_rows(conn, table, rows)
+
+    def _clear_edge(self, edge: Edge, rows: list[_Row]) -> None:
+        fk = edge.fk
+        refs = _sorted_keys(
+            {
+                tuple(r.values[c] for c in fk.parent_columns)
+                for r in rows
+                if all(r.values[c] is not None for c in fk.parent_columns)
+            }
+        )
+        if not refs or edge.mode is EdgeMode.DATABASE:
+            return
+        child = self._t(fk.child)
+        cols = [child.c[c] for c in fk.child_columns]
+        n = self.opts.batch_size
+        for chunk in _chunks(refs, n):
+            where = key_in(cols, chunk, self.dialect)
+            if edge.mode is EdgeMode.NULLIFY:
+                self._nullify(fk, where)
+                continue
+            guard = self.preds.guard(fk.child, child)
+            if guard is not None:
+                where = sa.and_(where, guard)
+            if fk.is_self_reference:
+                current = self.stack[-1].rids
+                rid = self.rid[fk.child]
+                batch = rid.matches(child, _sorted_keys(current), self.dialect)
+                where = sa.and_(where, sa.not_(batch))
+            self._walk(fk.child, where)
+
+    def _nullify(self, fk: ForeignKey, where: ColumnElement[bool]) -> None:
+        child = self._t(fk.child)
+        if self.plan.actions.get(fk.child) in REMOVING:
+            where = sa.and_(where, sa.not_(self.preds.member(fk.child, child)))
+        stmt = sa.update(child).where(where).values(dict.fromkeys(fk.child_columns))
+        with self._transaction() as conn:
+            self._record(fk.child, TableAction.NULLIFY, conn.execute(stmt).rowcount)
+
+    # --- cycles -------------------------------------------------------------------------
+
+    def _split_in_progress(
+        self, table: TableName, rows: list[_Row]
+    ) -> tuple[list[_Row], list[tuple[int, _Row]]]:
+        fresh: list[_Row] = []
+        busy: list[tuple[int, _Row]] = []
+        for row in rows:
+            owner = next(
+                (i for i, f in enumerate(self.stack) if f.table == table and row.rid in f.rids),
+                None,
+            )
+            if owner is None:
+                fresh.append(row)
+            else:
+                busy.append((owner, row))
+        return fresh, busy
+
+    def _reached_in_progress(self, table: TableName, busy: list[tuple[int, _Row]]) -> None:
+        """Rows of ``table`` already being erased further up reference the current frame's
+        rows: clear a nullable reference, or remove them together in one transaction."""
+        current = self.stack[-1]
+        fks = [
+            e.fk
+            for e in self.plan.children.get(current.table, [])
+            if e.mode is EdgeMode.DELETE and e.fk.child == table
+        ]
+        nullable = [fk for fk in fks if fk.nullable]
+        if nullable and len(nullable) == len(fks):
+            rid = self.rid[table]
+            target = self._t(table)
+            with self._transaction() as conn:
+                for fk in nullable:
+                    conn.execute(
+                        sa.update(target)
+                        .where(rid.matches(target, [r.rid for _, r in busy], self.dialect))
+                        .values(dict.fromkeys(fk.child_columns))
+                    )
+            return
+        cycle = self.plan.cycle_of.get(table)
+        if cycle is None or (not cycle.hard and cycle.strategy is not CycleStrategy.TREE):
+            raise UnsatisfiablePlan([str(table), str(current.table)], "unexpected reference cycle")
+        if self.dialect == MYSQL:
+            raise UnsatisfiablePlan(
+                [str(table), str(current.table), str(table)],
+                "rows reference each other through NOT NULL keys; MySQL cannot defer the check",
+            )
+        owner = min(i for i, _ in busy)
+        if current.deferred_to is None or owner < current.deferred_to:
+            current.deferred_to = owner
+
+    def _remove_group(self, group: list[tuple[TableName, list[_Row]]]) -> None:
+        """Remove rows that reference each other through NOT NULL keys, all at once."""
+        strategy = next(
+            (
+                self.plan.cycle_of[t].strategy
+                for t, _ in group
+                if t in self.plan.cycle_of and self.plan.cycle_of[t].hard
+            ),
+            CycleStrategy.DEFERRED,
+        )
+        merged: dict[TableName, list[_Row]] = {}
+        for table, rows in group:
+            merged.setdefault(table, []).extend(rows)
+        if self.dialect == POSTGRESQL and strategy is not CycleStrategy.DEFERRED:
+            ctes = []
+            for i, (table, rows) in enumerate(merged.items()):
+                target = self._t(table)
+                rid = self.rid[table]
+                stmt = sa.delete(target).where(
+                    rid.matches(target, [r.rid for r in rows], self.dialect)
+                )
+                ctes.append((table, stmt.returning(sa.literal(1).label("x")).cte(f"removed_{i}")))
+            counts = sa.select(
+                *[sa.select(sa.func.count()).select_from(c).scalar_subquery() for _, c in ctes]
+            )
+            result = self.conn.execute(counts).one()
+            for (table, _), count in zip(ctes, result, strict=False):
+                self._record(table, self.plan.actions[table], int(count))
+            return
+        defer_constraints(self.conn, self.dialect)
+        for table, rows in merged.items():
+            target = self._t(table)
+            rid = self.rid[table]
+            stmt = sa.delete(target).where(rid.matches(target, [r.rid for r in rows], self.dialect))
+            self._record(table, self.plan.actions[table], self.conn.execute(stmt).rowcount)
+
+    # --- batches ------------------------------------------------------------------------
+
+    def _is_leaf(self, table: TableName) -> bool:
+        if table in self.plan.cycle_of:
+            return False
+        removing = self.plan.actions.get(table) in REMOVING
+        return not any(
+            e.mode is EdgeMode.DELETE or removing for e in self.plan.children.get(table, [])
+        )
+
+    def _t(self, table: TableName) -> sa.Table:
+        return self.plan.info(table).table
+
+    def _fetch(
+        self, table: TableName, where: ColumnElement[bool], limit: int, lock: bool = False
+    ) -> list[_Row]:
+        target = self._t(table)
+        rid = self.rid[table]
+        rid_cols = rid.select_columns(target)
+        needed = self.needed[table]
+        stmt = (
+            sa.select(*rid_cols, *[target.c[c] for c in needed])
+            .select_from(target)
+            .where(where)
+            .order_by(*rid.order_by(target))
+            .limit(limit)
+        )
+        if lock:
+            stmt = stmt.with_for_update()
+            raw = self.conn.execute(stmt).all()
+        else:
+            with self.conn.begin():
+                raw = self.conn.execute(stmt).all()
+        k = len(rid_cols)
+        return [_Row(tuple(r[:k]), dict(zip(needed, r[k:], strict=False))) for r in raw]
+
+    def _remove_leaf_batch(self, table: TableName, where: ColumnElement[bool], n: int) -> int:
+        """One transaction: lock up to ``n`` rows in key order, then remove them."""
+        rid = self.rid[table]
+        target = self._t(table)
+        if rid.kind == "none":
+            stmt = sa.delete(target).where(where).with_dialect_options(mysql_limit=n)
+            count = self.conn.execute(stmt).rowcount
+            self._record(table, self.plan.actions[table], count)
+            return int(count)
+        rows = self._fetch(table, where, n, lock=True)
+        if rows:
+            self._apply(table, rows)
+        return len(rows)
+
+    def _remove_rows(self, conn: Connection, table: TableName, rows: list[_Row]) -> None:
+        """Lock the batch (rows gone meanwhile are skipped) and remove it."""
+        target = self._t(table)
+        rid = self.rid[table]
+        where = rid.matches(target, [r.rid for r in rows], self.dialect)
+        guard = self.preds.guard(table, target)
+        if guard is not None:
+            where = sa.and_(where, guard)
+        stmt = (
+            sa.select(*rid.select_columns(target))
+            .select_from(target)
+            .where(where)
+            .order_by(*rid.order_by(target))
+            .with_for_update()
+        )
+        locked = {tuple(r) for r in conn.execute(stmt)}
+        keep = [r for r in rows if r.rid in locked]
+        if keep:
+            self._apply(table, keep)
+
+    def _apply(self, table: TableName, rows: list[_Row]) -> None:
+        target = self._t(table)
+        rid = self.rid[table]
+        action = self.plan.actions[table]
+        if action is TableAction.ANONYMIZE:
+            pol = self.plan.policies[table]
+            stmt = (
+                sa.update(target)
+                .where(rid.matches(target, [r.rid for r in rows], self.dialect))
+                .values(dict(pol.set))
+            )
+            self._record(table, action, self.conn.execute(stmt).rowcount)
+            return
+        count = 0
+        for level in self._levels(table, rows):
+            delete = sa.delete(target).where(
+                rid.matches(target, [r.rid for r in level], self.dialect)
+            )
+            count += self.conn.execute(delete).rowcount
+        self._record(table, action, count)
+
+    def _levels(self, table: TableName, rows: list[_Row]) -> Iterable[list[_Row]]:
+        """MySQL checks foreign keys row by row, so a batch of a self-referencing table
+        goes leaves first; other databases check at the end of the statement."""
+        self_fks = [
+            e.fk
+            for e in self.plan.children.get(table, [])
+            if e.mode is EdgeMode.DELETE and e.fk.is_self_reference
+        ]
+        if self.dialect != MYSQL or not self_fks:
+            yield rows
+            return
+        remaining = list(rows)
+        while remaining:
+            referenced: set[tuple[Any, ...]] = set()
+            for fk in self_fks:
+                for r in remaining:
+                    ref = tuple(r.values[c] for c in fk.child_columns)
+                    own = tuple(r.values[c] for c in fk.parent_columns)
+                    if None not in ref and ref != own:
+                        referenced.add((fk.name, *ref))
+            level = [
+                r
+                for r in remaining
+                if not any(
+                    (fk.name, *(r.values[c] for c in fk.parent_columns)) in referenced
+                    for fk in self_fks
+                )
+            ]
+            if not level:
+                raise UnsatisfiablePlan([str(table), str(table)], "rows reference each other")
+            yield level
+            chosen = {id(r) for r in level}
+            remaining = [r for r in remaining if id(r) not in chosen]
+
+    # --- bookkeeping --------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One short transaction; its counts (and progress) are kept only once it commits."""
+        self._pending.clear()
+        with self.conn.begin():
+            set_lock_timeout(self.conn, self.dialect, self.opts.lock_timeout_ms)
+            yield self.conn
+        for (table, action), rows in self._pending.items():
+            key = (table, action)
+            self.counts[key] = self.counts.get(key, 0) + rows
+            if self.progress is not None:
+                self.progress(
+                    Progress(
+                        table=str(table),
+                        action=action,
+                        rows=rows,
+                        total_rows=sum(c for (_, a), c in self.counts.items() if a in REMOVING),
+                        elapsed_seconds=time.monotonic() - self.started,
+                        rows_by_table={f"{t}:{a}": c for (t, a), c in self.counts.items()},
+                    )
+                )
+        self._pending.clear()
+
+    def _record(self, table: TableName, action: TableAction, rows: int) -> None:
+        if rows > 0:
+            self._pending[(table, action)] = self._pending.get((table, action), 0) + rows
+
+
+def _chunks(items: Sequence[tuple[Any, ...]], size: int) -> Iterator[Sequence[tuple[Any, ...]]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _sorted_keys(values: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Keys in their natural order (so concurrent erasures lock rows in the same order)."""
+    items = list(values)
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=repr)

@@ -1,0 +1,723 @@
+"""Turn a catalog, a subject column and table policies into an erasure plan.
+
+A table's rows *belong to the subject* when the table has the subject column and it
+holds the subject's value (a direct match), or when they reference, through a foreign
+key, rows that belong to the subject (a semi-join path). Membership flows from a
+referenced row to the rows referencing it, never the other way, and not through
+``ON DELETE SET NULL``/``SET DEFAULT`` references: those say that the referencing row
+outlives the referenced one, so the engine clears the reference instead.
+
+The plan lists one step per table, children before parents, with the predicate that
+selects the subject's rows, how each cycle is broken, and warnings. It is
+deterministic and carries the fingerprint of the schema it was made from.
+"""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from models.erasure import ScalarValue, TableAction, TablePolicy
+from worker.catalog import (
+    POSTGRESQL,
+    SET_DEFAULT,
+    SET_NULL,
+    SQLITE,
+    Catalog,
+    ForeignKey,
+    TableInfo,
+    TableName,
+)
+from worker.exceptions import (
+    InvalidSubjectValue,
+    PolicyConflict,
+    UnknownSubjectColumn,
+    UnknownTable,
+    UnsatisfiablePlan,
+)
+from worker.graph import children_first, find_cycle, strongly_connected_components
+
+#: Actions after which the subject's rows are gone from the table.
+REMOVING = frozenset({TableAction.DELETE, TableAction.UNLINK, TableAction.DELETE_IF_ORPHANED})
+
+
+class EdgeMode(StrEnum):
+    """What the engine does with rows that reference a batch it is about to remove."""
+
+    #: The referencing rows belong to the subject: remove them first (recursively).
+    DELETE = "delete"
+    #: The reference is ``ON DELETE SET NULL``: clear it explicitly, in batches.
+    NULLIFY = "nullify"
+    #: ``ON DELETE SET DEFAULT``: the database resets it when the parent goes.
+    DATABASE = "database"
+
+
+class CycleStrategy(StrEnum):
+    """How the rows of a foreign-key cycle are removed."""
+
+    #: A self-referencing table: rows go leaves first, deepest descendants before ancestors.
+    TREE = "tree (children before parents, any depth)"
+    #: A nullable reference in the cycle is cleared on rows that are being erased anyway.
+    NULLIFY = "nullify a nullable foreign key on rows being erased"
+    #: All constraints of the cycle are DEFERRABLE: rows go in one deferred transaction.
+    DEFERRED = "deferred constraints in one transaction"
+    #: PostgreSQL, constraints not deferrable: one statement with writable CTEs.
+    WRITABLE_CTE = "one statement with writable CTEs"
+    #: SQLite: ``PRAGMA defer_foreign_keys`` for the transaction.
+    SQLITE_DEFER = "PRAGMA defer_foreign_keys for the transaction"
+
+
+@dataclass(frozen=True)
+class Edge:
+    fk: ForeignKey
+    mode: EdgeMode
+
+
+@dataclass(frozen=True)
+class Cycle:
+    tables: tuple[TableName, ...]
+    path: tuple[str, ...]
+    strategy: CycleStrategy
+    #: True when a cycle of NOT NULL references makes a grouped removal necessary.
+    hard: bool
+
+
+@dataclass(frozen=True)
+class Step:
+    """One table of the plan, in the order the engine empties tables."""
+
+    table: TableName
+    action: TableAction
+    predicate: str
+    anchor: bool
+    cycle: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": str(self.table),
+            "action": str(self.action),
+            "predicate": self.predicate,
+            "anchor": self.anchor,
+            "cycle": self.cycle,
+        }
+
+
+@dataclass
+class Plan:
+    """The erasure plan for one database and one subject column specification."""
+
+    catalog: Catalog
+    subject_columns: tuple[str, ...]
+    #: Anchor table -> its subject column(s).
+    anchors: dict[TableName, tuple[str, ...]]
+    #: Every table whose rows belong to the subject -> the action taken on them.
+    actions: dict[TableName, TableAction]
+    #: Parent table -> the references into it that the engine must deal with.
+    children: dict[TableName, list[Edge]]
+    #: Tables that keep their rows but have a SET NULL reference into removed rows.
+    nullified: list[TableName]
+    #: Shared tables (``delete_if_orphaned``) -> their link references.
+    orphan_links: dict[TableName, list[ForeignKey]]
+    order: list[TableName]
+    cycles: list[Cycle]
+    steps: list[Step]
+    warnings: list[str]
+    policies: dict[TableName, TablePolicy] = field(default_factory=dict)
+    cycle_of: dict[TableName, Cycle] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.catalog.fingerprint
+
+    def info(self, table: TableName) -> TableInfo:
+        return self.catalog.tables[table]
+
+    def subject_guard_columns(self, table: TableName) -> tuple[str, ...]:
+        return self.anchors.get(table, ())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dialect": self.catalog.dialect,
+            "schema_fingerprint": self.fingerprint,
+            "subject_columns": list(self.subject_columns),
+            "steps": [s.as_dict() for s in self.steps],
+            "cycles": [
+                {"tables": [str(t) for t in c.tables], "path": list(c.path), "strategy": c.strategy}
+                for c in self.cycles
+            ],
+            "warnings": list(self.warnings),
+        }
+
+
+def build_plan(
+    catalog: Catalog,
+    subject_columns: Sequence[str],
+    policies: Mapping[str, TablePolicy] | None = None,
+) -> Plan:
+    """Plan the erasure of the subject identified by ``subject_columns``.
+
+    Each entry is ``column`` (every table that has it), ``table.column`` or
+    ``schema.table.column``. Raises ``UnknownSubjectColumn``, ``UnknownTable``,
+    ``PolicyConflict`` or ``UnsatisfiablePlan`` before anything is touched.
+    """
+    policy_map = _resolve_policies(catalog, policies or {})
+    anchors = _find_anchors(catalog, subject_columns)
+    for table, pol in policy_map.items():
+        if pol.action is TableAction.KEEP:
+            anchors.pop(table, None)
+    if not anchors and not any(
+        p.action is TableAction.DELETE_IF_ORPHANED for p in policy_map.values()
+    ):
+        raise UnknownSubjectColumn(subject_columns)
+
+    actions: dict[TableName, TableAction] = {}
+    children: dict[TableName, list[Edge]] = {t: [] for t in catalog.tables}
+    nullified: set[TableName] = set()
+
+    def action_of(table: TableName) -> TableAction:
+        return policy_map.get(table, TablePolicy()).action
+
+    # Membership: from the anchors, down every reference that is not SET NULL/DEFAULT.
+    frontier = sorted(anchors)
+    for table in frontier:
+        actions[table] = action_of(table)
+    while frontier:
+        parent = frontier.pop(0)
+        if actions[parent] is TableAction.KEEP:
+            continue
+        for fk in sorted(catalog.incoming(parent), key=_fk_sort_key):
+            child = fk.child
+            child_action = action_of(child)
+            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+                continue
+            if child_action in (TableAction.KEEP, TableAction.DELETE_IF_ORPHANED):
+                continue
+            if child not in actions:
+                actions[child] = child_action
+                frontier.append(child)
+
+    orphan_links: dict[TableName, list[ForeignKey]] = {}
+    for table, pol in sorted(policy_map.items()):
+        if pol.action is not TableAction.DELETE_IF_ORPHANED:
+            continue
+        if table in actions:
+            raise PolicyConflict(
+                str(table),
+                "delete_if_orphaned is for shared tables, but this table's rows belong "
+                "to the subject directly (subject column or a reference to its rows)",
+            )
+        links = [fk for fk in catalog.incoming(table) if fk.child in actions]
+        if not links:
+            raise PolicyConflict(
+                str(table), "delete_if_orphaned needs a link table that belongs to the subject"
+            )
+        orphan_links[table] = sorted(links, key=_fk_sort_key)
+    for table in orphan_links:
+        actions[table] = TableAction.DELETE_IF_ORPHANED
+
+    # Child edges of every table whose rows go away (or stay, for anonymize).
+    for parent, parent_action in actions.items():
+        for fk in catalog.incoming(parent):
+            member_action = actions.get(fk.child)
+            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+                if parent_action in REMOVING:
+                    mode = EdgeMode.NULLIFY if fk.on_delete == SET_NULL else EdgeMode.DATABASE
+                    children[parent].append(Edge(fk, mode))
+                    if mode is EdgeMode.NULLIFY:
+                        nullified.add(fk.child)
+            elif member_action is not None and member_action not in (
+                TableAction.KEEP,
+                TableAction.DELETE_IF_ORPHANED,
+            ):
+                children[parent].append(Edge(fk, EdgeMode.DELETE))
+        children[parent].sort(key=lambda e: _fk_sort_key(e.fk))
+
+    _check_anonymize(catalog, actions, policy_map)
+
+    delete_children: dict[TableName, list[TableName]] = {
+        p: [e.fk.child for e in edges if e.mode is EdgeMode.DELETE]
+        for p, edges in children.items()
+        if p in actions
+    }
+    order, cyclic = children_first(actions, delete_children)
+    # Shared (orphan) tables are emptied first: their predicate reads the link rows.
+    order = [t for t in order if t in orphan_links] + [t for t in order if t not in orphan_links]
+    cycles = [_cycle_strategy(catalog, comp, children) for comp in cyclic]
+    cycle_of = {t: c for c in cycles for t in c.tables}
+
+    warnings = _index_warnings(catalog, anchors, children, actions)
+    for table in order:
+        info = catalog.tables[table]
+        if info.delete_triggers:
+            names = ", ".join(t.name for t in info.delete_triggers)
+            warnings.append(
+                f"{table} has delete trigger(s) {names}: rows they write are caught by the "
+                "verification pass"
+            )
+        for fk in info.foreign_keys:
+            if not fk.validated:
+                warnings.append(f"{fk.describe()} is NOT VALID: existing rows may violate it")
+        for edge in children.get(table, []):
+            if edge.mode is EdgeMode.DATABASE:
+                warnings.append(
+                    f"{edge.fk.describe()} is ON DELETE SET DEFAULT: the database resets "
+                    "those references and they are not counted"
+                )
+
+    steps = [
+        Step(
+            table=t,
+            action=actions[t],
+            predicate=_describe_predicate(t, anchors, children, orphan_links, actions),
+            anchor=t in anchors or t in orphan_links,
+            cycle=cycle_of[t].strategy.value if t in cycle_of else None,
+        )
+        for t in order
+    ]
+    steps += [
+        Step(
+            table=t,
+            action=TableAction.NULLIFY,
+            predicate=_describe_nullify(t, children),
+            anchor=False,
+        )
+        for t in sorted(nullified - set(actions))
+    ]
+    return Plan(
+        catalog=catalog,
+        subject_columns=tuple(subject_columns),
+        anchors=anchors,
+        actions=actions,
+        children=children,
+        nullified=sorted(nullified),
+        orphan_links=orphan_links,
+        order=order,
+        cycles=cycles,
+        steps=steps,
+        warnings=warnings,
+        policies=policy_map,
+        cycle_of=cycle_of,
+    )
+
+
+def _fk_sort_key(fk: ForeignKey) -> tuple[TableName, tuple[str, ...], TableName]:
+    return (fk.child, fk.child_columns, fk.parent)
+
+
+def _resolve_policies(
+    catalog: Catalog, policies: Mapping[str, TablePolicy]
+) -> dict[TableName, TablePolicy]:
+    resolved: dict[TableName, TablePolicy] = {}
+    for name, pol in policies.items():
+        try:
+            table = catalog.resolve(name)
+        except KeyError:
+            raise UnknownTable(name, "a table policy") from None
+        info = catalog.tables[table]
+        if pol.action is TableAction.ANONYMIZE:
+            if not pol.set:
+                raise PolicyConflict(str(table), "anonymize needs at least one column in 'set'")
+            for col in pol.set:
+                if col not in info.columns:
+                    raise PolicyConflict(str(table), f"anonymize sets unknown column {col!r}")
+                if pol.set[col] is None and not info.columns[col].nullable:
+                    raise PolicyConflict(str(table), f"column {col!r} is NOT NULL")
+        elif pol.set:
+            raise PolicyConflict(str(table), "'set' is only valid with action 'anonymize'")
+        if pol.action is TableAction.NULLIFY:
+            raise PolicyConflict(str(table), "'nullify' is not a policy")
+        resolved[table] = pol
+    return resolved
+
+
+def _find_anchors(
+    catalog: Catalog, subject_columns: Sequence[str]
+) -> dict[TableName, tuple[str, ...]]:
+    anchors: dict[TableName, list[str]] = {}
+    for spec in subject_columns:
+        parts = spec.split(".")
+        if len(parts) == 1:
+            column = parts[0]
+            for name, info in catalog.tables.items():
+                if column in info.columns:
+                    anchors.setdefault(name, []).append(column)
+            continue
+        table_spec, column = ".".join(parts[:-1]), parts[-1]
+        try:
+            table = catalog.resolve(table_spec)
+        except KeyError:
+            raise UnknownSubjectColumn([spec]) from None
+        if column not in catalog.tables[table].columns:
+            raise UnknownSubjectColumn([spec])
+        anchors.setdefault(table, []).append(column)
+    return {t: tuple(dict.fromkeys(cols)) for t, cols in anchors.items()}
+
+
+def _check_anonymize(
+    catalog: Catalog,
+    actions: Mapping[TableName, TableAction],
+    policies: Mapping[TableName, TablePolicy],
+) -> None:
+    for table, action in actions.items():
+        if action is not TableAction.ANONYMIZE:
+            continue
+        pol = policies[table]
+        for fk in catalog.tables[table].foreign_keys:
+            parent_action = actions.get(fk.parent)
+            if parent_action not in REMOVING or fk.on_delete in (SET_NULL, SET_DEFAULT):
+                continue
+            if not all(c in pol.set and pol.set[c] is None for c in fk.child_columns):
+                raise PolicyConflict(
+                    str(table),
+                    f"anonymized rows keep referencing deleted rows through {fk.describe()}; "
+                    "set those columns to null",
+                )
+
+
+def _cycle_strategy(
+    catalog: Catalog, component: list[TableName], children: Mapping[TableName, list[Edge]]
+) -> Cycle:
+    members = set(component)
+    edges = [
+        e.fk
+        for t in component
+        for e in children.get(t, [])
+        if e.mode is EdgeMode.DELETE and e.fk.child in members
+    ]
+
+    def succ_all(n: TableName) -> list[TableName]:
+        return [fk.child for fk in edges if fk.parent == n]
+
+    path = tuple(str(t) for t in find_cycle(component, succ_all))
+    hard_edges = [fk for fk in edges if not fk.nullable]
+
+    def succ_hard(n: TableName) -> list[TableName]:
+        return [fk.child for fk in hard_edges if fk.parent == n]
+
+    hard_components = [
+        c
+        for c in strongly_connected_components(component, succ_hard)
+        if len(c) > 1 or c[0] in succ_hard(c[0])
+    ]
+    self_only = len(component) == 1
+    if self_only:
+        return Cycle(tuple(component), path, CycleStrategy.TREE, hard=bool(hard_components))
+    if not hard_components:
+        return Cycle(tuple(component), path, CycleStrategy.NULLIFY, hard=False)
+    dialect = catalog.dialect
+    hard_path = tuple(str(t) for t in find_cycle(hard_components[0], succ_hard))
+    if dialect == POSTGRESQL:
+        if all(fk.deferrable for fk in hard_edges):
+            strategy = CycleStrategy.DEFERRED
+        else:
+            strategy = CycleStrategy.WRITABLE_CTE
+    elif dialect == SQLITE:
+        strategy = CycleStrategy.SQLITE_DEFER
+    else:
+        raise UnsatisfiablePlan(
+            hard_path,
+            "every reference in it is NOT NULL and MySQL/MariaDB check foreign keys row by "
+            "row with no way to defer them; make one of these columns nullable",
+        )
+    return Cycle(tuple(component), hard_path, strategy, hard=True)
+
+
+def _index_warnings(
+    catalog: Catalog,
+    anchors: Mapping[TableName, tuple[str, ...]],
+    children: Mapping[TableName, list[Edge]],
+    actions: Mapping[TableName, TableAction],
+) -> list[str]:
+    warnings: list[str] = []
+    for table, cols in sorted(anchors.items()):
+        info = catalog.tables[table]
+        for col in cols:
+            if not info.has_index_on([col]):
+                warnings.append(
+                    f"no index on {table}({col}): every batch scans the table to find the "
+                    "subject's rows"
+                )
+    seen: set[tuple[TableName, tuple[str, ...]]] = set()
+    for parent in sorted(actions):
+        for edge in children.get(parent, []):
+            fk = edge.fk
+            key = (fk.child, fk.child_columns)
+            if key in seen:
+                continue
+            seen.add(key)
+            if not catalog.tables[fk.child].has_index_on(fk.child_columns):
+                names = ", ".join(fk.child_columns)
+                warnings.append(
+                    f"no index on {fk.child}({names}) for {fk.describe()}: every delete from "
+                    f"{fk.parent} scans {fk.child}"
+                )
+    return warnings
+
+
+def _describe_predicate(
+    table: TableName,
+    anchors: Mapping[TableName, tuple[str, ...]],
+    children: Mapping[TableName, list[Edge]],
+    orphan_links: Mapping[TableName, list[ForeignKey]],
+    actions: Mapping[TableName, TableAction],
+) -> str:
+    parts = [f"{col} = :subject" for col in anchors.get(table, ())]
+    for parent, edges in sorted(children.items()):
+        for edge in edges:
+            fk = edge.fk
+            if fk.child != table or edge.mode is not EdgeMode.DELETE or parent not in actions:
+                continue
+            cols = ", ".join(fk.child_columns)
+            pcols = ", ".join(fk.parent_columns)
+            parts.append(f"({cols}) IN subject rows of {fk.parent}({pcols})")
+    if table in orphan_links:
+        links = ", ".join(str(fk.child) for fk in orphan_links[table])
+        parts.append(f"linked by the subject through {links} and by nobody else")
+    return " OR ".join(parts) if parts else "(none)"
+
+
+def _describe_nullify(table: TableName, children: Mapping[TableName, list[Edge]]) -> str:
+    refs = [
+        f"({', '.join(e.fk.child_columns)}) -> {e.fk.parent}: set NULL"
+        for edges in children.values()
+        for e in edges
+        if e.fk.child == table and e.mode is EdgeMode.NULLIFY
+    ]
+    return "; ".join(sorted(refs))
+
+
+# --- subject values ---------------------------------------------------------------
+
+
+def coerce_subject(value: object, column_type: sa.types.TypeEngine[Any], column: str) -> Any:
+    """Convert a subject value (often a string from a CLI or a message) to the column's type."""
+    try:
+        python_type = column_type.python_type
+    except NotImplementedError:
+        return value
+    if value is None or (isinstance(value, python_type) and not isinstance(value, bool)):
+        return value
+    try:
+        if python_type is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(str(value).strip()) if not isinstance(value, float) else int(value)
+        if python_type is str:
+            return str(value)
+        if python_type is uuid.UUID:
+            return uuid.UUID(str(value))
+        if python_type is decimal.Decimal:
+            return decimal.Decimal(str(value))
+        if python_type is float:
+            return float(str(value))
+        if python_type is bytes:
+            return str(value).encode()
+    except (ValueError, TypeError, decimal.InvalidOperation):
+        raise InvalidSubjectValue(column, python_type.__name__) from None
+    return value
+
+
+# --- predicates (SQL) ------------------------------------------------------------------
+
+_UNROLL_FACTOR = 3
+
+
+@dataclass
+class Predicates:
+    """Builds the SQL that selects the subject's rows of each table.
+
+    Used for dry-run counts, pre-flight checks and the final verification; the
+    executor's own batches use cheaper key lookups (see ``executor.py``).
+    """
+
+    plan: Plan
+    subject: object
+    _values: dict[tuple[TableName, str], Any] = field(default_factory=dict)
+
+    def subject_value(self, table: TableName, column: str) -> Any:
+        key = (table, column)
+        if key not in self._values:
+            col = self.plan.info(table).columns[column]
+            self._values[key] = coerce_subject(self.subject, col.type, f"{table}.{column}")
+        return self._values[key]
+
+    def direct(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
+        return [
+            alias.c[col] == sa.literal(self.subject_value(table, col), alias.c[col].type)
+            for col in self.plan.anchors.get(table, ())
+        ]
+
+    def guard(self, table: TableName, alias: sa.FromClause) -> ColumnElement[bool] | None:
+        """For a table with the subject column: rows that may belong to the subject
+        (its value, or NULL) — a row holding another subject's value never does."""
+        conds = self._guards(table, alias)
+        return sa.and_(*conds) if conds else None
+
+    def _guards(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
+        return [
+            sa.or_(
+                alias.c[c].is_(None),
+                alias.c[c] == sa.literal(self.subject_value(table, c), alias.c[c].type),
+            )
+            for c in self.plan.anchors.get(table, ())
+        ]
+
+    def member(
+        self, table: TableName, alias: sa.FromClause | None = None, depth: int = 0
+    ) -> ColumnElement[bool]:
+        """Rows of ``table`` (through ``alias``) that belong to the subject."""
+        target = alias if alias is not None else self.plan.info(table).table
+        cycle = self.plan.cycle_of.get(table)
+        if cycle is not None and len(cycle.tables) == 1:
+            return self._member_tree(table, target, depth)
+        return self._member_plain(table, target, depth)
+
+    def _via_edges(self, table: TableName) -> list[ForeignKey]:
+        return [
+            e.fk
+            for parent in sorted(self.plan.actions)
+            for e in self.plan.children.get(parent, [])
+            if e.fk.child == table and e.mode is EdgeMode.DELETE
+        ]
+
+    def _member_plain(
+        self, table: TableName, target: sa.FromClause, depth: int, skip_self: bool = False
+    ) -> ColumnElement[bool]:
+        parts: list[ColumnElement[bool]] = list(self.direct(table, target))
+        via: list[ColumnElement[bool]] = []
+        cycle = self.plan.cycle_of.get(table)
+        limit = _UNROLL_FACTOR * len(cycle.tables) if cycle else 0
+        for fk in self._via_edges(table):
+            if skip_self and fk.is_self_reference:
+                continue
+            in_cycle = cycle is not None and fk.parent in cycle.tables
+            if in_cycle and depth >= limit:
+                continue
+            parent_alias = self.plan.info(fk.parent).table.alias()
+            parent_pred = self.member(fk.parent, parent_alias, depth + 1 if in_cycle else depth)
+            sub = sa.select(*[parent_alias.c[c] for c in fk.parent_columns]).where(parent_pred)
+            via.append(_key_in_select([target.c[c] for c in fk.child_columns], sub))
+        if via:
+            via_pred = sa.or_(*via)
+            guard = self.guard(table, target)
+            parts.append(sa.and_(via_pred, guard) if guard is not None else via_pred)
+        if table in self.plan.orphan_links:
+            parts.append(self.orphan(table, target))
+        return sa.or_(*parts) if parts else sa.false()
+
+    def _member_tree(
+        self, table: TableName, target: sa.FromClause, depth: int
+    ) -> ColumnElement[bool]:
+        info = self.plan.info(table)
+        self_fks = [fk for fk in self._via_edges(table) if fk.is_self_reference]
+        cols = list(
+            dict.fromkeys(
+                [*(info.key_columns() or ()), *(c for fk in self_fks for c in fk.parent_columns)]
+            )
+        )
+        base_alias = info.table.alias()
+        base = sa.select(*[base_alias.c[c] for c in cols]).where(
+            self._member_plain(table, base_alias, depth, skip_self=True)
+        )
+        cte = base.cte(f"subject_tree_{depth}", recursive=True)
+        recursive_parts = []
+        guard_cols = self.plan.anchors.get(table, ())
+        for fk in self_fks:
+            step = info.table.alias()
+            cond = sa.and_(
+                *[
+                    step.c[c] == cte.c[p]
+                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=False)
+                ]
+            )
+            sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, cond)
+            if guard_cols:
+                sel = sel.where(sa.and_(*self._guards(table, step)))
+            recursive_parts.append(sel)
+        cte = cte.union(*recursive_parts)
+        return _key_in_select([target.c[c] for c in cols], sa.select(*[cte.c[c] for c in cols]))
+
+    def orphan(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
+        """Shared rows linked by the subject and referenced by no other row."""
+        linked: list[ColumnElement[bool]] = []
+        for fk in self.plan.orphan_links[table]:
+            link = self.plan.info(fk.child).table.alias()
+            sub = sa.select(*[link.c[c] for c in fk.child_columns]).where(
+                self.member(fk.child, link)
+            )
+            linked.append(_key_in_select([target.c[c] for c in fk.parent_columns], sub))
+        others: list[ColumnElement[bool]] = []
+        for fk in self.plan.catalog.incoming(table):
+            ref = self.plan.info(fk.child).table.alias()
+            join = sa.and_(
+                *[
+                    ref.c[c] == target.c[p]
+                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=False)
+                ]
+            )
+            cond: ColumnElement[bool] = join
+            if fk.child in self.plan.actions and fk.child not in self.plan.orphan_links:
+                cond = sa.and_(join, sa.not_(self.member(fk.child, ref)))
+            others.append(sa.exists(sa.select(sa.literal(1)).select_from(ref).where(cond)))
+        return sa.and_(sa.or_(*linked), sa.not_(sa.or_(*others)) if others else sa.true())
+
+    def anonymized(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
+        """Rows whose anonymized columns already hold the policy's values."""
+        pol = self.plan.policies[table]
+        return sa.and_(
+            *[
+                target.c[col].is_not_distinct_from(_literal(val, target.c[col].type))
+                for col, val in pol.set.items()
+            ]
+        )
+
+    def remaining(self, table: TableName) -> ColumnElement[bool]:
+        """What must be gone (or anonymized) after the erasure, for verification."""
+        target = self.plan.info(table).table
+        pred = self.member(table, target)
+        if self.plan.actions[table] is TableAction.ANONYMIZE:
+            return sa.and_(pred, sa.not_(self.anonymized(table, target)))
+        return pred
+
+    def nullify_targets(self, table: TableName) -> ColumnElement[bool]:
+        """Rows of ``table`` (not themselves erased) whose SET NULL references point
+        at rows that will be removed."""
+        target = self.plan.info(table).table
+        conds = []
+        for parent in sorted(self.plan.actions):
+            if self.plan.actions[parent] not in REMOVING:
+                continue
+            for edge in self.plan.children.get(parent, []):
+                if edge.fk.child != table or edge.mode is not EdgeMode.NULLIFY:
+                    continue
+                fk = edge.fk
+                palias = self.plan.info(parent).table.alias()
+                sub = sa.select(*[palias.c[c] for c in fk.parent_columns]).where(
+                    self.member(parent, palias)
+                )
+                conds.append(_key_in_select([target.c[c] for c in fk.child_columns], sub))
+        pred: ColumnElement[bool] = sa.or_(*conds) if conds else sa.false()
+        if table in self.plan.actions and self.plan.actions[table] in REMOVING:
+            pred = sa.and_(pred, sa.not_(self.member(table, target)))
+        return pred
+
+
+def _literal(value: ScalarValue, type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any]:
+    if value is None:
+        return sa.null()
+    return sa.literal(value, type_)
+
+
+def _key_in_select(
+    columns: Sequence[ColumnElement[Any]], select: sa.Select[Any]
+) -> ColumnElement[bool]:
+    if len(columns) == 1:
+        return columns[0].in_(select)
+    return sa.tuple_(*columns).in_(select)
