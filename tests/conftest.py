@@ -128,7 +128,7 @@ def _make_mysql() -> Iterator[TargetDB]:
     finally:
         engine.dispose()
         with admin.begin() as conn:
-            for db in (name, other):
+            for db in (other, name):  # the other side may reference the main one
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{db}`")
         admin.dispose()
 

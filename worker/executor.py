@@ -156,13 +156,12 @@ def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     for parent, action in sorted(plan.actions.items()):
         if action not in REMOVING:
             continue
-        palias = plan.info(parent).table.alias()
         for fk in sorted(plan.catalog.incoming(parent), key=lambda f: (f.child, f.child_columns)):
             if fk.on_delete in (SET_NULL, SET_DEFAULT):
                 continue
             child_action = plan.actions.get(fk.child)
             child = plan.info(fk.child).table
-            refs = _refs_member(child, fk, palias, preds)
+            refs = _refs_member(child, fk, preds)
             if child_action is None or child_action is TableAction.KEEP:
                 rows = _count(conn, plan, fk.child, refs)
                 if rows:
@@ -175,12 +174,9 @@ def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
                         raise CrossSubjectReference(str(fk.child), _constraint(fk), rows)
 
 
-def _refs_member(
-    child: sa.Table, fk: ForeignKey, palias: sa.FromClause, preds: Predicates
-) -> ColumnElement[bool]:
-    sub = sa.select(*[palias.c[c] for c in fk.parent_columns]).where(
-        preds.member(fk.parent, palias)
-    )
+def _refs_member(child: sa.Table, fk: ForeignKey, preds: Predicates) -> ColumnElement[bool]:
+    members = preds.member_cte(fk.parent)
+    sub = sa.select(*[members.c[c] for c in fk.parent_columns])
     cols = [child.c[c] for c in fk.child_columns]
     return cols[0].in_(sub) if len(cols) == 1 else sa.tuple_(*cols).in_(sub)
 
@@ -434,8 +430,10 @@ class _Walker:
             ),
             CycleStrategy.DEFERRED,
         )
+        cycle = next((self.plan.cycle_of[t] for t, _ in group if t in self.plan.cycle_of), None)
+        rank = {t: i for i, t in enumerate(cycle.removal_order)} if cycle else {}
         merged: dict[TableName, list[_Row]] = {}
-        for table, rows in group:
+        for table, rows in sorted(group, key=lambda g: rank.get(g[0], -1)):
             merged.setdefault(table, []).extend(rows)
         if self.dialect == POSTGRESQL and strategy is not CycleStrategy.DEFERRED:
             ctes = []
@@ -450,7 +448,7 @@ class _Walker:
                 *[sa.select(sa.func.count()).select_from(c).scalar_subquery() for _, c in ctes]
             )
             result = self.conn.execute(counts).one()
-            for (table, _), count in zip(ctes, result, strict=False):
+            for (table, _), count in zip(ctes, result, strict=True):
                 self._record(table, self.plan.actions[table], int(count))
             return
         defer_constraints(self.conn, self.dialect)
@@ -494,7 +492,7 @@ class _Walker:
             with self.conn.begin():
                 raw = self.conn.execute(stmt).all()
         k = len(rid_cols)
-        return [_Row(tuple(r[:k]), dict(zip(needed, r[k:], strict=False))) for r in raw]
+        return [_Row(tuple(r[:k]), dict(zip(needed, r[k:], strict=True))) for r in raw]
 
     def _remove_leaf_batch(self, table: TableName, where: ColumnElement[bool], n: int) -> int:
         """One transaction: lock up to ``n`` rows in key order, then remove them."""
@@ -545,11 +543,67 @@ class _Walker:
             return
         count = 0
         for level in self._levels(table, rows):
-            delete = sa.delete(target).where(
-                rid.matches(target, [r.rid for r in level], self.dialect)
-            )
-            count += self.conn.execute(delete).rowcount
+            plain, self_pointing = self._split_self_pointing(table, level)
+            if plain:
+                delete = sa.delete(target).where(
+                    rid.matches(target, [r.rid for r in plain], self.dialect)
+                )
+                count += self.conn.execute(delete).rowcount
+            if self_pointing:
+                count += self._delete_self_pointing(table, self_pointing)
         self._record(table, action, count)
+
+    def _split_self_pointing(
+        self, table: TableName, rows: list[_Row]
+    ) -> tuple[list[_Row], list[_Row]]:
+        """On MySQL, rows whose NOT NULL self-reference points at themselves (tree roots)
+        cannot be deleted while foreign-key checks are on; set them apart."""
+        fks = [
+            fk
+            for fk in self.plan.info(table).foreign_keys
+            if fk.is_self_reference and self.dialect == MYSQL
+        ]
+        if not fks:
+            return rows, []
+        plain: list[_Row] = []
+        pointing: list[_Row] = []
+        for row in rows:
+            own = any(
+                all(
+                    row.values[c] == row.values[p]
+                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=True)
+                )
+                for fk in fks
+            )
+            (pointing if own else plain).append(row)
+        return plain, pointing
+
+    def _delete_self_pointing(self, table: TableName, rows: list[_Row]) -> int:
+        """Delete self-pointing rows with MySQL's checks off for one statement, after
+        proving (under the batch's row locks) that nothing else references them."""
+        target = self._t(table)
+        rid = self.rid[table]
+        ids = [r.rid for r in rows]
+        for fk in self.plan.catalog.incoming(table):
+            child = self._t(fk.child).alias()
+            refs = _sorted_keys({tuple(r.values[c] for c in fk.parent_columns) for r in rows})
+            where = key_in([child.c[c] for c in fk.child_columns], refs, self.dialect)
+            if fk.is_self_reference:
+                own = key_in([child.c[c] for c in self.rid[table].columns], ids, self.dialect)
+                where = sa.and_(where, sa.not_(own))
+            found = self.conn.execute(
+                sa.select(sa.func.count()).select_from(child).where(where)
+            ).scalar_one()
+            if found:
+                raise UnsatisfiablePlan(
+                    [str(fk.child), str(table)], "rows still reference a tree root"
+                )
+        self.conn.execute(sa.text("SET SESSION foreign_key_checks = 0"))
+        try:
+            delete = sa.delete(target).where(rid.matches(target, ids, self.dialect))
+            return int(self.conn.execute(delete).rowcount)
+        finally:
+            self.conn.execute(sa.text("SET SESSION foreign_key_checks = 1"))
 
     def _levels(self, table: TableName, rows: list[_Row]) -> Iterable[list[_Row]]:
         """MySQL checks foreign keys row by row, so a batch of a self-referencing table

@@ -87,6 +87,8 @@ class Cycle:
     strategy: CycleStrategy
     #: True when a cycle of NOT NULL references makes a grouped removal necessary.
     hard: bool
+    #: For ``DEFERRED``: the order that satisfies the constraints that are not deferred.
+    removal_order: tuple[TableName, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,24 +186,25 @@ def build_plan(
     def action_of(table: TableName) -> TableAction:
         return policy_map.get(table, TablePolicy()).action
 
-    # Membership: from the anchors, down every reference that is not SET NULL/DEFAULT.
-    frontier = sorted(anchors)
-    for table in frontier:
+    def propagate(frontier: list[TableName]) -> None:
+        """Membership flows down every reference that is not SET NULL/DEFAULT."""
+        while frontier:
+            parent = frontier.pop(0)
+            if actions[parent] is TableAction.KEEP:
+                continue
+            for fk in sorted(catalog.incoming(parent), key=_fk_sort_key):
+                child_action = action_of(fk.child)
+                if fk.on_delete in (SET_NULL, SET_DEFAULT):
+                    continue
+                if child_action in (TableAction.KEEP, TableAction.DELETE_IF_ORPHANED):
+                    continue
+                if fk.child not in actions:
+                    actions[fk.child] = child_action
+                    frontier.append(fk.child)
+
+    for table in anchors:
         actions[table] = action_of(table)
-    while frontier:
-        parent = frontier.pop(0)
-        if actions[parent] is TableAction.KEEP:
-            continue
-        for fk in sorted(catalog.incoming(parent), key=_fk_sort_key):
-            child = fk.child
-            child_action = action_of(child)
-            if fk.on_delete in (SET_NULL, SET_DEFAULT):
-                continue
-            if child_action in (TableAction.KEEP, TableAction.DELETE_IF_ORPHANED):
-                continue
-            if child not in actions:
-                actions[child] = child_action
-                frontier.append(child)
+    propagate(sorted(anchors))
 
     orphan_links: dict[TableName, list[ForeignKey]] = {}
     for table, pol in sorted(policy_map.items()):
@@ -221,6 +224,8 @@ def build_plan(
         orphan_links[table] = sorted(links, key=_fk_sort_key)
     for table in orphan_links:
         actions[table] = TableAction.DELETE_IF_ORPHANED
+    # Rows owned by a shared row (its contacts, say) go with it.
+    propagate(sorted(orphan_links))
 
     # Child edges of every table whose rows go away (or stay, for anonymize).
     for parent, parent_action in actions.items():
@@ -414,10 +419,15 @@ def _cycle_strategy(
     dialect = catalog.dialect
     hard_path = tuple(str(t) for t in find_cycle(hard_components[0], succ_hard))
     if dialect == POSTGRESQL:
-        if all(fk.deferrable for fk in hard_edges):
-            strategy = CycleStrategy.DEFERRED
-        else:
-            strategy = CycleStrategy.WRITABLE_CTE
+        # Deferring the deferrable references works if the others leave an order.
+        immediate: dict[TableName, list[TableName]] = {}
+        for fk in edges:
+            if not fk.deferrable:
+                immediate.setdefault(fk.parent, []).append(fk.child)
+        order, still_cyclic = children_first(component, immediate)
+        if not still_cyclic:
+            return Cycle(tuple(component), hard_path, CycleStrategy.DEFERRED, True, tuple(order))
+        strategy = CycleStrategy.WRITABLE_CTE
     elif dialect == SQLITE:
         strategy = CycleStrategy.SQLITE_DEFER
     else:
@@ -540,6 +550,8 @@ class Predicates:
     plan: Plan
     subject: object
     _values: dict[tuple[TableName, str], Any] = field(default_factory=dict)
+    _ctes: dict[tuple[TableName, int], sa.CTE] = field(default_factory=dict)
+    _cte_count: int = 0
 
     def subject_value(self, table: TableName, column: str) -> Any:
         key = (table, column)
@@ -572,19 +584,65 @@ class Predicates:
     def member(
         self, table: TableName, alias: sa.FromClause | None = None, depth: int = 0
     ) -> ColumnElement[bool]:
-        """Rows of ``table`` (through ``alias``) that belong to the subject."""
+        """Rows of ``table`` (through ``alias``) that belong to the subject.
+
+        Each referenced table's subject rows are a named CTE at the top of the
+        statement, so a 20-level chain is 20 flat CTEs rather than 20 nested
+        subqueries (SQLite's parser stops at about a dozen), and a table reached by
+        several paths is computed once.
+        """
         target = alias if alias is not None else self.plan.info(table).table
-        cycle = self.plan.cycle_of.get(table)
-        if cycle is not None and len(cycle.tables) == 1:
-            return self._member_tree(table, target, depth)
+        if self._is_tree(table):
+            cte = self.member_cte(table, depth)
+            cols = self._tree_identity(table)
+            return _key_in_select([target.c[c] for c in cols], sa.select(*[cte.c[c] for c in cols]))
         return self._member_plain(table, target, depth)
 
+    def member_cte(self, table: TableName, depth: int = 0) -> sa.CTE:
+        """The subject's rows of ``table`` as a CTE with the columns children reference."""
+        key = (table, depth)
+        if key in self._ctes:
+            return self._ctes[key]
+        info = self.plan.info(table)
+        cols = self._cte_columns(table)
+        alias = info.table.alias()
+        self._cte_count += 1
+        name = f"subject_rows_{self._cte_count}"
+        if self._is_tree(table):
+            cte = self._tree_cte(table, cols, name, depth)
+        else:
+            sel = sa.select(*[alias.c[c] for c in cols]).where(
+                self._member_plain(table, alias, depth)
+            )
+            cte = sel.cte(name)
+        self._ctes[key] = cte
+        return cte
+
+    def _is_tree(self, table: TableName) -> bool:
+        cycle = self.plan.cycle_of.get(table)
+        return cycle is not None and len(cycle.tables) == 1
+
+    def _tree_identity(self, table: TableName) -> list[str]:
+        info = self.plan.info(table)
+        return list(info.key_columns() or self._cte_columns(table))
+
+    def _cte_columns(self, table: TableName) -> list[str]:
+        info = self.plan.info(table)
+        cols = list(info.key_columns() or ())
+        for fk in self.plan.catalog.incoming(table):
+            cols += fk.parent_columns
+        return list(dict.fromkeys(cols))
+
     def _via_edges(self, table: TableName) -> list[ForeignKey]:
+        # A link row pointing at a shared (orphan) row is the subject's through its own
+        # path already; the edge only orders the removal.
         return [
             e.fk
             for parent in sorted(self.plan.actions)
             for e in self.plan.children.get(parent, [])
-            if e.fk.child == table and e.mode is EdgeMode.DELETE
+            if e.fk.child == table
+            and e.mode is EdgeMode.DELETE
+            and e.fk not in self.plan.orphan_links.get(parent, ())
         ]
 
     def _member_plain(
@@ -600,9 +658,8 @@ class Predicates:
             in_cycle = cycle is not None and fk.parent in cycle.tables
             if in_cycle and depth >= limit:
                 continue
-            parent_alias = self.plan.info(fk.parent).table.alias()
-            parent_pred = self.member(fk.parent, parent_alias, depth + 1 if in_cycle else depth)
-            sub = sa.select(*[parent_alias.c[c] for c in fk.parent_columns]).where(parent_pred)
+            parent = self.member_cte(fk.parent, depth + 1 if in_cycle else depth)
+            sub = sa.select(*[parent.c[c] for c in fk.parent_columns])
             via.append(_key_in_select([target.c[c] for c in fk.child_columns], sub))
         if via:
             via_pred = sa.or_(*via)
@@ -612,37 +669,28 @@ class Predicates:
             parts.append(self.orphan(table, target))
         return sa.or_(*parts) if parts else sa.false()
 
-    def _member_tree(
-        self, table: TableName, target: sa.FromClause, depth: int
-    ) -> ColumnElement[bool]:
+    def _tree_cte(self, table: TableName, cols: list[str], name: str, depth: int) -> sa.CTE:
         info = self.plan.info(table)
         self_fks = [fk for fk in self._via_edges(table) if fk.is_self_reference]
-        cols = list(
-            dict.fromkeys(
-                [*(info.key_columns() or ()), *(c for fk in self_fks for c in fk.parent_columns)]
-            )
-        )
+        for fk in self_fks:
+            cols = list(dict.fromkeys([*cols, *fk.parent_columns]))
         base_alias = info.table.alias()
         base = sa.select(*[base_alias.c[c] for c in cols]).where(
             self._member_plain(table, base_alias, depth, skip_self=True)
         )
-        cte = base.cte(f"subject_tree_{depth}", recursive=True)
+        cte = base.cte(name, recursive=True)
         recursive_parts = []
-        guard_cols = self.plan.anchors.get(table, ())
         for fk in self_fks:
             step = info.table.alias()
             cond = sa.and_(
                 *[
                     step.c[c] == cte.c[p]
-                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=False)
+                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=True)
                 ]
             )
             sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, cond)
-            if guard_cols:
-                sel = sel.where(sa.and_(*self._guards(table, step)))
-            recursive_parts.append(sel)
-        cte = cte.union(*recursive_parts)
-        return _key_in_select([target.c[c] for c in cols], sa.select(*[cte.c[c] for c in cols]))
+            recursive_parts.append(sel.where(sa.and_(*self._guards(table, step))))
+        return cte.union(*recursive_parts)
 
     def orphan(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
         """Shared rows linked by the subject and referenced by no other row."""
@@ -654,16 +702,19 @@ class Predicates:
             )
             linked.append(_key_in_select([target.c[c] for c in fk.parent_columns], sub))
         others: list[ColumnElement[bool]] = []
+        links = self.plan.orphan_links[table]
         for fk in self.plan.catalog.incoming(table):
+            if fk not in links and fk.child in self.plan.actions:
+                continue  # rows owned by the shared row: they go with it
             ref = self.plan.info(fk.child).table.alias()
             join = sa.and_(
                 *[
                     ref.c[c] == target.c[p]
-                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=False)
+                    for c, p in zip(fk.child_columns, fk.parent_columns, strict=True)
                 ]
             )
             cond: ColumnElement[bool] = join
-            if fk.child in self.plan.actions and fk.child not in self.plan.orphan_links:
+            if fk in links:
                 cond = sa.and_(join, sa.not_(self.member(fk.child, ref)))
             others.append(sa.exists(sa.select(sa.literal(1)).select_from(ref).where(cond)))
         return sa.and_(sa.or_(*linked), sa.not_(sa.or_(*others)) if others else sa.true())
@@ -698,10 +749,8 @@ class Predicates:
                 if edge.fk.child != table or edge.mode is not EdgeMode.NULLIFY:
                     continue
                 fk = edge.fk
-                palias = self.plan.info(parent).table.alias()
-                sub = sa.select(*[palias.c[c] for c in fk.parent_columns]).where(
-                    self.member(parent, palias)
-                )
+                members = self.member_cte(parent)
+                sub = sa.select(*[members.c[c] for c in fk.parent_columns])
                 conds.append(_key_in_select([target.c[c] for c in fk.child_columns], sub))
         pred: ColumnElement[bool] = sa.or_(*conds) if conds else sa.false()
         if table in self.plan.actions and self.plan.actions[table] in REMOVING:
