@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test lint typecheck bench clean
+.PHONY: help install demo test lint bench clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ $(BIN)/eraser: pyproject.toml
 	@touch $@
 
 install: $(BIN)/eraser ## Create .venv and install Eraser with its test tools
+
+demo: install ## Erase one tenant from an embedded SQLite shop (no servers needed)
+	$(BIN)/eraser demo
 
 test: install ## Run the test suite (PostgreSQL/MariaDB tests skip if a server is down, unless ERASER_REQUIRE_SERVICES=1)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sa.exc.DBAPIError as exc:
         _fail(_database_error(exc))
         return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK  # the reader (head, less) went away
     except KeyboardInterrupt:
         _fail("interrupted; committed batches stay done, run the command again to finish")
         return 130
@@ -106,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     run.set_defaults(handler=_cmd_erase)
+
+    demo = sub.add_parser("demo", help="run the engine end to end on an embedded SQLite shop")
+    demo.set_defaults(handler=_cmd_demo)
     return parser
 
 
@@ -215,6 +220,12 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     if not report.dry_run and not report.verified:
         return EXIT_UNVERIFIED
     return EXIT_OK
+
+
+def _cmd_demo(_args: argparse.Namespace) -> int:
+    from api.demo import run_demo  # the demo's schema is not needed by other commands
+
+    return EXIT_OK if run_demo(sys.stdout) else EXIT_UNVERIFIED
 
 
 def _report_json(report: ErasureReport) -> dict[str, Any]:

@@ -252,8 +252,18 @@ def build_plan(
         if p in actions
     }
     order, cyclic = children_first(actions, delete_children)
-    # Shared (orphan) tables are emptied first: their predicate reads the link rows.
-    order = [t for t in order if t in orphan_links] + [t for t in order if t not in orphan_links]
+    # Shared (orphan) tables, and the rows they own, are emptied first: their
+    # predicate reads the link rows, which must still be there.
+    owned: set[TableName] = set(orphan_links)
+    stack = list(orphan_links)
+    while stack:
+        parent = stack.pop()
+        for kid in delete_children.get(parent, []):
+            link = any(kid == fk.child for fk in orphan_links.get(parent, []))
+            if kid not in owned and not link:
+                owned.add(kid)
+                stack.append(kid)
+    order = [t for t in order if t in owned] + [t for t in order if t not in owned]
     cycles = [_cycle_strategy(catalog, comp, children) for comp in cyclic]
     cycle_of = {t: c for c in cycles for t in c.tables}
 
