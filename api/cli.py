@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
+from api.demo import run_demo
 from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
 from worker.catalog import reflect
 from worker.database import check_connection, create_engine, redact
@@ -223,8 +224,6 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(_args: argparse.Namespace) -> int:
-    from api.demo import run_demo  # the demo's schema is not needed by other commands
-
     return EXIT_OK if run_demo(sys.stdout) else EXIT_UNVERIFIED
 
 

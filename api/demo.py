@@ -93,7 +93,7 @@ POLICIES = {
 
 def seed(engine: sa.Engine, tables: dict[str, sa.Table], scale: int = 40) -> None:
     """Fill every tenant with realistic shapes; ids are global so tenants interleave."""
-    rnd = random.Random(7)
+    rnd = random.Random(7)  # noqa: S311 - repeatable demo data, not secrets
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     ids: dict[str, int] = dict.fromkeys(tables, 0)
 
@@ -118,7 +118,7 @@ def seed(engine: sa.Engine, tables: dict[str, sa.Table], scale: int = 40) -> Non
             stores.append(store)
         parent = None
         cats = []
-        for depth in range(8):  # a category tree eight levels deep
+        for _ in range(8):  # a category tree eight levels deep
             parent = add("categories", tenant_id=tenant, parent_id=parent)
             cats.append(parent)
         products = [
@@ -167,7 +167,8 @@ def run_demo(out: TextIO, workdir: Path | None = None, subject: int = 1) -> bool
         seed(engine, tables)
         before = {t: tenant_digest(engine, tables, t) for t in TENANTS}
         out.write(
-            f"Eraser demo: a shop with {len(tables)} tables and {len(TENANTS)} tenants (SQLite, {path.name})\n\n"
+            f"Eraser demo: a shop with {len(tables)} tables and {len(TENANTS)} tenants "
+            f"(SQLite, {path.name})\n\n"
         )
 
         plan = build_plan(reflect(engine), ["tenant_id", "tenants.id"], POLICIES)
@@ -190,7 +191,8 @@ def run_demo(out: TextIO, workdir: Path | None = None, subject: int = 1) -> bool
 
         report = erase(engine, plan, subject, ExecutionOptions(batch_size=50), progress)
         out.write(
-            f"Erasure: {report.total_rows} rows in {batches} batches, {report.elapsed_seconds:.2f}s\n"
+            f"Erasure: {report.total_rows} rows in {batches} batches, "
+            f"{report.elapsed_seconds:.2f}s\n"
         )
         for outcome in report.tables:
             out.write(f"  {outcome.table:<24} {outcome.action.value:<18} {outcome.rows:>6}\n")

@@ -179,7 +179,7 @@ def test_db_env_reads_the_url_from_the_environment(
 )
 def test_parse_policy(text: str, action: TableAction, values: dict[str, object]) -> None:
     table, policy = parse_policy(text)
-    assert table == text.split("=")[0]
+    assert table == text.split("=", maxsplit=1)[0]
     assert policy.action is action
     assert policy.set == values
 

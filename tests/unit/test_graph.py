@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from worker.graph import children_first, find_cycle, strongly_connected_components
@@ -45,7 +47,8 @@ def test_deep_graph_does_not_hit_recursion_limit() -> None:
     children = {f"t{i:05d}": [f"t{i + 1:05d}"] for i in range(n - 1)}
     order, cycles = children_first([f"t{i:05d}" for i in range(n)], children)
     assert cycles == []
-    assert order[0] == f"t{n - 1:05d}" and order[-1] == "t00000"
+    assert order[0] == f"t{n - 1:05d}"
+    assert order[-1] == "t00000"
 
 
 def test_find_cycle_returns_a_closed_path() -> None:
@@ -54,5 +57,5 @@ def test_find_cycle_returns_a_closed_path() -> None:
     assert comp == [["a", "b", "c"]]
     path = find_cycle(comp[0], lambda n: succ[n])
     assert path[0] == path[-1]
-    for here, nxt in zip(path, path[1:], strict=False):
+    for here, nxt in itertools.pairwise(path):
         assert nxt in succ[here]
