@@ -111,6 +111,23 @@ def key_in(
     return sa.tuple_(*columns).in_([tuple(v) for v in values])
 
 
+#: MySQL/MariaDB: a parent row is still referenced / a referenced row is missing.
+_MYSQL_FK_ERRORS = (1451, 1452)
+#: SQLite's extended result code SQLITE_CONSTRAINT_FOREIGNKEY.
+_SQLITE_FK_ERROR = 787
+
+
+def is_foreign_key_violation(exc: sa.exc.DBAPIError) -> bool:
+    """Whether a driver error is a foreign-key violation (by SQLSTATE or driver code)."""
+    orig = exc.orig
+    if getattr(orig, "pgcode", None) == "23503":
+        return True
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FK_ERROR:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _MYSQL_FK_ERRORS
+
+
 def set_lock_timeout(conn: Connection, dialect: str, milliseconds: int) -> None:
     """Bound how long one statement of the current transaction waits for a row lock."""
     ms = int(milliseconds)

@@ -33,12 +33,16 @@ from worker.dialects import (
     begin_read_only,
     defer_constraints,
     end_read_only,
+    is_foreign_key_violation,
     key_in,
     set_lock_timeout,
     subject_lock,
 )
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
 from worker.planner import REMOVING, CycleStrategy, Edge, EdgeMode, Plan, Predicates
+
+#: Attempts at removing a batch when writers keep adding references to it.
+_FK_RACE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def erase(
     opts = options or ExecutionOptions()
     started = time.monotonic()
     dialect = plan.catalog.dialect
-    lock_parts = [*lock_scope, *plan.subject_columns, repr(subject)]
+    lock_parts = [*lock_scope, *subject_lock_parts(plan, subject)]
     with subject_lock(engine, dialect, lock_parts, opts.subject_lock_wait_seconds):
         with engine.connect() as conn:
             walker = _Walker(conn, plan, subject, opts, progress, started)
@@ -142,6 +146,16 @@ def erase(
         warnings=list(plan.warnings),
         elapsed_seconds=round(time.monotonic() - started, 3),
     )
+
+
+def subject_lock_parts(plan: Plan, subject: object) -> list[str]:
+    """What names a subject for its lock: the anchor columns and the value as the
+    database sees it, so ``1`` and ``"1"``, or columns listed in another order, lock
+    the same subject."""
+    preds = Predicates(plan, subject)
+    anchors = sorted((t, c) for t, cols in plan.anchors.items() for c in cols)
+    value = preds.subject_value(*anchors[0]) if anchors else subject
+    return [*(f"{t}.{c}" for t, c in anchors), repr(value)]
 
 
 def _count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[bool]) -> int:
@@ -306,6 +320,21 @@ class _Walker:
                 return
 
     def _erase_rows(self, table: TableName, rows: list[_Row]) -> None:
+        """Clear everything that references ``rows``, then remove them.
+
+        A writer may commit a new referencing row between the two; the database then
+        refuses the delete (a foreign-key violation, nothing written), so the
+        references are cleared again, a bounded number of times.
+        """
+        for attempt in range(1, _FK_RACE_ATTEMPTS + 1):
+            try:
+                self._erase_rows_once(table, rows)
+                return
+            except sa.exc.IntegrityError as exc:
+                if attempt == _FK_RACE_ATTEMPTS or not is_foreign_key_violation(exc):
+                    raise
+
+    def _erase_rows_once(self, table: TableName, rows: list[_Row]) -> None:
         depth = len(self.stack)
         frame = _Frame(table, {r.rid for r in rows})
         self.stack.append(frame)

@@ -11,6 +11,7 @@ from models.erasure import TableAction, TablePolicy
 from worker.catalog import Catalog, reflect
 from worker.database import create_engine
 from worker.exceptions import PolicyConflict, UnknownSubjectColumn
+from worker.executor import subject_lock_parts
 from worker.planner import EdgeMode, build_plan
 
 SCHEMA = """
@@ -142,3 +143,12 @@ def test_kept_table_stops_membership(tmp_path: Path) -> None:
     names = {str(t) for t in plan.actions}
     assert "main.orders" not in names
     assert "main.order_products" not in names
+
+
+def test_subject_lock_names_the_subject_however_it_is_spelled(tmp_path: Path) -> None:
+    catalog = catalog_of(tmp_path)
+    one = build_plan(catalog, ["tenant_id", "tenants.id"])
+    other = build_plan(catalog, ["tenants.id", "tenant_id"])
+    assert subject_lock_parts(one, 1) == subject_lock_parts(other, "1")
+    assert subject_lock_parts(one, " 1 ") == subject_lock_parts(one, 1)
+    assert subject_lock_parts(one, 1) != subject_lock_parts(one, 2)
