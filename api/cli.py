@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="count only, in a read-only transaction"
     )
-    run.add_argument("--batch-size", type=_positive_int, default=1000, metavar="N")
+    run.add_argument("--batch-size", type=_positive_int, default=2000, metavar="N")
     run.add_argument(
         "--lock-timeout-ms",
         type=_positive_int,

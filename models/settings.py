@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     #: Celery result backend (chord counters only; the job store is the source of truth).
     result_backend: str = "cache+memory://"
     #: Rows per transaction when erasing.
-    batch_size: int = 1000
+    batch_size: int = 2000
     #: How long one batch waits for a row lock, in milliseconds.
     lock_timeout_ms: int = 5000
 

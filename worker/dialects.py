@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.catalog import MYSQL, POSTGRESQL, SQLITE, TableInfo
-from worker.exceptions import SubjectLocked
+from worker.exceptions import SubjectLocked, UnsupportedTable
 
 RowKind = Literal["key", "ctid", "rowid", "none"]
 
@@ -35,6 +35,12 @@ def _ctid() -> ColumnElement[str]:
     return sa.literal_column("ctid", type_=_Tid())
 
 
+def row_address() -> ColumnElement[str]:
+    """PostgreSQL's physical address of a row (unique within one table, not across the
+    partitions of a partitioned table)."""
+    return _ctid()
+
+
 @dataclass(frozen=True)
 class RowIdentity:
     """How the engine names one row of a table: its key, or the database's row address
@@ -49,10 +55,12 @@ class RowIdentity:
         key = info.key_columns()
         if key:
             return cls("key", key)
-        if dialect == POSTGRESQL:
+        if dialect == POSTGRESQL and not info.partitioned:
             return cls("ctid")
         if dialect == SQLITE:
             return cls("rowid")
+        if dialect == POSTGRESQL:
+            raise UnsupportedTable(str(info.name), "a partitioned table needs a primary key")
         return cls("none")
 
     def select_columns(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
@@ -63,6 +71,13 @@ class RowIdentity:
         if self.kind == "rowid":
             return [sa.literal_column("rowid")]
         return []
+
+    def sort_key(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Order keys as the database does (a ``ctid`` comes back as text '(page,item)')."""
+        if self.kind == "ctid":
+            page, _, item = str(value[0]).strip("()").partition(",")
+            return (int(page), int(item))
+        return value
 
     def order_by(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
         if self.kind == "key":
@@ -128,16 +143,34 @@ def is_foreign_key_violation(exc: sa.exc.DBAPIError) -> bool:
     return bool(args) and args[0] in _MYSQL_FK_ERRORS
 
 
-def set_lock_timeout(conn: Connection, dialect: str, milliseconds: int) -> None:
-    """Bound how long one statement of the current transaction waits for a row lock."""
-    ms = int(milliseconds)
+def session_setup(conn: Connection, dialect: str, lock_timeout_ms: int) -> None:
+    """Once per erasure connection: MySQL's lock wait is a session setting, in whole
+    seconds (at least one)."""
+    if dialect == MYSQL:
+        seconds = max(1, (int(lock_timeout_ms) + 999) // 1000)
+        conn.execute(sa.text(f"SET SESSION innodb_lock_wait_timeout = {seconds}"))
+        conn.commit()
+
+
+def begin_batch(conn: Connection, dialect: str, lock_timeout_ms: int, fast_commit: bool) -> None:
+    """Start one batch transaction: bound how long a statement waits for a row lock
+    and, on PostgreSQL, optionally skip waiting for the WAL flush at commit (one round
+    trip for both)."""
     if dialect == POSTGRESQL:
-        conn.execute(sa.text(f"SET LOCAL lock_timeout = '{ms}ms'"))
-    elif dialect == MYSQL:
-        # Whole seconds only, at least one; it applies to the session.
         conn.execute(
-            sa.text(f"SET SESSION innodb_lock_wait_timeout = {max(1, (ms + 999) // 1000)}")
+            sa.select(
+                sa.func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True),
+                sa.func.set_config("synchronous_commit", "off" if fast_commit else "on", True),
+            )
         )
+
+
+def flush_commits(conn: Connection, dialect: str) -> None:
+    """Make every earlier commit durable: on PostgreSQL a synchronous commit of a
+    transaction that has an id flushes the WAL up to and including it."""
+    if dialect == POSTGRESQL:
+        with conn.begin():
+            conn.execute(sa.text("SELECT txid_current()"))
 
 
 def begin_read_only(conn: Connection, dialect: str) -> None:

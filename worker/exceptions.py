@@ -43,6 +43,14 @@ class UnknownTable(EraserError):
         self.table = table
 
 
+class UnsupportedTable(EraserError):
+    """A table the engine cannot address row by row."""
+
+    def __init__(self, table: str, reason: str) -> None:
+        super().__init__(f"cannot erase from {table}: {reason}")
+        self.table = table
+
+
 class InvalidSubjectValue(EraserError):
     """The subject value does not fit the subject column's type."""
 

@@ -30,12 +30,15 @@ from models.erasure import ErasureReport, TableAction, TableOutcome
 from worker.catalog import MYSQL, POSTGRESQL, SET_DEFAULT, SET_NULL, ForeignKey, TableName
 from worker.dialects import (
     RowIdentity,
+    begin_batch,
     begin_read_only,
     defer_constraints,
     end_read_only,
+    flush_commits,
     is_foreign_key_violation,
     key_in,
-    set_lock_timeout,
+    row_address,
+    session_setup,
     subject_lock,
 )
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
@@ -43,18 +46,25 @@ from worker.planner import REMOVING, CycleStrategy, Edge, EdgeMode, Plan, Predic
 
 #: Attempts at removing a batch when writers keep adding references to it.
 _FK_RACE_ATTEMPTS = 5
+#: Rows referencing one batch of parents go in one transaction of up to this many
+#: batches' worth (a typical fan-out fits in one statement; a huge one is split).
+_CHILD_BATCH_FACTOR = 4
 
 
 @dataclass(frozen=True)
 class ExecutionOptions:
     #: Rows per transaction.
-    batch_size: int = 1000
+    batch_size: int = 2000
     #: How long one statement may wait for a row lock before the batch fails.
     lock_timeout_ms: int = 5000
     #: How long to wait for another erasure of the same subject to finish.
     subject_lock_wait_seconds: float = 600.0
     #: Passes of the walk before giving up on verification.
     max_passes: int = 3
+    #: PostgreSQL: commit batches without waiting for the WAL flush, then make the
+    #: whole walk durable with one synchronous commit before verifying. A server crash
+    #: can undo the last batches, never a verified erasure (a re-run finds them).
+    fast_commit: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,7 @@ def erase(
     lock_parts = [*lock_scope, *subject_lock_parts(plan, subject)]
     with subject_lock(engine, dialect, lock_parts, opts.subject_lock_wait_seconds):
         with engine.connect() as conn:
+            session_setup(conn, dialect, opts.lock_timeout_ms)
             walker = _Walker(conn, plan, subject, opts, progress, started)
             with conn.begin():
                 _preflight(conn, plan, walker.preds)
@@ -134,6 +145,7 @@ def erase(
             while remaining and passes < opts.max_passes:
                 passes += 1
                 walker.walk()
+                flush_commits(conn, dialect)
                 remaining = walker.verify()
             outcomes = walker.outcomes()
     return ErasureReport(
@@ -287,27 +299,44 @@ class _Walker:
         where = self._anchor_where(table)
         self._walk(table, where)
 
-    def _walk(self, table: TableName, where: ColumnElement[bool]) -> None:
-        """Remove every row of ``table`` matching ``where``, batch by batch."""
+    def _walk(self, table: TableName, where: ColumnElement[bool], ordered: bool = True) -> None:
+        """Remove every row of ``table`` matching ``where``, batch by batch.
+
+        ``ordered`` walks in key order with a keyset (``key > last``): used for anchors,
+        whose predicate would otherwise rescan the rows already removed. Rows looked up
+        through a parent's keys (``fk = ANY(keys)``) are bounded by those keys and need
+        no order, which also keeps PostgreSQL from walking the whole primary key to
+        satisfy an ORDER BY ... LIMIT.
+        """
         n = self.opts.batch_size
         rid = self.rid[table]
         if self.plan.actions[table] is TableAction.ANONYMIZE:
             # Anonymized rows stay: skip those already done, or the walk would never end.
             where = sa.and_(where, sa.not_(self.preds.anonymized(table, self._t(table))))
+        ordered = ordered or table in self.plan.cycle_of
         if self._is_leaf(table) or rid.kind == "none":
+            limit = n if ordered else n * _CHILD_BATCH_FACTOR
+            last: tuple[Any, ...] | None = None
             while True:
+                cond = where if last is None else sa.and_(where, rid.after(self._t(table), last))
                 with self._transaction():
-                    done = self._remove_leaf_batch(table, where, n)
-                if done < n:
+                    done, last_key = self._remove_leaf_batch(table, cond, limit, ordered)
+                if done < limit:
                     return
-        last: tuple[Any, ...] | None = None
-        in_cycle = table in self.plan.cycle_of
+                if ordered:
+                    last = last_key
+        last = None
+        previous: set[tuple[Any, ...]] = set()
         while True:
             cond = where if last is None else sa.and_(where, rid.after(self._t(table), last))
-            rows = self._fetch(table, cond, n)
+            rows = self._fetch(table, cond, n, ordered)
             if not rows:
                 return
-            if in_cycle:
+            keys = {r.rid for r in rows}
+            if not ordered and keys == previous:
+                return  # nothing could be removed; the verification count reports it
+            previous = keys
+            if table in self.plan.cycle_of:
                 fresh, busy = self._split_in_progress(table, rows)
             else:
                 fresh, busy = rows, []
@@ -315,7 +344,8 @@ class _Walker:
                 self._reached_in_progress(table, busy)
             if fresh:
                 self._erase_rows(table, fresh)
-            last = rows[-1].rid
+            if ordered:
+                last = rows[-1].rid
             if len(rows) < n:
                 return
 
@@ -388,7 +418,7 @@ class _Walker:
                 rid = self.rid[fk.child]
                 batch = rid.matches(child, _sorted_keys(current), self.dialect)
                 where = sa.and_(where, sa.not_(batch))
-            self._walk(fk.child, where)
+            self._walk(fk.child, where, ordered=False)
 
     def _nullify(self, fk: ForeignKey, where: ColumnElement[bool]) -> None:
         child = self._t(fk.child)
@@ -501,7 +531,12 @@ class _Walker:
         return self.plan.info(table).table
 
     def _fetch(
-        self, table: TableName, where: ColumnElement[bool], limit: int, lock: bool = False
+        self,
+        table: TableName,
+        where: ColumnElement[bool],
+        limit: int,
+        ordered: bool = True,
+        lock: bool = False,
     ) -> list[_Row]:
         target = self._t(table)
         rid = self.rid[table]
@@ -511,9 +546,10 @@ class _Walker:
             sa.select(*rid_cols, *[target.c[c] for c in needed])
             .select_from(target)
             .where(where)
-            .order_by(*rid.order_by(target))
             .limit(limit)
         )
+        if ordered:
+            stmt = stmt.order_by(*rid.order_by(target))
         if lock:
             stmt = stmt.with_for_update()
             raw = self.conn.execute(stmt).all()
@@ -523,61 +559,90 @@ class _Walker:
         k = len(rid_cols)
         return [_Row(tuple(r[:k]), dict(zip(needed, r[k:], strict=True))) for r in raw]
 
-    def _remove_leaf_batch(self, table: TableName, where: ColumnElement[bool], n: int) -> int:
-        """One transaction: lock up to ``n`` rows in key order, then remove them."""
+    def _remove_leaf_batch(
+        self, table: TableName, where: ColumnElement[bool], limit: int, ordered: bool
+    ) -> tuple[int, tuple[Any, ...] | None]:
+        """Inside the caller's transaction, remove up to ``limit`` rows matching ``where``
+        from a table nothing references. Returns the count and the last key."""
         rid = self.rid[table]
         target = self._t(table)
+        action = self.plan.actions[table]
         if rid.kind == "none":
-            stmt = sa.delete(target).where(where).with_dialect_options(mysql_limit=n)
-            count = self.conn.execute(stmt).rowcount
-            self._record(table, self.plan.actions[table], count)
-            return int(count)
-        rows = self._fetch(table, where, n, lock=True)
+            delete = sa.delete(target).where(where).with_dialect_options(mysql_limit=limit)
+            count = int(self.conn.execute(delete).rowcount)
+            self._record(table, action, count)
+            return count, None
+        if self.dialect == POSTGRESQL:
+            return self._remove_leaf_batch_pg(table, where, limit, ordered)
+        # MySQL cannot delete from a table it selects from in a subquery: lock the batch
+        # in key order first, then remove it by key.
+        rows = self._fetch(table, where, limit, ordered, lock=True)
         if rows:
             self._apply(table, rows)
-        return len(rows)
+        return len(rows), rows[-1].rid if rows else None
+
+    def _remove_leaf_batch_pg(
+        self, table: TableName, where: ColumnElement[bool], limit: int, ordered: bool
+    ) -> tuple[int, tuple[Any, ...] | None]:
+        """PostgreSQL: one statement, ``DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ...
+        LIMIT n))``. The DELETE (or UPDATE) takes the row locks itself; addressing rows by
+        ``ctid`` makes it a TID scan (measured 2x faster than ``key IN (SELECT key ...)``
+        and about twice as fast as locking first). A row updated meanwhile has a new
+        ``ctid`` and is skipped, for the next batch or the verification pass to find.
+        Partitioned tables repeat ``ctid`` across partitions, so they go by key."""
+        rid = self.rid[table]
+        target = self._t(table)
+        action = self.plan.actions[table]
+        partitioned = self.plan.info(table).partitioned
+        address = rid.order_by(target) if partitioned else [row_address()]
+        sub = sa.select(*address).select_from(target).where(where).limit(limit)
+        if ordered:
+            sub = sub.order_by(*rid.order_by(target))
+        chosen: ColumnElement[bool]
+        if partitioned:
+            chosen = address[0].in_(sub) if len(address) == 1 else sa.tuple_(*address).in_(sub)
+        else:
+            chosen = address[0] == sa.any_(sa.func.array(sub.scalar_subquery()))
+        stmt: sa.Delete | sa.Update
+        if action is TableAction.ANONYMIZE:
+            stmt = sa.update(target).where(chosen).values(dict(self.plan.policies[table].set))
+        else:
+            stmt = sa.delete(target).where(chosen)
+        if not ordered:
+            count = int(self.conn.execute(stmt).rowcount)
+            self._record(table, action, count)
+            return count, None
+        keys = [tuple(r) for r in self.conn.execute(stmt.returning(*rid.select_columns(target)))]
+        self._record(table, action, len(keys))
+        return len(keys), max(keys, key=rid.sort_key) if keys else None
 
     def _remove_rows(self, conn: Connection, table: TableName, rows: list[_Row]) -> None:
-        """Lock the batch (rows gone meanwhile are skipped) and remove it."""
-        target = self._t(table)
-        rid = self.rid[table]
-        where = rid.matches(target, [r.rid for r in rows], self.dialect)
-        guard = self.preds.guard(table, target)
-        if guard is not None:
-            where = sa.and_(where, guard)
-        stmt = (
-            sa.select(*rid.select_columns(target))
-            .select_from(target)
-            .where(where)
-            .order_by(*rid.order_by(target))
-            .with_for_update()
-        )
-        locked = {tuple(r) for r in conn.execute(stmt)}
-        keep = [r for r in rows if r.rid in locked]
-        if keep:
-            self._apply(table, keep)
+        """Remove a batch whose references were cleared; the statement takes the row
+        locks, rows gone meanwhile are skipped, and a row that moved to another subject
+        is left alone."""
+        self._apply(table, rows, self.preds.guard(table, self._t(table)))
 
-    def _apply(self, table: TableName, rows: list[_Row]) -> None:
+    def _apply(
+        self, table: TableName, rows: list[_Row], guard: ColumnElement[bool] | None = None
+    ) -> None:
         target = self._t(table)
         rid = self.rid[table]
         action = self.plan.actions[table]
+
+        def where(batch: list[_Row]) -> ColumnElement[bool]:
+            keys = rid.matches(target, [r.rid for r in batch], self.dialect)
+            return keys if guard is None else sa.and_(keys, guard)
+
         if action is TableAction.ANONYMIZE:
             pol = self.plan.policies[table]
-            stmt = (
-                sa.update(target)
-                .where(rid.matches(target, [r.rid for r in rows], self.dialect))
-                .values(dict(pol.set))
-            )
+            stmt = sa.update(target).where(where(rows)).values(dict(pol.set))
             self._record(table, action, self.conn.execute(stmt).rowcount)
             return
         count = 0
         for level in self._levels(table, rows):
             plain, self_pointing = self._split_self_pointing(table, level)
             if plain:
-                delete = sa.delete(target).where(
-                    rid.matches(target, [r.rid for r in plain], self.dialect)
-                )
-                count += self.conn.execute(delete).rowcount
+                count += self.conn.execute(sa.delete(target).where(where(plain))).rowcount
             if self_pointing:
                 count += self._delete_self_pointing(table, self_pointing)
         self._record(table, action, count)
@@ -613,6 +678,8 @@ class _Walker:
         target = self._t(table)
         rid = self.rid[table]
         ids = [r.rid for r in rows]
+        lock = sa.select(*rid.select_columns(target)).where(rid.matches(target, ids, self.dialect))
+        self.conn.execute(lock.with_for_update()).all()
         for fk in self.plan.catalog.incoming(table):
             child = self._t(fk.child).alias()
             refs = _sorted_keys({tuple(r.values[c] for c in fk.parent_columns) for r in rows})
@@ -675,7 +742,7 @@ class _Walker:
         """One short transaction; its counts (and progress) are kept only once it commits."""
         self._pending.clear()
         with self.conn.begin():
-            set_lock_timeout(self.conn, self.dialect, self.opts.lock_timeout_ms)
+            begin_batch(self.conn, self.dialect, self.opts.lock_timeout_ms, self.opts.fast_commit)
             yield self.conn
         for (table, action), rows in self._pending.items():
             key = (table, action)
