@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+from kombu.entity import Exchange, Queue
+
 from models.settings import get_settings
 
 _settings = get_settings()
 
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
+
+# JSON only: no pickle anywhere, and messages any service can read.
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
-# Arguments are opaque ids only, but keep Flower and logs from echoing them anyway.
+result_accept_content = ["json"]
+
+# A task is acknowledged when it ends, not when it starts: a worker that dies
+# mid-erasure leaves the message to be redelivered (the engine resumes where the
+# last committed batch ended).
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+task_default_queue = _settings.default_queue
+task_queues = [
+    Queue(
+        _settings.default_queue,
+        Exchange(_settings.default_queue),
+        routing_key=_settings.default_queue,
+    )
+]
+task_create_missing_queues = True
+
+# Flower and events: task names and states, never argument values beyond opaque ids.
+worker_send_task_events = True
+task_send_sent_event = True
 task_track_started = True
+result_extended = False
+
 worker_hijack_root_logger = False
+broker_connection_retry_on_startup = True

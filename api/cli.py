@@ -20,11 +20,16 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from api.demo import run_demo
+from api.jobs import JobNotFound, add_commands
 from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
+from models.registry import RegistryError
+from models.settings import MissingDatabaseUrl
+from tasks.submit import SubmitError
 from worker.catalog import reflect
-from worker.database import check_connection, create_engine, redact
+from worker.database import check_connection, create_engine, describe_database_error, redact
 from worker.exceptions import DatabaseUnavailable, EraserError
 from worker.executor import ExecutionOptions, Progress, dry_run, erase
 from worker.planner import Plan, build_plan
@@ -36,16 +41,34 @@ EXIT_UNVERIFIED = 1
 EXIT_ERROR = 2
 
 
+#: Failures a user can meet: one line each, exit status 2.
+_USER_ERRORS = (
+    EraserError,
+    RegistryError,
+    SubmitError,
+    JobNotFound,
+    MissingDatabaseUrl,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "worker":
+        args.extra = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         result: int = args.handler(args)
-    except EraserError as exc:
+    except _USER_ERRORS as exc:
         _fail(str(exc))
         return EXIT_ERROR
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        return EXIT_ERROR
     except sa.exc.DBAPIError as exc:
-        _fail(_database_error(exc))
+        _fail(describe_database_error(exc))
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK  # the reader (head, less) went away
@@ -112,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the engine end to end on an embedded SQLite shop")
     demo.set_defaults(handler=_cmd_demo)
+    add_commands(sub)
     return parser
 
 
@@ -174,7 +198,7 @@ def _load_plan(args: argparse.Namespace) -> tuple[sa.Engine, Plan]:
     try:
         catalog = reflect(engine, args.schema)
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailable(redact(url), _database_error(exc)) from None
+        raise DatabaseUnavailable(redact(url), describe_database_error(exc)) from None
     return engine, build_plan(catalog, args.subject_column, policies)
 
 
@@ -279,17 +303,6 @@ class _ProgressLine:
 
 def _print_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-
-
-def _database_error(exc: sa.exc.DBAPIError) -> str:
-    """Name the failure without its detail text: drivers quote key values there."""
-    orig = exc.orig
-    code = getattr(orig, "pgcode", None)
-    if code is None and orig is not None and getattr(orig, "args", None):
-        first = orig.args[0]
-        code = str(first) if isinstance(first, int) else None
-    kind = type(orig).__name__ if orig is not None else type(exc).__name__
-    return f"database error {kind}" + (f" (code {code})" if code else "")
 
 
 def _fail(message: str) -> None:

@@ -1,8 +1,9 @@
-"""The Celery application. Settings live in ``celeryconfig.py``."""
+"""The Celery application. Every setting lives in ``celeryconfig.py``; the task
+modules are named here as strings, so this module imports nothing above ``worker``."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("eraser")
+app = Celery("eraser", include=["tasks.erase", "tasks.finalize", "tasks.submit"])
 app.config_from_object("celeryconfig")

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -148,6 +148,17 @@ class Catalog:
     def incoming(self, parent: TableName) -> list[ForeignKey]:
         """Foreign keys that reference ``parent`` (its child edges)."""
         return self._incoming.get(parent, [])
+
+    def with_foreign_keys(self, extra: Sequence[ForeignKey]) -> Catalog:
+        """This catalog plus references the database does not declare (virtual foreign
+        keys from the registry). The fingerprint stays the database's own."""
+        if not extra:
+            return self
+        tables = dict(self.tables)
+        for fk in extra:
+            info = tables[fk.child]
+            tables[fk.child] = replace(info, foreign_keys=(*info.foreign_keys, fk))
+        return Catalog(self.dialect, self.default_schema, tables, self.fingerprint)
 
     def resolve(self, name: str) -> TableName:
         """Find a table by ``name`` or ``schema.name``; raises ``KeyError`` if unknown."""

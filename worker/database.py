@@ -84,3 +84,15 @@ def _scrub(message: str, url: URL) -> str:
     if url.password:
         message = message.replace(str(url.password), "***")
     return message
+
+
+def describe_database_error(exc: sa.exc.DBAPIError) -> str:
+    """Name a driver error without its detail text: drivers quote key values (subject
+    data) there, and sometimes the DSN."""
+    orig = exc.orig
+    code = getattr(orig, "pgcode", None)
+    if code is None and orig is not None and getattr(orig, "args", None):
+        first = orig.args[0]
+        code = str(first) if isinstance(first, int) else None
+    kind = type(orig).__name__ if orig is not None else type(exc).__name__
+    return f"database error {kind}" + (f" (code {code})" if code else "")

@@ -162,13 +162,18 @@ def build_plan(
     catalog: Catalog,
     subject_columns: Sequence[str],
     policies: Mapping[str, TablePolicy] | None = None,
+    virtual_fks: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
 ) -> Plan:
     """Plan the erasure of the subject identified by ``subject_columns``.
 
     Each entry is ``column`` (every table that has it), ``table.column`` or
-    ``schema.table.column``. Raises ``UnknownSubjectColumn``, ``UnknownTable``,
-    ``PolicyConflict`` or ``UnsatisfiablePlan`` before anything is touched.
+    ``schema.table.column``. ``virtual_fks`` are (child columns, parent columns)
+    pairs, each column written ``table.column`` or ``schema.table.column``: references
+    the database does not declare but the erasure must follow. Raises
+    ``UnknownSubjectColumn``, ``UnknownTable``, ``PolicyConflict`` or
+    ``UnsatisfiablePlan`` before anything is touched.
     """
+    catalog = catalog.with_foreign_keys([_virtual_fk(catalog, c, p) for c, p in virtual_fks])
     policy_map = _resolve_policies(catalog, policies or {})
     anchors = _find_anchors(catalog, subject_columns)
     for table, pol in policy_map.items():
@@ -319,6 +324,35 @@ def build_plan(
         warnings=warnings,
         policies=policy_map,
         cycle_of=cycle_of,
+    )
+
+
+def _virtual_fk(catalog: Catalog, child: Sequence[str], parent: Sequence[str]) -> ForeignKey:
+    def split(refs: Sequence[str]) -> tuple[TableName, tuple[str, ...]]:
+        tables = {ref.rsplit(".", 1)[0] for ref in refs}
+        if len(tables) != 1:
+            raise UnknownTable(", ".join(refs), "a virtual foreign key (one table per side)")
+        (name,) = tables
+        try:
+            table = catalog.resolve(name)
+        except KeyError:
+            raise UnknownTable(name, "a virtual foreign key") from None
+        cols = tuple(ref.rsplit(".", 1)[1] for ref in refs)
+        missing = [c for c in cols if c not in catalog.tables[table].columns]
+        if missing:
+            raise UnknownTable(f"{table}.{missing[0]}", "a virtual foreign key (column)")
+        return table, cols
+
+    child_table, child_cols = split(child)
+    parent_table, parent_cols = split(parent)
+    info = catalog.tables[child_table]
+    return ForeignKey(
+        name=f"virtual:{child_table}({','.join(child_cols)})",
+        child=child_table,
+        child_columns=child_cols,
+        parent=parent_table,
+        parent_columns=parent_cols,
+        nullable=all(info.columns[c].nullable for c in child_cols),
     )
 
 

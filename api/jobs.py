@@ -1,0 +1,207 @@
+"""``eraser db|worker|submit|status|jobs``: the job store and the Celery chord from
+the command line. Every command reads the registry from ``--config`` or
+``ERASER_CONFIG`` and the job store from ``ERASER_DATABASE_URL``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from models import migrate
+from models.jobstore import Job, JobStatus, JobStore
+from models.messages import ErasureRequest, JobView
+from models.registry import Registry, load_registry
+from models.settings import Settings, get_settings
+from tasks.queues import all_queues
+from tasks.submit import request_dispatch, submit
+from worker.database import create_engine
+
+EXIT_OK = 0
+#: The job ended, but not ``succeeded``.
+EXIT_JOB_FAILED = 1
+#: ``--wait`` gave up before the job ended.
+EXIT_TIMEOUT = 3
+
+
+def add_commands(sub: Any) -> None:
+    """Register the job commands on the ``eraser`` parser's subcommands."""
+
+    def config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, metavar="FILE", help="registry (ERASER_CONFIG)")
+
+    db = sub.add_parser("db", help="job store maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db_sub.add_parser("upgrade", help="apply the job-store migrations (idempotent)")
+    up.set_defaults(handler=cmd_db_upgrade)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a Celery worker for Eraser (extra arguments go to celery worker)",
+        add_help=False,
+    )
+    config(worker)
+    worker.set_defaults(handler=cmd_worker)
+
+    submit_p = sub.add_parser("submit", help="submit an erasure job")
+    config(submit_p)
+    submit_p.add_argument("--subject-kind", required=True, metavar="KIND")
+    submit_p.add_argument("--subject", required=True, metavar="VALUE")
+    submit_p.add_argument("--service", action="append", default=[], metavar="NAME")
+    submit_p.add_argument("--dry-run", action="store_true")
+    submit_p.add_argument("--idempotency-key", metavar="KEY")
+    submit_p.add_argument("--reason", metavar="TEXT")
+    submit_p.add_argument("--requested-by", default="cli", metavar="WHO")
+    submit_p.add_argument("--wait", action="store_true", help="wait until the job ends")
+    submit_p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    submit_p.add_argument("--json", action="store_true")
+    submit_p.set_defaults(handler=cmd_submit)
+
+    status = sub.add_parser("status", help="show one job")
+    config(status)
+    status.add_argument("job_id", metavar="JOB_ID")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    jobs = sub.add_parser("jobs", help="list recent jobs")
+    config(jobs)
+    jobs.add_argument("--status", choices=[s.value for s in JobStatus])
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(handler=cmd_jobs)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = get_settings()
+    if getattr(args, "config", None):
+        settings = settings.model_copy(update={"config": args.config})
+    return settings
+
+
+def _store(settings: Settings) -> JobStore:
+    return JobStore(create_engine(settings.database_url))
+
+
+def _registry(settings: Settings) -> Registry:
+    return load_registry(settings.config)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    engine = create_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        sys.stdout.write(f"job store at revision {migrate.current_revision(engine)}\n")
+    finally:
+        engine.dispose()
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.app import app  # noqa: PLC0415 - the app reads its settings when imported
+
+    settings = _settings(args)
+    extra = list(args.extra)
+    if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
+        extra += ["-Q", ",".join(all_queues(_registry(settings), settings.default_queue))]
+    app.worker_main(["worker", *extra])
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    registry = _registry(settings)
+    store = _store(settings)
+    try:
+        request = ErasureRequest(
+            subject_kind=args.subject_kind,
+            subject_value=args.subject,
+            services=args.service,
+            dry_run=args.dry_run,
+            idempotency_key=args.idempotency_key,
+            requested_by=args.requested_by,
+            reason=args.reason,
+        )
+        job, created = submit(store, registry, request)
+        if created:
+            request_dispatch(job.id, settings.default_queue)
+        if not args.wait:
+            _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
+            return EXIT_OK
+        deadline = time.monotonic() + args.timeout
+        while True:
+            view = _load(store, job.id)
+            if JobStatus(view.status).terminal:
+                _show(view, args.json)
+                return EXIT_OK if view.status == JobStatus.SUCCEEDED else EXIT_JOB_FAILED
+            if time.monotonic() >= deadline:
+                _show(view, args.json, note="still running")
+                return EXIT_TIMEOUT
+            time.sleep(0.1)
+    finally:
+        store.dispose()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store(_settings(args))
+    try:
+        _show(_load(store, args.job_id), args.json)
+    finally:
+        store.dispose()
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    store = _store(_settings(args))
+    try:
+        with store.transaction() as session:
+            query = sa.select(Job).order_by(Job.created_at.desc()).limit(args.limit)
+            if args.status:
+                query = query.where(Job.status == args.status)
+            views = [JobView.of(j) for j in session.scalars(query)]
+    finally:
+        store.dispose()
+    if args.json:
+        sys.stdout.write(json.dumps([_json(v) for v in views], indent=2) + "\n")
+        return EXIT_OK
+    for v in views:
+        kind = "dry run" if v.dry_run else "erasure"
+        sys.stdout.write(
+            f"{v.id}  {v.status:<16} {v.subject_kind:<10} {kind:<8} {v.total_rows:>10} rows  "
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}\n"
+        )
+    return EXIT_OK
+
+
+class JobNotFound(Exception):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id}")
+
+
+def _load(store: JobStore, job_id: str) -> JobView:
+    with store.transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return JobView.of(job)
+
+
+def _json(view: JobView) -> dict[str, Any]:
+    return view.model_dump(mode="json")
+
+
+def _show(view: JobView, as_json: bool, note: str | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(_json(view), indent=2) + "\n")
+        return
+    kind = "dry run" if view.dry_run else "erasure"
+    extra = f" ({note})" if note else ""
+    sys.stdout.write(f"job {view.id}: {view.status}{extra}, {kind}, {view.total_rows} rows\n")
+    for t in view.tasks:
+        line = f"  {t.service:<16} {t.status:<10} attempts {t.attempts}  {t.rows:>10} rows"
+        sys.stdout.write(line + (f"  error: {t.error}" if t.error else "") + "\n")

@@ -1,0 +1,153 @@
+"""The job store: the source of truth for every erasure (PostgreSQL; SQLite when
+embedded). Jobs, their per-service tasks and an audit trail. The schema is created
+and changed by Alembic migrations (``models/migrations``), never by ``create_all``.
+
+Only this module commits: ``JobStore.transaction()`` owns commit and rollback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class JobStatus(StrEnum):
+    """Where a job stands. Terminal: succeeded, partially_failed, failed, cancelled."""
+
+    #: Committed; its tasks have not started (or it was not dispatched yet).
+    PENDING = "pending"
+    #: At least one task has started and not every task has finished.
+    RUNNING = "running"
+    #: Every task finished and verified that nothing of the subject remains.
+    SUCCEEDED = "succeeded"
+    #: Some tasks succeeded, some failed: retry the failed ones.
+    PARTIALLY_FAILED = "partially_failed"
+    #: Every task failed (or was cancelled after a failure).
+    FAILED = "failed"
+    #: Cancelled before any task ran.
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class TaskStatus(StrEnum):
+    """Where one (job, service) task stands."""
+
+    #: Waiting for a worker.
+    PENDING = "pending"
+    #: A worker is erasing; its heartbeat moves after every batch.
+    RUNNING = "running"
+    #: Done, and the final count found nothing of the subject.
+    SUCCEEDED = "succeeded"
+    #: Gave up: the error says why; the rows it removed stay removed.
+    FAILED = "failed"
+    #: Cancelled before it started.
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "eraser_jobs"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    subject_kind: Mapped[str] = mapped_column(sa.String(64))
+    #: The subject's value: kept here, and only here (never in task arguments or logs).
+    subject_value: Mapped[str] = mapped_column(sa.Text)
+    services: Mapped[list[Any]] = mapped_column(sa.JSON)
+    dry_run: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), unique=True)
+    #: Hash of the request, so a reused idempotency key with another body is detected.
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    requested_by: Mapped[str | None] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(32), default=JobStatus.PENDING, index=True)
+    total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), default=utcnow, index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    tasks: Mapped[list[Task]] = relationship(
+        back_populates="job", order_by="Task.service", cascade="all, delete-orphan"
+    )
+
+
+class Task(Base):
+    __tablename__ = "eraser_tasks"
+    __table_args__ = (sa.UniqueConstraint("job_id", "service"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("eraser_jobs.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(32), default=TaskStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: ``[{"table": ..., "action": ..., "rows": N}, ...]`` from the engine's report.
+    rows: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    verified: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    plan_fingerprint: Mapped[str | None] = mapped_column(sa.String(80))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    celery_id: Mapped[str | None] = mapped_column(sa.String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    job: Mapped[Job] = relationship(back_populates="tasks")
+
+
+class AuditEvent(Base):
+    __tablename__ = "eraser_audit_events"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    #: Who did it: an API key id, ``cli``, ``worker`` (never a secret).
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class JobStore:
+    """Sessions on the job store. ``transaction()`` is the one place that commits."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[orm.Session]:
+        """A session whose work commits at the end of the block, or rolls back."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

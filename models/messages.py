@@ -1,0 +1,96 @@
+"""Messages that cross a boundary: erasure requests and task results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.jobstore import Job
+
+
+class ErasureRequest(BaseModel):
+    """What an upstream service asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject_kind: str = Field(min_length=1, max_length=64)
+    subject_value: str = Field(min_length=1, max_length=1000)
+    #: Registry services to erase from; empty means every service of the kind.
+    services: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    requested_by: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=2000)
+
+    def fingerprint(self) -> str:
+        """A hash of what the request asks (not who asked), to detect a reused key."""
+        doc = {
+            "kind": self.subject_kind,
+            "value": self.subject_value,
+            "services": sorted(self.services),
+            "dry_run": self.dry_run,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+class TaskResult(BaseModel):
+    """What ``eraser.erase_service`` returns to the chord: small, deterministic, and free
+    of subject data (no timestamps, no values, no DSNs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    service: str
+    status: str
+    total_rows: int = 0
+
+
+class TaskView(BaseModel):
+    service: str
+    status: str
+    attempts: int
+    rows: int
+    verified: bool
+    error: str | None
+    tables: list[dict[str, Any]]
+
+
+class JobView(BaseModel):
+    """A job as ``eraser status --json`` and the API show it: no subject value."""
+
+    id: str
+    status: str
+    subject_kind: str
+    dry_run: bool
+    total_rows: int
+    created_at: datetime
+    finished_at: datetime | None
+    tasks: list[TaskView]
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(
+            id=job.id,
+            status=job.status,
+            subject_kind=job.subject_kind,
+            dry_run=job.dry_run,
+            total_rows=job.total_rows,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            tasks=[
+                TaskView(
+                    service=t.service,
+                    status=t.status,
+                    attempts=t.attempts,
+                    rows=t.total_rows,
+                    verified=t.verified,
+                    error=t.error,
+                    tables=list(t.rows),
+                )
+                for t in job.tasks
+            ],
+        )

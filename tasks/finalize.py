@@ -1,0 +1,66 @@
+"""``eraser.finalize_job``: the chord body. Recomputes the job from its task rows
+(a chord's result list can hold duplicates or miss parts), sets totals and status,
+writes the audit event. Running it twice changes nothing the second time."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from models.jobstore import AuditEvent, Job, JobStatus, JobStore, TaskStatus, utcnow
+from tasks.resources import resources
+from worker.app import app
+
+log = logging.getLogger("eraser.finalize")
+
+
+@app.task(name="eraser.finalize_job")
+def finalize_job(_results: list[Any], job_id: str) -> dict[str, Any]:
+    status = finalize(resources().store, job_id)
+    return {"job_id": job_id, "status": status}
+
+
+def job_status(task_statuses: list[TaskStatus]) -> JobStatus:
+    """A job's status from its tasks' statuses."""
+    if not task_statuses or all(s is TaskStatus.CANCELLED for s in task_statuses):
+        return JobStatus.CANCELLED
+    if any(not s.terminal for s in task_statuses):
+        started = any(s is not TaskStatus.PENDING for s in task_statuses)
+        return JobStatus.RUNNING if started else JobStatus.PENDING
+    if all(s is TaskStatus.SUCCEEDED for s in task_statuses):
+        return JobStatus.SUCCEEDED
+    if any(s is TaskStatus.SUCCEEDED for s in task_statuses):
+        return JobStatus.PARTIALLY_FAILED
+    return JobStatus.FAILED
+
+
+def finalize(store: JobStore, job_id: str) -> str:
+    """Recompute and store the job's status and totals; returns the status."""
+    with store.transaction() as session:
+        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
+        if job is None:
+            return "missing"
+        status = job_status([TaskStatus(t.status) for t in job.tasks])
+        total = sum(t.total_rows for t in job.tasks)
+        changed = job.status != status or job.total_rows != total
+        job.status = status
+        job.total_rows = total
+        if status.terminal and job.finished_at is None:
+            job.finished_at = utcnow()
+        if changed and status.terminal:
+            session.add(
+                AuditEvent(
+                    job_id=job.id,
+                    kind="job.finished",
+                    actor="worker",
+                    detail={
+                        "status": status.value,
+                        "total_rows": total,
+                        "tasks": {t.service: t.status for t in job.tasks},
+                    },
+                )
+            )
+            log.info("job %s %s: %d rows", job_id, status.value, total)
+        return status.value

@@ -1,0 +1,23 @@
+"""Queue names, in one place. A service may have its own queue (registry ``queue``) so
+its tasks run on workers next to its database."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from models.registry import Registry
+
+
+class Queue(StrEnum):
+    #: erase_service and finalize_job, unless a service names its own queue.
+    DEFAULT = "eraser"
+
+
+def queue_for(registry: Registry, service: str, default: str) -> str:
+    """The queue ``service``'s erase tasks go to."""
+    return registry.services[service].queue or default
+
+
+def all_queues(registry: Registry, default: str) -> list[str]:
+    """Every queue a worker serving the whole registry should consume."""
+    return sorted({default, *(s.queue for s in registry.services.values() if s.queue)})
