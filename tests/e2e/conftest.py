@@ -1,0 +1,343 @@
+"""A real Eraser deployment in miniature: PostgreSQL job store (migrated by Alembic),
+Redis broker and result backend, real ``celery worker`` processes, and three target
+databases (PostgreSQL with two schemas, MariaDB, another PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from models import migrate
+from models.jobstore import JobStore
+from tests.conftest import REQUIRE, TargetDB, make_db
+from worker.database import create_engine
+
+REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+#: Redis databases of their own, so test runs do not collide with other users.
+BROKER_DB, RESULT_DB = 11, 12
+
+SUBJECT = "acme-5b1e9"
+OTHERS = ("globex-77", "initech-31")
+TENANTS = (SUBJECT, *OTHERS)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(f"{REDIS_URL}/0", socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@dataclass
+class Estate:
+    """The target databases and what was loaded into them."""
+
+    orders: TargetDB
+    inventory: TargetDB
+    notify: TargetDB
+    tables: dict[str, list[sa.Table]] = field(default_factory=dict)
+
+    def rows_of(self, tenant: str) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row that belongs to ``tenant``, by table (directly or by reference)."""
+        result: dict[str, list[tuple[Any, ...]]] = {}
+        for name, db in (
+            ("orders", self.orders),
+            ("inventory", self.inventory),
+            ("notify", self.notify),
+        ):
+            with db.engine.connect() as conn:
+                for table in self.tables[name]:
+                    query = sa.select(table)
+                    owner = _owner_condition(table, tenant, self.tables[name])
+                    rows = conn.execute(query.where(owner)).all()
+                    result[f"{name}:{table.fullname}"] = sorted(tuple(r) for r in rows)
+        return result
+
+
+def _owner_condition(table: sa.Table, tenant: str, siblings: list[sa.Table]) -> Any:
+    if "tenant_key" in table.c:
+        return table.c.tenant_key == tenant
+    fk = next(iter(table.foreign_keys))
+    parent = fk.column.table
+    assert isinstance(parent, sa.Table)
+    sub = sa.select(fk.column).where(_owner_condition(parent, tenant, siblings))
+    return fk.parent.in_(sub)
+
+
+def _load_estate(orders: TargetDB, inventory: TargetDB, notify: TargetDB) -> Estate:
+    estate = Estate(orders, inventory, notify)
+
+    md = sa.MetaData()
+    customers = sa.Table(
+        "customers",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("tenant_key", sa.String(40), nullable=False, index=True),
+        sa.Column("name", sa.String(40)),
+        schema="public",
+    )
+    order_t = sa.Table(
+        "orders",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("tenant_key", sa.String(40), nullable=False, index=True),
+        sa.Column(
+            "customer_id", sa.Integer, sa.ForeignKey(customers.c.id), nullable=False, index=True
+        ),
+        schema="public",
+    )
+    invoices = sa.Table(
+        "invoices",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("order_id", sa.Integer, sa.ForeignKey(order_t.c.id), nullable=False, index=True),
+        sa.Column("amount", sa.Integer),
+        schema="billing",
+    )
+    orders.run("CREATE SCHEMA billing")
+    orders.create(md)
+    estate.tables["orders"] = [customers, order_t, invoices]
+
+    md2 = sa.MetaData()
+    products = sa.Table(
+        "products",
+        md2,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("tenant_key", sa.String(40), nullable=False, index=True),
+    )
+    stock = sa.Table(
+        "stock",
+        md2,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column(
+            "product_id", sa.Integer, sa.ForeignKey(products.c.id), nullable=False, index=True
+        ),
+        sa.Column("qty", sa.Integer),
+    )
+    inventory.create(md2)
+    estate.tables["inventory"] = [products, stock]
+
+    md3 = sa.MetaData()
+    messages = sa.Table(
+        "messages",
+        md3,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("tenant_key", sa.String(40), nullable=False, index=True),
+        sa.Column("body", sa.String(80)),
+    )
+    deliveries = sa.Table(
+        "deliveries",
+        md3,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column(
+            "message_id", sa.Integer, sa.ForeignKey(messages.c.id), nullable=False, index=True
+        ),
+    )
+    notify.create(md3)
+    estate.tables["notify"] = [messages, deliveries]
+
+    ids = iter(range(1, 1_000_000))
+    for tenant in TENANTS:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(15):
+            cid = next(ids)
+            rows.setdefault("customers", []).append({"id": cid, "tenant_key": tenant, "name": "n"})
+            for _ in range(3):
+                oid = next(ids)
+                rows.setdefault("orders", []).append(
+                    {"id": oid, "tenant_key": tenant, "customer_id": cid}
+                )
+                rows.setdefault("invoices", []).append(
+                    {"id": next(ids), "order_id": oid, "amount": 5}
+                )
+            pid = next(ids)
+            rows.setdefault("products", []).append({"id": pid, "tenant_key": tenant})
+            rows.setdefault("stock", []).append({"id": next(ids), "product_id": pid, "qty": 3})
+            mid = next(ids)
+            rows.setdefault("messages", []).append(
+                {"id": mid, "tenant_key": tenant, "body": "hello"}
+            )
+            rows.setdefault("deliveries", []).append({"id": next(ids), "message_id": mid})
+        for db, table in (
+            (orders, customers),
+            (orders, order_t),
+            (orders, invoices),
+            (inventory, products),
+            (inventory, stock),
+            (notify, messages),
+            (notify, deliveries),
+        ):
+            db.insert(table, rows[table.name])
+    return estate
+
+
+REGISTRY = """
+[subjects.tenant]
+column = "tenant_key"
+
+[services.orders]
+url_env = "E2E_ORDERS_URL"
+schemas = ["public", "billing"]
+batch_size = 7
+
+[services.inventory]
+url_env = "E2E_INVENTORY_URL"
+queue = "eraser-inventory"
+
+[services.notify]
+url_env = "E2E_NOTIFY_URL"
+
+[services.broken]
+url_env = "E2E_BROKEN_URL"
+"""
+
+
+@dataclass
+class Deployment:
+    estate: Estate
+    store: JobStore
+    env: dict[str, str]
+    log_path: Path
+    registry_path: Path
+    dsns: list[str]
+    captured: list[str]
+
+    def eraser(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the ``eraser`` CLI as a separate process, as an operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=ROOT,
+            check=False,
+        )
+
+    def worker_log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+class _BrokerMonitor(threading.Thread):
+    """Records every command Redis executes (message bodies, results) via MONITOR."""
+
+    def __init__(self, url: str, sink: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.sink = sink
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with self.client.monitor() as monitor:
+            for command in monitor.listen():
+                if self.stopping.is_set():
+                    return
+                self.sink.append(str(command.get("command", "")))
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if not _redis_up():
+        if REQUIRE:
+            pytest.fail("Redis is not reachable and ERASER_REQUIRE_SERVICES=1")
+        pytest.skip("Redis is not reachable")
+    tmp = tmp_path_factory.mktemp("e2e")
+    gens = [
+        make_db("postgresql", tmp),
+        make_db("mysql", tmp),
+        make_db("postgresql", tmp),
+        make_db("postgresql", tmp),
+    ]
+    dbs = [next(g) for g in gens]
+    store_db, inventory, orders, notify = dbs
+    try:
+        estate = _load_estate(orders, inventory, notify)
+        migrate.upgrade(store_db.engine)
+        store = JobStore(create_engine(store_db.url))
+        registry_path = tmp / "services.toml"
+        registry_path.write_text(REGISTRY, encoding="utf-8")
+        for db_number in (BROKER_DB, RESULT_DB):
+            redis.Redis.from_url(f"{REDIS_URL}/{db_number}").flushdb()
+        broken = "postgresql://eraser:wrong-secret-pw@127.0.0.1:1/nowhere"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
+            "ERASER_DATABASE_URL": store_db.url,
+            "ERASER_BROKER_URL": f"{REDIS_URL}/{BROKER_DB}",
+            "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
+            "ERASER_CONFIG": str(registry_path),
+            "ERASER_HEARTBEAT_SECONDS": "0",
+            "E2E_ORDERS_URL": orders.url,
+            "E2E_INVENTORY_URL": inventory.url,
+            "E2E_NOTIFY_URL": notify.url,
+            "E2E_BROKEN_URL": broken,
+            "PYTHONPATH": str(ROOT),
+        }
+        captured: list[str] = []
+        monitor = _BrokerMonitor(f"{REDIS_URL}/{BROKER_DB}", captured)
+        monitor.start()
+        log_path = tmp / "worker.log"
+        with log_path.open("w") as log:
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "api.cli",
+                    "worker",
+                    "-c",
+                    "2",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"e2e{os.getpid()}@%h",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deployment = Deployment(
+            estate=estate,
+            store=store,
+            env=env,
+            log_path=log_path,
+            registry_path=registry_path,
+            dsns=[store_db.url, orders.url, inventory.url, notify.url, broken],
+            captured=captured,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "ready." not in deployment.worker_log():
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the worker did not start:\n" + deployment.worker_log()[-3000:])
+                time.sleep(0.2)
+            yield deployment
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            monitor.stopping.set()
+            redis.Redis.from_url(f"{REDIS_URL}/{BROKER_DB}").ping()  # wakes the monitor
+            monitor.join(timeout=5)
+            store.dispose()
+            for db_number in (BROKER_DB, RESULT_DB):
+                redis.Redis.from_url(f"{REDIS_URL}/{db_number}").flushdb()
+    finally:
+        for gen in gens:
+            gen.close()
