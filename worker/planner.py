@@ -141,9 +141,6 @@ class Plan:
     def info(self, table: TableName) -> TableInfo:
         return self.catalog.tables[table]
 
-    def subject_guard_columns(self, table: TableName) -> tuple[str, ...]:
-        return self.anchors.get(table, ())
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "dialect": self.catalog.dialect,

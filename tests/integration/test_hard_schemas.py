@@ -97,6 +97,26 @@ def col(name: str, *args: Any, **kw: Any) -> sa.Column[Any]:
     return sa.Column(name, *args, **kw)
 
 
+def tenant_table(md: sa.MetaData, name: str) -> sa.Table:
+    """``name(id, tenant_id)``: a table that holds the subject column."""
+    return sa.Table(
+        name,
+        md,
+        col("id", sa.Integer, primary_key=True),
+        col("tenant_id", sa.Integer, nullable=False, index=True),
+    )
+
+
+def child_table(md: sa.MetaData, name: str, column: str, parent: str) -> sa.Table:
+    """``name(id, column -> parent)``: a table reached only through a foreign key."""
+    return sa.Table(
+        name,
+        md,
+        col("id", sa.Integer, primary_key=True),
+        col(column, sa.Integer, sa.ForeignKey(parent), nullable=False, index=True),
+    )
+
+
 def test_self_reference_deeper_than_thirty(db: TargetDB) -> None:
     md = sa.MetaData()
     cats = sa.Table(
@@ -156,12 +176,7 @@ def _cycle_schema(
         col("tenant_id", sa.Integer, nullable=False, index=True),
         col("manager_id", sa.Integer, nullable=nullable, index=True),
     )
-    employees = sa.Table(
-        "employees",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("store_id", sa.Integer, sa.ForeignKey("stores.id"), nullable=False, index=True),
-    )
+    employees = child_table(md, "employees", "store_id", "stores.id")
     closing = sa.ForeignKeyConstraint(
         ["manager_id"],
         ["employees.id"],
@@ -372,12 +387,7 @@ def test_quoted_reserved_and_spaced_names(db: TargetDB) -> None:
 
 def test_tables_without_primary_key(db: TargetDB) -> None:
     md = sa.MetaData()
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
+    orders = tenant_table(md, "orders")
     audit = sa.Table(  # no key at all, duplicates included
         "audit_log",
         md,
@@ -406,12 +416,7 @@ def test_tables_without_primary_key(db: TargetDB) -> None:
 
 def test_existing_cascade_and_set_null(db: TargetDB) -> None:
     md = sa.MetaData()
-    customers = sa.Table(
-        "customers",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
+    customers = tenant_table(md, "customers")
     orders = sa.Table(
         "orders",
         md,
@@ -536,12 +541,7 @@ def test_delete_trigger_that_writes_subject_rows(db: TargetDB) -> None:
         col("tenant_id", sa.Integer, nullable=False, index=True),
         col("what", sa.String(20)),
     )
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
+    orders = tenant_table(md, "orders")
     db.create(md)
     db.run(*_TRIGGERS[db.backend])
     data = Data(db)
@@ -571,14 +571,7 @@ def test_delete_trigger_that_writes_subject_rows(db: TargetDB) -> None:
 
 def test_twenty_level_chain_reached_only_through_the_root(db: TargetDB) -> None:
     md = sa.MetaData()
-    tables = [
-        sa.Table(
-            "level_00",
-            md,
-            col("id", sa.Integer, primary_key=True),
-            col("tenant_id", sa.Integer, nullable=False, index=True),
-        )
-    ]
+    tables = [tenant_table(md, "level_00")]
     for level in range(1, 21):
         parent = tables[-1]
         tables.append(
@@ -612,12 +605,7 @@ def test_shared_entity_through_a_link_table(db: TargetDB) -> None:
     suppliers = sa.Table(
         "suppliers", md, col("id", sa.Integer, primary_key=True), col("name", sa.String(20))
     )
-    contacts = sa.Table(
-        "supplier_contacts",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("supplier_id", sa.Integer, sa.ForeignKey("suppliers.id"), nullable=False, index=True),
-    )
+    contacts = child_table(md, "supplier_contacts", "supplier_id", "suppliers.id")
     links = sa.Table(
         "tenant_suppliers",
         md,
@@ -654,12 +642,7 @@ def test_anonymize_policy(db: TargetDB) -> None:
         col("email", sa.String(40), nullable=True),
         col("name", sa.String(40), nullable=False),
     )
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
-    )
+    orders = child_table(md, "orders", "customer_id", "customers.id")
     db.create(md)
     data = Data(db)
     for i in range(1, 9):
@@ -687,18 +670,8 @@ def test_anonymize_policy(db: TargetDB) -> None:
 
 def test_kept_table_that_would_block_refuses_before_touching_anything(db: TargetDB) -> None:
     md = sa.MetaData()
-    customers = sa.Table(
-        "customers",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
-    invoices = sa.Table(
-        "invoices",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
-    )
+    customers = tenant_table(md, "customers")
+    invoices = child_table(md, "invoices", "customer_id", "customers.id")
     db.create(md)
     data = Data(db)
     for i in range(1, 5):
@@ -720,12 +693,7 @@ def test_another_subjects_rows_referencing_refuses_before_touching_anything(
     db: TargetDB,
 ) -> None:
     md = sa.MetaData()
-    customers = sa.Table(
-        "customers",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
+    customers = tenant_table(md, "customers")
     orders = sa.Table(
         "orders",
         md,
@@ -750,18 +718,8 @@ def test_another_subjects_rows_referencing_refuses_before_touching_anything(
 def test_rerun_after_partial_erasure_finishes_the_job(db: TargetDB) -> None:
     """A crash between batches leaves a consistent state that a re-run completes."""
     md = sa.MetaData()
-    customers = sa.Table(
-        "customers",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
-    )
+    customers = tenant_table(md, "customers")
+    orders = child_table(md, "orders", "customer_id", "customers.id")
     db.create(md)
     data = Data(db)
     for i in range(1, 41):
@@ -797,12 +755,7 @@ def test_reference_committed_between_child_walk_and_parent_delete(db: TargetDB) 
     then violates a foreign key, and the engine clears the references again."""
     md = sa.MetaData()
     tenants = sa.Table("tenants", md, col("id", sa.Integer, primary_key=True))
-    customers = sa.Table(
-        "customers",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, sa.ForeignKey("tenants.id"), nullable=False, index=True),
-    )
+    customers = child_table(md, "customers", "tenant_id", "tenants.id")
     orders = sa.Table(
         "orders",
         md,
