@@ -63,8 +63,14 @@ class ForeignKey:
     deferrable: bool = False
     initially_deferred: bool = False
     validated: bool = True
-    #: Every referencing column accepts NULL, so the reference can be cleared.
-    nullable: bool = False
+    #: The referencing columns that accept NULL. Setting them to NULL clears the
+    #: reference (a key with any NULL column references nothing: MATCH SIMPLE).
+    clearable: tuple[str, ...] = ()
+
+    @property
+    def nullable(self) -> bool:
+        """Whether the reference can be cleared by setting columns to NULL."""
+        return bool(self.clearable)
 
     @property
     def is_self_reference(self) -> bool:
@@ -319,7 +325,7 @@ def _reflect_schema(
                     deferrable=bool(opts.get("deferrable")),
                     initially_deferred=str(opts.get("initially") or "").upper() == "DEFERRED",
                     validated=validated.get((tname, raw.get("name") or ""), True),
-                    nullable=all(colmap[c].nullable for c in child_cols if c in colmap),
+                    clearable=tuple(c for c in child_cols if c in colmap and colmap[c].nullable),
                 )
             )
         result[name] = TableInfo(

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.erasure import ErasureReport, TableAction, TableOutcome
-from worker.catalog import MYSQL, POSTGRESQL, SET_DEFAULT, SET_NULL, ForeignKey, TableName
+from worker.catalog import MYSQL, POSTGRESQL, SET_DEFAULT, SET_NULL, SQLITE, ForeignKey, TableName
 from worker.dialects import (
     RowIdentity,
     begin_batch,
@@ -42,7 +42,7 @@ from worker.dialects import (
     subject_lock,
 )
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
-from worker.planner import REMOVING, CycleStrategy, Edge, EdgeMode, Plan, Predicates
+from worker.planner import REMOVING, CycleStrategy, Edge, EdgeMode, Plan, Predicates, is_not
 
 #: Attempts at removing a batch when writers keep adding references to it.
 _FK_RACE_ATTEMPTS = 5
@@ -99,7 +99,7 @@ def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
                 rows = _count(conn, plan, table, preds.remaining(table))
                 outcomes.append(TableOutcome(table=str(table), action=action, rows=rows))
             for table in plan.nullified:
-                rows = _count(conn, plan, table, preds.nullify_targets(table))
+                rows = sum(_count(conn, plan, table, p) for p in preds.nullify_targets(table))
                 outcomes.append(
                     TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows)
                 )
@@ -408,6 +408,11 @@ class _Walker:
         for chunk in _chunks(refs, n):
             where = key_in(cols, chunk, self.dialect)
             if edge.mode is EdgeMode.NULLIFY:
+                if self.plan.actions.get(fk.child) in REMOVING:
+                    # The subject's own rows behind a SET NULL reference go first: the
+                    # database would clear their key, which may hold the subject column.
+                    member = self.preds.member(fk.child, child)
+                    self._walk(fk.child, sa.and_(where, member), ordered=False)
                 self._nullify(fk, where)
                 continue
             guard = self.preds.guard(fk.child, child)
@@ -421,11 +426,21 @@ class _Walker:
             self._walk(fk.child, where, ordered=False)
 
     def _nullify(self, fk: ForeignKey, where: ColumnElement[bool]) -> None:
+        """Clear an ON DELETE SET NULL reference on rows that are not erased themselves."""
         child = self._t(fk.child)
-        if self.plan.actions.get(fk.child) in REMOVING:
-            where = sa.and_(where, sa.not_(self.preds.member(fk.child, child)))
-        stmt = sa.update(child).where(where).values(dict.fromkeys(fk.child_columns))
+        rid = self.rid[fk.child]
         with self._transaction() as conn:
+            if self.plan.actions.get(fk.child) in REMOVING and rid.kind != "none":
+                # Leave the subject's own rows alone. Their keys are found first: MariaDB
+                # cannot parse a CTE inside an UPDATE, and SQLite reports no row count
+                # for one.
+                others = sa.and_(where, is_not(self.preds.member(fk.child, child)))
+                found = sa.select(*rid.select_columns(child)).select_from(child).where(others)
+                keys = [tuple(r) for r in conn.execute(found)]
+                if not keys:
+                    return
+                where = rid.matches(child, keys, self.dialect)
+            stmt = sa.update(child).where(where).values(dict.fromkeys(fk.clearable))
             self._record(fk.child, TableAction.NULLIFY, conn.execute(stmt).rowcount)
 
     # --- cycles -------------------------------------------------------------------------
@@ -464,7 +479,7 @@ class _Walker:
                     conn.execute(
                         sa.update(target)
                         .where(rid.matches(target, [r.rid for _, r in busy], self.dialect))
-                        .values(dict.fromkeys(fk.child_columns))
+                        .values(dict.fromkeys(self._breaking_columns(fk)))
                     )
             return
         cycle = self.plan.cycle_of.get(table)
@@ -478,6 +493,15 @@ class _Walker:
         owner = min(i for i, _ in busy)
         if current.deferred_to is None or owner < current.deferred_to:
             current.deferred_to = owner
+
+    def _breaking_columns(self, fk: ForeignKey) -> list[str]:
+        """The columns to set NULL to break ``fk`` on a row: its nullable columns, but
+        not the subject column or a column other rows reference (``(tenant_id,
+        parent_id)``: only ``parent_id``), unless nothing else would do."""
+        referenced = {c for ref in self.plan.catalog.incoming(fk.child) for c in ref.parent_columns}
+        subject = set(self.plan.anchors.get(fk.child, ()))
+        preferred = [c for c in fk.clearable if c not in referenced and c not in subject]
+        return preferred or list(fk.clearable)
 
     def _remove_group(self, group: list[tuple[TableName, list[_Row]]]) -> None:
         """Remove rows that reference each other through NOT NULL keys, all at once."""
@@ -702,14 +726,15 @@ class _Walker:
             self.conn.execute(sa.text("SET SESSION foreign_key_checks = 1"))
 
     def _levels(self, table: TableName, rows: list[_Row]) -> Iterable[list[_Row]]:
-        """MySQL checks foreign keys row by row, so a batch of a self-referencing table
-        goes leaves first; other databases check at the end of the statement."""
+        """A batch of a self-referencing table goes leaves first on MySQL, which checks
+        foreign keys row by row, and on SQLite, whose ON DELETE CASCADE would remove a
+        child mid-statement without counting it; PostgreSQL checks at statement end."""
         self_fks = [
             e.fk
             for e in self.plan.children.get(table, [])
             if e.mode is EdgeMode.DELETE and e.fk.is_self_reference
         ]
-        if self.dialect != MYSQL or not self_fks:
+        if self.dialect not in (MYSQL, SQLITE) or not self_fks:
             yield rows
             return
         remaining = list(rows)

@@ -349,7 +349,7 @@ def _virtual_fk(catalog: Catalog, child: Sequence[str], parent: Sequence[str]) -
         child_columns=child_cols,
         parent=parent_table,
         parent_columns=parent_cols,
-        nullable=all(info.columns[c].nullable for c in child_cols),
+        clearable=tuple(c for c in child_cols if info.columns[c].nullable),
     )
 
 
@@ -730,7 +730,7 @@ class Predicates:
                 ]
             )
             sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, cond)
-            recursive_parts.append(sel.where(sa.and_(*self._guards(table, step))))
+            recursive_parts.append(sel.where(sa.and_(sa.true(), *self._guards(table, step))))
         return cte.union(*recursive_parts)
 
     def orphan(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
@@ -756,7 +756,7 @@ class Predicates:
             )
             cond: ColumnElement[bool] = join
             if fk in links:
-                cond = sa.and_(join, sa.not_(self.member(fk.child, ref)))
+                cond = sa.and_(join, is_not(self.member(fk.child, ref)))
             others.append(sa.exists(sa.select(sa.literal(1)).select_from(ref).where(cond)))
         return sa.and_(sa.or_(*linked), sa.not_(sa.or_(*others)) if others else sa.true())
 
@@ -778,11 +778,13 @@ class Predicates:
             return sa.and_(pred, sa.not_(self.anonymized(table, target)))
         return pred
 
-    def nullify_targets(self, table: TableName) -> ColumnElement[bool]:
-        """Rows of ``table`` (not themselves erased) whose SET NULL references point
-        at rows that will be removed."""
+    def nullify_targets(self, table: TableName) -> list[ColumnElement[bool]]:
+        """For each SET NULL reference of ``table`` into rows that will be removed: the
+        rows (not themselves erased) whose reference will be cleared. One predicate per
+        reference: a row with two such references counts twice, as the erasure does."""
         target = self.plan.info(table).table
-        conds = []
+        erased = self.plan.actions.get(table) in REMOVING
+        preds = []
         for parent in sorted(self.plan.actions):
             if self.plan.actions[parent] not in REMOVING:
                 continue
@@ -792,11 +794,17 @@ class Predicates:
                 fk = edge.fk
                 members = self.member_cte(parent)
                 sub = sa.select(*[members.c[c] for c in fk.parent_columns])
-                conds.append(_key_in_select([target.c[c] for c in fk.child_columns], sub))
-        pred: ColumnElement[bool] = sa.or_(*conds) if conds else sa.false()
-        if table in self.plan.actions and self.plan.actions[table] in REMOVING:
-            pred = sa.and_(pred, sa.not_(self.member(table, target)))
-        return pred
+                pred = _key_in_select([target.c[c] for c in fk.child_columns], sub)
+                if erased:
+                    pred = sa.and_(pred, is_not(self.member(table, target)))
+                preds.append(pred)
+        return preds
+
+
+def is_not(pred: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``NOT pred`` that is true where ``pred`` is NULL (a NULL subject column makes a
+    plain NOT unknown, and the row would silently drop out)."""
+    return sa.case((pred, sa.false()), else_=sa.true())
 
 
 def _literal(value: ScalarValue, type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any]:
