@@ -799,3 +799,31 @@ def test_reference_committed_between_child_walk_and_parent_delete(db: TargetDB) 
         others = conn.execute(sa.select(sa.func.count()).select_from(customers)).scalar_one()
     assert left == [0, 0]
     assert others == 1
+
+
+def test_child_rows_with_a_null_subject_column_are_found_through_their_parent(
+    db: TargetDB,
+) -> None:
+    """orders.tenant_id is NULL on some rows: only their customer ties them to the
+    subject. The orders walk (tenant_id = :subject) misses them; the customers' delete
+    must still find them (here through the retry after a foreign-key refusal)."""
+    md = sa.MetaData()
+    customers = tenant_table(md, "customers")
+    orders = sa.Table(
+        "orders",
+        md,
+        col("id", sa.Integer, primary_key=True),
+        col("tenant_id", sa.Integer, nullable=True, index=True),
+        col("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
+    )
+    db.create(md)
+    data = Data(db)
+    for c in range(1, 9):
+        owner = 1 + c % 2
+        data.add(customers, owner, id=c, tenant_id=owner)
+        data.add(orders, owner, id=c * 10, tenant_id=owner, customer_id=c)
+        data.add(orders, owner, id=c * 10 + 1, tenant_id=None, customer_id=c)  # guest order
+    data.load()
+    _, report = run(db, ["tenant_id"], batch_size=2)
+    assert report.total_rows == data.subject_rows() == 12
+    assert data.snapshot() == data.expected()
