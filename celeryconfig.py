@@ -34,10 +34,13 @@ task_queues = [
 ]
 task_create_missing_queues = True
 
-# Flower and events: task names and states, never argument values beyond opaque ids.
-worker_send_task_events = True
-task_send_sent_event = True
-task_track_started = True
+# Flower: task events let it show tasks live (readable names, opaque-id arguments).
+# They cost a Redis publish per state change, so they can be turned off
+# (ERASER_TASK_EVENTS=false; Flower can still enable them on running workers). No
+# STARTED state and no sent events: the job store records when a task runs.
+worker_send_task_events = _settings.task_events
+task_send_sent_event = False
+task_track_started = False
 result_extended = False
 
 worker_hijack_root_logger = False

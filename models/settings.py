@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=2000, ge=1)
     #: How long one batch waits for a row lock, in milliseconds.
     lock_timeout_ms: int = Field(default=5000, ge=1)
+    #: Workers publish task events (Flower's live view).
+    task_events: bool = True
     #: Seconds between heartbeat writes of a running task (progress is kept as often).
     heartbeat_seconds: float = Field(default=1.0, ge=0)
 

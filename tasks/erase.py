@@ -13,8 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from celery import Task as CeleryTask
+from sqlalchemy import orm
 
-from models.jobstore import JobStatus, JobStore, Task, TaskStatus, utcnow
+from models.jobstore import JobStore, Task, TaskStatus, utcnow
 from models.messages import TaskResult
 from models.registry import Registry
 from models.settings import MissingDatabaseUrl
@@ -23,7 +24,7 @@ from worker.app import app
 from worker.database import describe_database_error
 from worker.exceptions import EraserError
 from worker.executor import Progress
-from worker.service import run_service
+from worker.service import PlanCache, run_service
 
 log = logging.getLogger("eraser.erase")
 
@@ -37,6 +38,7 @@ def erase_service(self: CeleryTask[Any, Any], job_id: str, service: str) -> dict
         job_id,
         service,
         engine_for=res.engine_for,
+        plans=res.plans,
         celery_id=self.request.id,
         heartbeat_seconds=res.settings.heartbeat_seconds,
         report_state=lambda rows: self.update_state(
@@ -53,6 +55,7 @@ def execute_task(
     service: str,
     *,
     engine_for: Any,
+    plans: PlanCache | None = None,
     celery_id: str | None = None,
     heartbeat_seconds: float = 1.0,
     report_state: Any = None,
@@ -61,21 +64,24 @@ def execute_task(
     erasure (the failure is the result)."""
     with store.transaction() as session:
         task = session.scalar(
-            sa.select(Task).where(Task.job_id == job_id, Task.service == service).with_for_update()
+            sa.select(Task)
+            .where(Task.job_id == job_id, Task.service == service)
+            .options(orm.joinedload(Task.job))
+            .with_for_update(of=Task)
         )
         if task is None:
             return TaskResult(job_id=job_id, service=service, status="missing")
         if TaskStatus(task.status).terminal:
             # A redelivered or duplicated message: the first run's outcome stands.
             return _result(task)
+        # The job row is not touched here (dispatch marked it running): the tasks of
+        # one job start side by side and would queue on its row lock.
         job = task.job
         task.status = TaskStatus.RUNNING
         task.attempts += 1
         task.started_at = task.heartbeat_at = utcnow()
         task.celery_id = celery_id
         task.error = None
-        if job.status == JobStatus.PENDING:
-            job.status = JobStatus.RUNNING
         kind, value, dry = job.subject_kind, job.subject_value, job.dry_run
 
     last_beat = 0.0
@@ -104,7 +110,7 @@ def execute_task(
         columns = registry.subject_columns(service, kind)
         engine = engine_for(service)
         report = run_service(
-            engine, service, registry.services[service], kind, columns, value, dry, progress
+            engine, service, registry.services[service], kind, columns, value, dry, progress, plans
         )
         rows = [{"table": t.table, "action": t.action.value, "rows": t.rows} for t in report.tables]
         total = report.total_rows

@@ -14,6 +14,7 @@ from models.jobstore import JobStore
 from models.registry import Registry, load_registry
 from models.settings import Settings, get_settings, service_url
 from worker.database import create_engine
+from worker.service import PlanCache
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Resources:
     settings: Settings
     registry: Registry
     store: JobStore
+    plans: PlanCache = field(default_factory=PlanCache)
     _engines: dict[str, sa.Engine] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

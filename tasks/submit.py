@@ -8,7 +8,7 @@ import logging
 import sqlalchemy as sa
 from celery import chord
 
-from models.jobstore import AuditEvent, Job, JobStore, Task, TaskStatus, utcnow
+from models.jobstore import AuditEvent, Job, JobStatus, JobStore, Task, TaskStatus, utcnow
 from models.messages import ErasureRequest
 from models.registry import Registry
 from tasks.erase import erase_service
@@ -141,5 +141,7 @@ def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: st
         # Stamped in the same transaction: if the commit fails after the send, a
         # second dispatch can happen, and erase_service ignores tasks already done.
         job.dispatched_at = utcnow()
+        if header:
+            job.status = JobStatus.RUNNING
     log.info("dispatched job %s to %d service(s)", job_id, len(services))
     return True

@@ -213,6 +213,67 @@ def fingerprint(tables: Iterable[TableInfo]) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+_PG_USER_SCHEMAS = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'"
+)
+_PG_VERSION = """
+SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM (
+  SELECT 'c' || c.oid || ':' || c.xmin::text FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE {where} AND c.relkind IN ('r', 'p', 'i')
+  UNION ALL
+  SELECT 'a' || a.attrelid || ':' || a.attnum || ':' || a.xmin::text FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE {where} AND c.relkind IN ('r', 'p') AND a.attnum > 0
+  UNION ALL
+  SELECT 'k' || k.oid || ':' || k.xmin::text FROM pg_constraint k
+    JOIN pg_namespace n ON n.oid = k.connamespace WHERE {where}
+  UNION ALL
+  SELECT 't' || t.oid || ':' || t.xmin::text FROM pg_trigger t
+    JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE {where}
+) AS v(x)
+"""
+_MYSQL_VERSION = """
+SELECT CONCAT_WS(':',
+  (SELECT CONCAT(COUNT(*), '/', COALESCE(SUM(CRC32(CONCAT_WS('|', TABLE_SCHEMA, TABLE_NAME,
+      COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE))), 0))
+   FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN :schemas),
+  (SELECT CONCAT(COUNT(*), '/', COALESCE(SUM(CRC32(CONCAT_WS('|', TABLE_SCHEMA, TABLE_NAME,
+      INDEX_NAME, COLUMN_NAME, SEQ_IN_INDEX, NON_UNIQUE))), 0))
+   FROM information_schema.STATISTICS WHERE TABLE_SCHEMA IN :schemas),
+  (SELECT CONCAT(COUNT(*), '/', COALESCE(SUM(CRC32(CONCAT_WS('|', k.TABLE_SCHEMA, k.TABLE_NAME,
+      k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME,
+      k.REFERENCED_COLUMN_NAME, r.DELETE_RULE))), 0))
+   FROM information_schema.KEY_COLUMN_USAGE k
+   LEFT JOIN information_schema.REFERENTIAL_CONSTRAINTS r
+     ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
+   WHERE k.TABLE_SCHEMA IN :schemas),
+  (SELECT CONCAT(COUNT(*), '/', COALESCE(SUM(CRC32(CONCAT_WS('|', TRIGGER_SCHEMA,
+      TRIGGER_NAME, EVENT_OBJECT_TABLE, EVENT_MANIPULATION))), 0))
+   FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA IN :schemas))
+"""
+
+
+def catalog_version(conn: Connection, dialect: str, schemas: Sequence[str] | None) -> str:
+    """A cheap token that changes whenever the schema of ``schemas`` changes (one query
+    instead of a reflection): PostgreSQL's catalog rows get a new ``xmin`` on every DDL,
+    SQLite counts schema changes, and on MySQL the definitions are hashed. Used to keep a
+    plan until the schema it was made from changes."""
+    if dialect == SQLITE:
+        return str(conn.exec_driver_sql("PRAGMA schema_version").scalar())
+    if dialect == POSTGRESQL:
+        if schemas:
+            sql = _PG_VERSION.format(where="n.nspname = ANY(:schemas)")
+            stmt = sa.text(sql).bindparams(schemas=list(schemas))
+        else:
+            stmt = sa.text(_PG_VERSION.format(where=_PG_USER_SCHEMAS))
+        return str(conn.execute(stmt).scalar())
+    stmt = sa.text(_MYSQL_VERSION).bindparams(sa.bindparam("schemas", expanding=True))
+    return str(conn.execute(stmt, {"schemas": list(schemas or [])}).scalar())
+
+
 def dialect_name(engine: Engine | Connection) -> str:
     name = engine.dialect.name
     if name == "mariadb":

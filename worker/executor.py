@@ -144,10 +144,14 @@ def erase(
     started = time.monotonic()
     dialect = plan.catalog.dialect
     lock_parts = [*lock_scope, *subject_lock_parts(plan, subject)]
-    with subject_lock(engine, dialect, lock_parts, opts.subject_lock_wait_seconds):
-        with engine.connect() as conn:
-            session_setup(conn, dialect, opts.lock_timeout_ms)
-            walker = _Walker(conn, plan, subject, opts, progress, started)
+    with engine.connect() as conn:
+        session_setup(conn, dialect, opts.lock_timeout_ms)
+        walker = _Walker(conn, plan, subject, opts, progress, started)
+        if walker.verify() == 0:
+            # Nothing of the subject here (common: most services hold nothing of a
+            # given subject): one read transaction, no lock, no walk.
+            return _report(plan, walker.outcomes(), True, 0, started)
+        with subject_lock(engine, dialect, lock_parts, opts.subject_lock_wait_seconds):
             with conn.begin():
                 _preflight(conn, plan, walker.preds)
             passes = 0
@@ -157,12 +161,17 @@ def erase(
                 walker.walk()
                 flush_commits(conn, dialect)
                 remaining = walker.verify()
-            outcomes = walker.outcomes()
+        return _report(plan, walker.outcomes(), remaining == 0, passes, started)
+
+
+def _report(
+    plan: Plan, outcomes: list[TableOutcome], verified: bool, passes: int, started: float
+) -> ErasureReport:
     return ErasureReport(
         dry_run=False,
         tables=outcomes,
         total_rows=sum(o.rows for o in outcomes if o.action in REMOVING),
-        verified=remaining == 0,
+        verified=verified,
         passes=passes,
         schema_fingerprint=plan.fingerprint,
         warnings=list(plan.warnings),

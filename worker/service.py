@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from models.erasure import ErasureReport
 from models.registry import Service
-from worker.catalog import reflect
+from worker.catalog import MYSQL, catalog_version, dialect_name, reflect
 from worker.executor import ExecutionOptions, ProgressCallback, dry_run, erase
 from worker.planner import Plan, build_plan
 
@@ -21,6 +23,52 @@ def plan_service(engine: sa.Engine, service: Service, subject_columns: Sequence[
     return build_plan(catalog, subject_columns, service.policies(), virtual)
 
 
+@dataclass
+class PlanCache:
+    """Plans kept per (service, subject kind) until the schema they were made from
+    changes. Reflecting on every task costs ~10 ms and, worse, makes new ``Table``
+    objects each time, so SQLAlchemy's statement cache never hits and keeps every old
+    catalog alive; one version query per task replaces it."""
+
+    _entries: dict[tuple[str, str], tuple[list[str] | None, str, Plan]] = field(
+        default_factory=dict
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(
+        self,
+        engine: sa.Engine,
+        name: str,
+        service: Service,
+        subject_kind: str,
+        subject_columns: Sequence[str],
+    ) -> Plan:
+        key = (name, subject_kind)
+        dialect = dialect_name(engine)
+
+        def current(schemas: list[str] | None) -> str:
+            with engine.connect() as conn:
+                return catalog_version(conn, dialect, schemas)
+
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and current(entry[0]) == entry[1]:
+            return entry[2]
+        schemas = list(service.schemas) or None
+        # MySQL's default is the connection's database plus those its keys point into,
+        # known only after reflecting.
+        known = dialect != MYSQL or schemas is not None
+        before = current(schemas) if known else None
+        plan = plan_service(engine, service, subject_columns)
+        if not known:
+            schemas = sorted({t.schema for t in plan.catalog.tables})
+        after = current(schemas)
+        if before is None or before == after:  # no DDL while reflecting
+            with self._lock:
+                self._entries[key] = (schemas, after, plan)
+        return plan
+
+
 def run_service(
     engine: sa.Engine,
     name: str,
@@ -30,9 +78,11 @@ def run_service(
     subject: str,
     dry: bool,
     progress: ProgressCallback | None = None,
+    plans: PlanCache | None = None,
 ) -> ErasureReport:
-    """Erase (or, when ``dry``, count) one subject in one service's database."""
-    plan = plan_service(engine, service, subject_columns)
+    """Erase (or, when ``dry``, count) one subject in one service's database. With
+    ``plans``, a plan made for an unchanged schema is reused."""
+    plan = (plans or PlanCache()).get(engine, name, service, subject_kind, subject_columns)
     if dry:
         return dry_run(engine, plan, subject)
     options = ExecutionOptions(
