@@ -30,8 +30,9 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install ## Run the benchmarks against the local PostgreSQL (prints figures)
+bench: install ## Run the benchmarks against the local PostgreSQL and Redis (prints figures)
 	$(BIN)/python bench/erase.py
+	$(BIN)/python bench/orchestration.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

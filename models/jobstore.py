@@ -144,9 +144,15 @@ class JobStore:
         self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[orm.Session]:
-        """A session whose work commits at the end of the block, or rolls back."""
+    def transaction(self, durable: bool = True) -> Iterator[orm.Session]:
+        """A session whose work commits at the end of the block, or rolls back.
+
+        ``durable=False`` (PostgreSQL) commits without waiting for the WAL flush: for
+        progress that a crash may lose without harm (a redelivered task redoes it).
+        """
         with self._sessions() as session, session.begin():
+            if not durable and self.engine.dialect.name == "postgresql":
+                session.execute(sa.text("SET LOCAL synchronous_commit = off"))
             yield session
 
     def dispose(self) -> None:

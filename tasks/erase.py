@@ -62,7 +62,8 @@ def execute_task(
 ) -> TaskResult:
     """Run one task to a terminal state and record it; never raises for a failed
     erasure (the failure is the result)."""
-    with store.transaction() as session:
+    # "running" may be lost in a crash without harm: the message is redelivered.
+    with store.transaction(durable=False) as session:
         task = session.scalar(
             sa.select(Task)
             .where(Task.job_id == job_id, Task.service == service)
@@ -92,7 +93,7 @@ def execute_task(
         if now - last_beat < heartbeat_seconds:
             return
         last_beat = now
-        with store.transaction() as session:
+        with store.transaction(durable=False) as session:
             session.execute(
                 sa.update(Task)
                 .where(Task.job_id == job_id, Task.service == service)
