@@ -82,7 +82,10 @@ def run_service(
 ) -> ErasureReport:
     """Erase (or, when ``dry``, count) one subject in one service's database. With
     ``plans``, a plan made for an unchanged schema is reused."""
-    plan = (plans or PlanCache()).get(engine, name, service, subject_kind, subject_columns)
+    if plans is None:
+        plan = plan_service(engine, service, subject_columns)
+    else:
+        plan = plans.get(engine, name, service, subject_kind, subject_columns)
     if dry:
         return dry_run(engine, plan, subject)
     options = ExecutionOptions(
