@@ -107,13 +107,17 @@ def tenant_table(md: sa.MetaData, name: str) -> sa.Table:
     )
 
 
-def child_table(md: sa.MetaData, name: str, column: str, parent: str) -> sa.Table:
+def child_table(
+    md: sa.MetaData, name: str, column: str, parent: str, ondelete: str | None = None
+) -> sa.Table:
     """``name(id, column -> parent)``: a table reached only through a foreign key."""
     return sa.Table(
         name,
         md,
         col("id", sa.Integer, primary_key=True),
-        col(column, sa.Integer, sa.ForeignKey(parent), nullable=False, index=True),
+        col(
+            column, sa.Integer, sa.ForeignKey(parent, ondelete=ondelete), nullable=False, index=True
+        ),
     )
 
 
@@ -417,30 +421,8 @@ def test_tables_without_primary_key(db: TargetDB) -> None:
 def test_existing_cascade_and_set_null(db: TargetDB) -> None:
     md = sa.MetaData()
     customers = tenant_table(md, "customers")
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col(
-            "customer_id",
-            sa.Integer,
-            sa.ForeignKey("customers.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        ),
-    )
-    items = sa.Table(
-        "items",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col(
-            "order_id",
-            sa.Integer,
-            sa.ForeignKey("orders.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        ),
-    )
+    orders = child_table(md, "orders", "customer_id", "customers.id", ondelete="CASCADE")
+    items = child_table(md, "items", "order_id", "orders.id", ondelete="CASCADE")
     # Shared notes outlive their author: ON DELETE SET NULL, no tenant column.
     notes = sa.Table(
         "notes",
