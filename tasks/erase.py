@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,11 +55,11 @@ def execute_task(
     job_id: str,
     service: str,
     *,
-    engine_for: Any,
+    engine_for: Callable[[str], sa.Engine],
     plans: PlanCache | None = None,
     celery_id: str | None = None,
     heartbeat_seconds: float = 1.0,
-    report_state: Any = None,
+    report_state: Callable[[int], None] | None = None,
 ) -> TaskResult:
     """Run one task to a terminal state and record it; never raises for a failed
     erasure (the failure is the result)."""
