@@ -52,7 +52,16 @@ from worker.dialects import (
     subject_lock,
 )
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
-from worker.planner import REMOVING, CycleStrategy, Edge, EdgeMode, Plan, Predicates, is_not
+from worker.planner import (
+    REMOVING,
+    CycleStrategy,
+    Edge,
+    EdgeMode,
+    Plan,
+    Predicates,
+    is_not,
+    key_in_select,
+)
 
 #: Attempts at removing a batch when writers keep adding references to it.
 _FK_RACE_ATTEMPTS = 5
@@ -222,8 +231,7 @@ def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
 def _refs_member(child: sa.Table, fk: ForeignKey, preds: Predicates) -> ColumnElement[bool]:
     members = preds.member_cte(fk.parent)
     sub = sa.select(*[members.c[c] for c in fk.parent_columns])
-    cols = [child.c[c] for c in fk.child_columns]
-    return cols[0].in_(sub) if len(cols) == 1 else sa.tuple_(*cols).in_(sub)
+    return key_in_select([child.c[c] for c in fk.child_columns], sub)
 
 
 def _constraint(fk: ForeignKey) -> str:
@@ -267,9 +275,12 @@ class _Walker:
         self._pending: dict[tuple[TableName, TableAction], int] = {}
         #: Anchor tables whose walk has finished in this pass.
         self._done: set[TableName] = set()
-        self.rid = {t: RowIdentity.of(plan.info(t), self.dialect) for t in plan.catalog.tables}
+        # Only tables the erasure touches: an unrelated table the engine could not
+        # address (a partitioned table without a key) must not stop the erasure.
+        touched = [*plan.actions, *plan.nullified]
+        self.rid = {t: RowIdentity.of(plan.info(t), self.dialect) for t in touched}
         self.needed: dict[TableName, list[str]] = {}
-        for table in plan.catalog.tables:
+        for table in touched:
             cols: list[str] = []
             for edge in plan.children.get(table, []):
                 cols += edge.fk.parent_columns
@@ -666,7 +677,7 @@ class _Walker:
             sub = sub.order_by(*rid.order_by(target))
         chosen: ColumnElement[bool]
         if partitioned:
-            chosen = address[0].in_(sub) if len(address) == 1 else sa.tuple_(*address).in_(sub)
+            chosen = key_in_select(address, sub)
         else:
             chosen = address[0] == sa.any_(sa.func.array(sub.scalar_subquery()))
         stmt: sa.Delete | sa.Update

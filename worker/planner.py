@@ -636,7 +636,7 @@ class Predicates:
         if self._is_tree(table):
             cte = self.member_cte(table, depth)
             cols = self._tree_identity(table)
-            return _key_in_select([target.c[c] for c in cols], sa.select(*[cte.c[c] for c in cols]))
+            return key_in_select([target.c[c] for c in cols], sa.select(*[cte.c[c] for c in cols]))
         return self._member_plain(table, target, depth)
 
     def member_cte(self, table: TableName, depth: int = 0) -> sa.CTE:
@@ -701,7 +701,7 @@ class Predicates:
                 continue
             parent = self.member_cte(fk.parent, depth + 1 if in_cycle else depth)
             sub = sa.select(*[parent.c[c] for c in fk.parent_columns])
-            via.append(_key_in_select([target.c[c] for c in fk.child_columns], sub))
+            via.append(key_in_select([target.c[c] for c in fk.child_columns], sub))
         if via:
             via_pred = sa.or_(*via)
             guard = self.guard(table, target)
@@ -741,7 +741,7 @@ class Predicates:
             sub = sa.select(*[link.c[c] for c in fk.child_columns]).where(
                 self.member(fk.child, link)
             )
-            linked.append(_key_in_select([target.c[c] for c in fk.parent_columns], sub))
+            linked.append(key_in_select([target.c[c] for c in fk.parent_columns], sub))
         others: list[ColumnElement[bool]] = []
         links = self.plan.orphan_links[table]
         for fk in self.plan.catalog.incoming(table):
@@ -794,7 +794,7 @@ class Predicates:
                 fk = edge.fk
                 members = self.member_cte(parent)
                 sub = sa.select(*[members.c[c] for c in fk.parent_columns])
-                pred = _key_in_select([target.c[c] for c in fk.child_columns], sub)
+                pred = key_in_select([target.c[c] for c in fk.child_columns], sub)
                 if erased:
                     pred = sa.and_(pred, is_not(self.member(table, target)))
                 preds.append(pred)
@@ -813,9 +813,10 @@ def _literal(value: ScalarValue, type_: sa.types.TypeEngine[Any]) -> ColumnEleme
     return sa.literal(value, type_)
 
 
-def _key_in_select(
+def key_in_select(
     columns: Sequence[ColumnElement[Any]], select: sa.Select[Any]
 ) -> ColumnElement[bool]:
+    """``columns IN (select)``, as a row value when the key has several columns."""
     if len(columns) == 1:
         return columns[0].in_(select)
     return sa.tuple_(*columns).in_(select)
