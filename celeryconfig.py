@@ -43,5 +43,22 @@ task_send_sent_event = False
 task_track_started = False
 result_extended = False
 
+# Redelivery. An unacknowledged message (its worker died) comes back after the
+# visibility timeout; workers sweep for such messages every few seconds instead of
+# kombu's default (~100 s), so a crashed worker's task resumes within about 30 s.
+# Nothing is held longer than the timeout: executions stop after one time slice and
+# continue in a new delivery, and retry delays are capped (the settings check
+# visibility > slice + longest backoff). The result backend gets the same timeout.
+_redis_options = {
+    "visibility_timeout": _settings.visibility_timeout_seconds,
+    "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
+    "unacked_restore_throttle": 1,
+}
+broker_transport_options = _redis_options if _settings.broker_url.startswith("redis") else {}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+# A worker takes a message only when a pool process is free, so no message waits in
+# a busy worker's buffer while its visibility timeout runs out (Redis broker only).
+worker_disable_prefetch = _settings.broker_url.startswith("redis")
+
 worker_hijack_root_logger = False
 broker_connection_retry_on_startup = True

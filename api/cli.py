@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from api import ops
 from api.demo import run_demo
 from api.jobs import JobNotFound, add_commands
 from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
@@ -47,6 +48,7 @@ _USER_ERRORS = (
     RegistryError,
     SubmitError,
     JobNotFound,
+    ops.LetterNotFound,
     MissingDatabaseUrl,
 )
 
@@ -136,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the engine end to end on an embedded SQLite shop")
     demo.set_defaults(handler=_cmd_demo)
     add_commands(sub)
+    ops.add_commands(sub)
     return parser
 
 

@@ -127,24 +127,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
             requested_by=args.requested_by,
             reason=args.reason,
         )
-        job, created = submit(store, registry, request)
+        job, created = submit(store, registry, request, settings.job_timeout_seconds)
         if created:
             request_dispatch(job.id, settings.default_queue)
         if not args.wait:
             _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
             return EXIT_OK
-        deadline = time.monotonic() + args.timeout
-        while True:
-            view = _load(store, job.id)
-            if JobStatus(view.status).terminal:
-                _show(view, args.json)
-                return EXIT_OK if view.status == JobStatus.SUCCEEDED else EXIT_JOB_FAILED
-            if time.monotonic() >= deadline:
-                _show(view, args.json, note="still running")
-                return EXIT_TIMEOUT
-            time.sleep(0.1)
+        return wait_and_show(store, job.id, args.timeout, args.json)
     finally:
         store.dispose()
+
+
+def wait_and_show(store: JobStore, job_id: str, timeout: float, as_json: bool) -> int:
+    """Wait until the job ends (or ``timeout``), show it, and return the exit status:
+    0 succeeded, 1 ended otherwise, 3 still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = _load(store, job_id)
+        if JobStatus(view.status).terminal:
+            _show(view, as_json)
+            return EXIT_OK if view.status == JobStatus.SUCCEEDED else EXIT_JOB_FAILED
+        if time.monotonic() >= deadline:
+            _show(view, as_json, note="still running")
+            return EXIT_TIMEOUT
+        time.sleep(0.1)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -203,5 +209,5 @@ def _show(view: JobView, as_json: bool, note: str | None = None) -> None:
     extra = f" ({note})" if note else ""
     sys.stdout.write(f"job {view.id}: {view.status}{extra}, {kind}, {view.total_rows} rows\n")
     for t in view.tasks:
-        line = f"  {t.service:<16} {t.status:<10} attempts {t.attempts}  {t.rows:>10} rows"
+        line = f"  {t.service:<16} {t.status:<10} attempts {t.attempts:<3} {t.rows:>10} rows"
         sys.stdout.write(line + (f"  error: {t.error}" if t.error else "") + "\n")

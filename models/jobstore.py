@@ -45,8 +45,11 @@ class TaskStatus(StrEnum):
 
     #: Waiting for a worker.
     PENDING = "pending"
-    #: A worker is erasing; its heartbeat moves after every batch.
+    #: A worker is erasing (or between two time slices); its heartbeat moves while
+    #: a worker holds it.
     RUNNING = "running"
+    #: A transient error stopped the last attempt; a retry is due at ``retry_at``.
+    RETRYING = "retrying"
     #: Done, and the final count found nothing of the subject.
     SUCCEEDED = "succeeded"
     #: Gave up: the error says why; the rows it removed stay removed.
@@ -95,6 +98,8 @@ class Job(Base):
     )
     dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    #: Past this, the reaper fails whatever is still unfinished (with a reason).
+    deadline_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
     tasks: Mapped[list[Task]] = relationship(
         back_populates="job", order_by="Task.service", cascade="all, delete-orphan"
@@ -108,8 +113,19 @@ class Task(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(sa.ForeignKey("eraser_jobs.id", ondelete="CASCADE"))
     service: Mapped[str] = mapped_column(sa.String(64))
-    status: Mapped[str] = mapped_column(sa.String(32), default=TaskStatus.PENDING)
+    status: Mapped[str] = mapped_column(sa.String(32), default=TaskStatus.PENDING, index=True)
+    #: Executions started (time slices, retries and redeliveries each count).
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: Transient failures since the task was (re)queued; past the limit: dead letter.
+    retries: Mapped[int] = mapped_column(sa.Integer, default=0, server_default=sa.text("0"))
+    #: Executions that never ended (the worker died); past the limit: poison message.
+    crashes: Mapped[int] = mapped_column(sa.Integer, default=0, server_default=sa.text("0"))
+    #: The execution that holds the task now (NULL between executions).
+    lease_id: Mapped[str | None] = mapped_column(sa.String(36))
+    #: When the last message for this task went to the broker.
+    queued_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    #: When a retrying task's retry is due.
+    retry_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     #: ``[{"table": ..., "action": ..., "rows": N}, ...]`` from the engine's report.
     rows: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -122,6 +138,72 @@ class Task(Base):
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
     job: Mapped[Job] = relationship(back_populates="tasks")
+    history: Mapped[list[Attempt]] = relationship(
+        order_by="Attempt.id", cascade="all, delete-orphan", back_populates="task"
+    )
+
+
+class AttemptOutcome(StrEnum):
+    """How one execution of a task ended."""
+
+    #: Still executing (or the worker died and nobody has noticed yet).
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: A transient error; a retry was scheduled.
+    RETRY = "retry"
+    #: The time slice ended; the work continues in a new delivery.
+    SLICED = "sliced"
+    #: The worker died during this execution (found by the next one, or the reaper).
+    LOST = "lost"
+    #: Another execution held the task or the subject's lock; tried again later.
+    BUSY = "busy"
+
+
+class Attempt(Base):
+    """One execution of a task: the job's history keeps every one."""
+
+    __tablename__ = "eraser_task_attempts"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("eraser_tasks.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(sa.Integer)
+    lease_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    celery_id: Mapped[str | None] = mapped_column(sa.String(64))
+    worker: Mapped[str | None] = mapped_column(sa.String(200))
+    outcome: Mapped[str] = mapped_column(sa.String(32), default=AttemptOutcome.RUNNING)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    task: Mapped[Task] = relationship(back_populates="history")
+
+
+class DeadLetter(Base):
+    """A task that failed for good: what went wrong, for an operator to read and replay."""
+
+    __tablename__ = "eraser_dead_letters"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("eraser_jobs.id", ondelete="CASCADE"), index=True
+    )
+    service: Mapped[str] = mapped_column(sa.String(64))
+    #: ``permanent``, ``retries_exhausted``, ``poison`` or ``deadline``.
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    error: Mapped[str] = mapped_column(sa.Text)
+    #: Frames only (file, line, function): exception messages can quote row data.
+    traceback: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    celery_id: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), default=utcnow, index=True
+    )
+    replayed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    replayed_by: Mapped[str | None] = mapped_column(sa.String(200))
 
 
 class AuditEvent(Base):

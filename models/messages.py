@@ -49,14 +49,30 @@ class TaskResult(BaseModel):
     total_rows: int = 0
 
 
+class AttemptView(BaseModel):
+    """One execution of a task (``eraser status --json``'s ``history``)."""
+
+    number: int
+    outcome: str
+    error: str | None
+    rows: int
+    started_at: datetime
+    finished_at: datetime | None
+
+
 class TaskView(BaseModel):
     service: str
     status: str
     attempts: int
+    #: Transient failures retried since the task was last (re)queued.
+    retries: int = 0
+    #: Executions lost with their worker.
+    crashes: int = 0
     rows: int
     verified: bool
     error: str | None
     tables: list[dict[str, Any]]
+    history: list[AttemptView] = Field(default_factory=list)
 
 
 class JobView(BaseModel):
@@ -86,10 +102,23 @@ class JobView(BaseModel):
                     service=t.service,
                     status=t.status,
                     attempts=t.attempts,
+                    retries=t.retries,
+                    crashes=t.crashes,
                     rows=t.total_rows,
                     verified=t.verified,
                     error=t.error,
                     tables=list(t.rows),
+                    history=[
+                        AttemptView(
+                            number=a.number,
+                            outcome=a.outcome,
+                            error=a.error,
+                            rows=a.rows,
+                            started_at=a.started_at,
+                            finished_at=a.finished_at,
+                        )
+                        for a in t.history
+                    ],
                 )
                 for t in job.tasks
             ],

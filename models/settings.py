@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,47 @@ class Settings(BaseSettings):
     task_events: bool = True
     #: Seconds between heartbeat writes of a running task (progress is kept as often).
     heartbeat_seconds: float = Field(default=1.0, ge=0)
+
+    # --- resilience (see README, "Operating Eraser") ------------------------------------
+    #: Transient failures (deadlock, lock timeout, lost connection) retried per task
+    #: before it is dead-lettered.
+    max_retries: int = Field(default=5, ge=0)
+    #: First retry delay; each further retry doubles it, with jitter, up to the maximum.
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=8.0, ge=0)
+    #: One execution works at most this long, then continues in a new delivery, so a
+    #: message is never held longer than the visibility timeout.
+    slice_seconds: float = Field(default=10.0, gt=0)
+    #: Broker (and result backend) visibility timeout: an unacknowledged message comes
+    #: back after this long. Must exceed the longest slice plus the longest backoff.
+    visibility_timeout_seconds: int = Field(default=25, ge=1)
+    #: How often workers sweep for unacknowledged messages of dead workers.
+    unacked_restore_interval_seconds: int = Field(default=2, ge=1)
+    #: A running task whose heartbeat is older than this is taken over (its worker died).
+    stale_after_seconds: float = Field(default=15.0, gt=0)
+    #: Executions of one task that may die with their worker before it is treated as a
+    #: poison message and dead-lettered.
+    max_crashes: int = Field(default=3, ge=1)
+    #: How long a job may take before the reaper fails what is left of it.
+    job_timeout_seconds: int = Field(default=86400, ge=1)
+    #: Seconds between two reaper rounds (``eraser beat``).
+    reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    #: A committed job not dispatched after this long is dispatched by the reaper; a
+    #: pending or retrying task whose message is overdue this long is sent again.
+    dispatch_grace_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _message_outlives_work(self) -> Settings:
+        longest = self.slice_seconds + self.retry_backoff_max_seconds
+        if self.visibility_timeout_seconds <= longest:
+            raise ValueError(
+                f"visibility_timeout_seconds ({self.visibility_timeout_seconds}) must exceed "
+                f"slice_seconds + retry_backoff_max_seconds ({longest:g}): a message held "
+                "longer than the visibility timeout is delivered a second time"
+            )
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must be more than twice heartbeat_seconds")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -1,147 +1,539 @@
 """``eraser.erase_service``: one (job, service) pair, the chord's header task.
 
-The body is thin: load the task row by id, run ``worker.service.run_service``, record
-the outcome. It *returns* failures instead of raising them: a header task that raises
-keeps the chord body (``finalize_job``) from ever running.
+One delivery of the message is one *execution*. It
+
+1. **claims** the task row: a lease id, an attempt row, ``running``. A lease still held
+   by an execution whose heartbeat is fresh means someone else is on it: try again
+   later. A lease left by an execution that died (stale heartbeat, or this very message
+   redelivered after its worker was lost) counts a crash; too many crashes make the
+   message a poison message, which is dead-lettered instead of run again;
+2. **runs** the engine for at most one time slice, a heartbeat thread keeping the
+   lease alive (and noticing when the lease was taken over: the run then stops at the
+   next batch boundary, so two executions never erase side by side);
+3. **records** the outcome: success; the end of a slice (continue in a new delivery);
+   a transient fault (retry with exponential backoff and jitter); a permanent fault or
+   exhausted retries (dead letter).
+
+Continuations and retries are Celery retries of the same message, so the task keeps
+its chord membership. The task *returns* failures instead of raising them: a header
+task that raises keeps the chord body (``finalize_job``) from ever running.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from celery import Task as CeleryTask
-from sqlalchemy import orm
+from celery.exceptions import Ignore, Reject, Retry
 
-from models.jobstore import JobStore, Task, TaskStatus, utcnow
+from models.erasure import ErasureReport, TableAction, TableOutcome
+from models.jobstore import (
+    Attempt,
+    AttemptOutcome,
+    AuditEvent,
+    JobStore,
+    Task,
+    TaskStatus,
+    new_id,
+    utcnow,
+)
 from models.messages import TaskResult
 from models.registry import Registry
-from models.settings import MissingDatabaseUrl
+from models.settings import MissingDatabaseUrl, Settings
+from tasks.deadletter import DeadLetterReason, publish_dead_letter, record_dead_letter
+from tasks.finalize import finalize_if_done
 from tasks.resources import resources
 from worker.app import app
-from worker.database import describe_database_error
-from worker.exceptions import EraserError
-from worker.executor import Progress
+from worker.executor import Progress, SliceEnded
+from worker.faults import Fault, FaultKind, classify
+from worker.planner import REMOVING
 from worker.service import PlanCache, run_service
 
 log = logging.getLogger("eraser.erase")
 
+#: How long an execution waits for another erasure's per-subject lock before it gives
+#: the worker back and tries again later (a busy retry, not counted as a failure).
+SUBJECT_LOCK_WAIT_SECONDS = 2.0
 
-@app.task(name="eraser.erase_service", bind=True)
-def erase_service(self: CeleryTask[Any, Any], job_id: str, service: str) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the broker says about this execution's message."""
+
+    celery_id: str | None = None
+    #: The broker delivered this message before (its worker was lost).
+    redelivered: bool = False
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an execution ended with, for the Celery task to act on."""
+
+    result: TaskResult
+    #: Send the task again after this many seconds (retry, next slice, busy).
+    again_in: float | None = None
+    #: This execution lost its lease to another one: drop the message quietly.
+    superseded: bool = False
+    #: The task reached a terminal state in this execution.
+    finished: bool = False
+    #: Dead letter to publish to the broker (its id), after the commit.
+    dead_letter_id: int | None = None
+
+
+@app.task(name="eraser.erase_service", bind=True, max_retries=None)
+def erase_service(
+    self: CeleryTask[Any, Any],
+    job_id: str,
+    service: str,
+    dead_letter_id: int | None = None,
+    original_task_id: str | None = None,
+) -> dict[str, Any]:
+    """Erase one subject from one service. The ``dead_letter_id`` and
+    ``original_task_id`` keywords only appear on dead-letter copies of the message."""
     res = resources()
-    result = execute_task(
+    info = self.request.delivery_info or {}
+    delivery = Delivery(
+        celery_id=self.request.id,
+        redelivered=bool(info.get("redelivered")),
+        worker=self.request.hostname,
+    )
+    outcome = execute_task(
         res.store,
         res.registry,
+        res.settings,
         job_id,
         service,
+        delivery,
         engine_for=res.engine_for,
         plans=res.plans,
-        celery_id=self.request.id,
-        heartbeat_seconds=res.settings.heartbeat_seconds,
-        report_state=lambda rows: self.update_state(
-            state="PROGRESS", meta={"service": service, "rows": rows}
-        ),
+        report_state=lambda rows: _report_state(self, service, rows),
     )
-    return result.model_dump()
+    if outcome.dead_letter_id is not None:
+        publish_dead_letter(job_id, service, outcome.dead_letter_id, self.request.id)
+    if outcome.superseded:
+        # Another execution holds the task and will count for the chord.
+        raise Ignore()
+    if outcome.again_in is not None:
+        try:
+            raise self.retry(countdown=outcome.again_in, max_retries=None)
+        except Retry:
+            raise
+        except Exception as exc:  # the broker is unreachable: let the message come back
+            log.warning("task %s/%s: cannot schedule its next run (%s)", job_id, service, exc)
+            raise Reject(requeue=True) from None
+    if outcome.finished:
+        finalize_if_done(res.store, job_id)
+    return outcome.result.model_dump()
+
+
+def _report_state(task: CeleryTask[Any, Any], service: str, rows: int) -> None:
+    try:
+        task.update_state(state="PROGRESS", meta={"service": service, "rows": rows})
+    except Exception as exc:  # Flower's live view is not worth failing an erasure for
+        log.debug("progress state not stored: %s", type(exc).__name__)
+
+
+@dataclass
+class _Claim:
+    task_id: int
+    lease_id: str
+    subject_kind: str
+    subject_value: str
+    dry_run: bool
 
 
 def execute_task(
     store: JobStore,
     registry: Registry,
+    settings: Settings,
     job_id: str,
     service: str,
+    delivery: Delivery | None = None,
     *,
     engine_for: Callable[[str], sa.Engine],
     plans: PlanCache | None = None,
-    celery_id: str | None = None,
-    heartbeat_seconds: float = 1.0,
     report_state: Callable[[int], None] | None = None,
-) -> TaskResult:
-    """Run one task to a terminal state and record it; never raises for a failed
+) -> Outcome:
+    """Run one execution of a task and record its outcome; never raises for a failed
     erasure (the failure is the result)."""
-    # "running" may be lost in a crash without harm: the message is redelivered.
-    with store.transaction(durable=False) as session:
+    delivery = delivery or Delivery()
+    claimed = _claim(store, settings, job_id, service, delivery)
+    if isinstance(claimed, Outcome):
+        return claimed
+    claim = claimed
+    with _Heartbeat(store, claim, settings.heartbeat_seconds, report_state) as beat:
+        try:
+            columns = registry.subject_columns(service, claim.subject_kind)
+            engine = engine_for(service)
+            report = run_service(
+                engine,
+                service,
+                registry.services[service],
+                claim.subject_kind,
+                columns,
+                claim.subject_value,
+                claim.dry_run,
+                beat.progress,
+                plans,
+                deadline=time.monotonic() + settings.slice_seconds,
+                lock_wait_seconds=SUBJECT_LOCK_WAIT_SECONDS,
+            )
+        except _LeaseLost:
+            return _superseded(store, claim, job_id, service)
+        except SliceEnded as ended:
+            return _record_slice(store, claim, job_id, service, ended.tables)
+        except MissingDatabaseUrl as exc:
+            fault = Fault(FaultKind.PERMANENT, "MissingDatabaseUrl", str(exc))
+            return _record_fault(store, settings, claim, job_id, service, fault, exc, beat.tables())
+        except Exception as exc:
+            fault = classify(exc)
+            if fault.code.startswith("internal"):
+                log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
+            return _record_fault(store, settings, claim, job_id, service, fault, exc, beat.tables())
+    if not claim.dry_run and not report.verified:
+        # Rows of the subject came back faster than the passes removed them (a live
+        # writer, a trigger): worth another attempt.
+        fault = Fault(
+            FaultKind.TRANSIENT,
+            "unverified",
+            "verification still found rows of the subject after every pass",
+        )
+        return _record_fault(store, settings, claim, job_id, service, fault, None, report.tables)
+    return _record_success(store, claim, job_id, service, report.tables, report)
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+
+def _claim(
+    store: JobStore, settings: Settings, job_id: str, service: str, delivery: Delivery
+) -> _Claim | Outcome:
+    dead_letter: int | None = None
+    with store.transaction() as session:
         task = session.scalar(
-            sa.select(Task)
-            .where(Task.job_id == job_id, Task.service == service)
-            .options(orm.joinedload(Task.job))
-            .with_for_update(of=Task)
+            sa.select(Task).where(Task.job_id == job_id, Task.service == service).with_for_update()
         )
         if task is None:
-            return TaskResult(job_id=job_id, service=service, status="missing")
+            return Outcome(TaskResult(job_id=job_id, service=service, status="missing"))
         if TaskStatus(task.status).terminal:
-            # A redelivered or duplicated message: the first run's outcome stands.
-            return _result(task)
-        # The job row is not touched here (dispatch marked it running): the tasks of
-        # one job start side by side and would queue on its row lock.
-        job = task.job
-        task.status = TaskStatus.RUNNING
-        task.attempts += 1
-        task.started_at = task.heartbeat_at = utcnow()
-        task.celery_id = celery_id
-        task.error = None
-        kind, value, dry = job.subject_kind, job.subject_value, job.dry_run
-
-    last_beat = 0.0
-
-    def progress(p: Progress) -> None:
-        nonlocal last_beat
-        now = time.monotonic()
-        if now - last_beat < heartbeat_seconds:
-            return
-        last_beat = now
-        with store.transaction(durable=False) as session:
-            session.execute(
-                sa.update(Task)
-                .where(Task.job_id == job_id, Task.service == service)
-                .values(heartbeat_at=utcnow(), total_rows=p.total_rows)
+            # A duplicated or redelivered message: the first outcome stands.
+            return Outcome(_result(task))
+        now = utcnow()
+        if task.lease_id is not None:
+            age = (now - task.heartbeat_at).total_seconds() if task.heartbeat_at else 1e9
+            own_redelivery = delivery.redelivered and delivery.celery_id == task.celery_id
+            if age < settings.stale_after_seconds and not own_redelivery:
+                # Another execution is alive: come back once its lease would be stale.
+                wait = settings.stale_after_seconds - age + random.uniform(0.5, 2.0)  # noqa: S311
+                return Outcome(_result(task), again_in=min(wait, settings.stale_after_seconds))
+            lose_lease(session, task, now, "the worker running it stopped responding")
+            if task.crashes >= settings.max_crashes:
+                error = (
+                    f"the worker died {task.crashes} times while running this task; "
+                    "dead-lettered as a poison message"
+                )
+                dead_letter = _fail(session, task, DeadLetterReason.POISON, error, None)
+        if dead_letter is None:
+            lease = new_id()
+            task.lease_id = lease
+            task.status = TaskStatus.RUNNING
+            task.attempts += 1
+            task.heartbeat_at = now
+            task.started_at = task.started_at or now
+            task.celery_id = delivery.celery_id
+            task.retry_at = None
+            session.add(
+                Attempt(
+                    task_id=task.id,
+                    number=task.attempts,
+                    lease_id=lease,
+                    celery_id=delivery.celery_id,
+                    worker=delivery.worker,
+                    started_at=now,
+                )
             )
-        if report_state is not None:
-            report_state(p.total_rows)
+            job = task.job
+            return _Claim(task.id, lease, job.subject_kind, job.subject_value, job.dry_run)
+        result = _result(task)
+    return Outcome(result, finished=True, dead_letter_id=dead_letter)
 
-    error: str | None = None
-    rows: list[dict[str, Any]] = []
-    total = 0
-    verified = False
-    fingerprint: str | None = None
-    try:
-        columns = registry.subject_columns(service, kind)
-        engine = engine_for(service)
-        report = run_service(
-            engine, service, registry.services[service], kind, columns, value, dry, progress, plans
-        )
-        rows = [{"table": t.table, "action": t.action.value, "rows": t.rows} for t in report.tables]
-        total = report.total_rows
-        verified = report.verified
-        fingerprint = report.schema_fingerprint
-        if not dry and not verified:
-            error = "verification still found rows of the subject after every pass"
-    except (EraserError, MissingDatabaseUrl) as exc:
-        error = str(exc)
-    except sa.exc.DBAPIError as exc:
-        error = describe_database_error(exc)
-    except Exception as exc:
-        # The message of an arbitrary exception may quote row data: name its type only.
-        error = f"internal error {type(exc).__name__}"
-        log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
 
-    status = TaskStatus.FAILED if error else TaskStatus.SUCCEEDED
+def lose_lease(session: sa.orm.Session, task: Task, now: Any, why: str) -> None:
+    """Record that the execution holding ``task`` died."""
+    session.execute(
+        sa.update(Attempt)
+        .where(Attempt.lease_id == task.lease_id, Attempt.outcome == AttemptOutcome.RUNNING)
+        .values(outcome=AttemptOutcome.LOST, finished_at=now, error=why)
+    )
+    task.crashes += 1
+    task.lease_id = None
+
+
+def _fail(
+    session: sa.orm.Session,
+    task: Task,
+    reason: DeadLetterReason,
+    error: str,
+    exc: BaseException | None,
+) -> int:
+    """Mark ``task`` failed for good and write its dead letter; returns the letter's id."""
+    task.status = TaskStatus.FAILED
+    task.error = error
+    task.lease_id = None
+    task.retry_at = None
+    task.finished_at = task.heartbeat_at = utcnow()
+    letter = record_dead_letter(session, task, reason, error, exc)
+    log.warning("task %s/%s dead-lettered (%s)", task.job_id, task.service, reason.value)
+    return letter
+
+
+# --- the heartbeat -------------------------------------------------------------------------
+
+
+class _LeaseLost(Exception):
+    """Another execution took the task over."""
+
+
+@dataclass
+class _Heartbeat:
+    """Keeps the lease alive from a thread while the engine runs, and carries progress
+    (the counts of committed batches) into the job store with each beat."""
+
+    store: JobStore
+    claim: _Claim
+    interval: float
+    report_state: Callable[[int], None] | None
+    _counts: dict[str, int] = field(default_factory=dict)
+    _total: int = 0
+    _lost: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _last_state: float = 0.0
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread = threading.Thread(target=self._run, name="eraser-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def progress(self, p: Progress) -> None:
+        """The engine's progress callback (after every committed batch)."""
+        self._counts = dict(p.rows_by_table)
+        self._total = p.total_rows
+        if self._lost.is_set():
+            raise _LeaseLost()
+        now = time.monotonic()
+        if self.report_state is not None and now - self._last_state >= max(self.interval, 0.5):
+            self._last_state = now
+            self.report_state(p.total_rows)
+
+    def tables(self) -> list[TableOutcome]:
+        """What the committed batches of this execution removed so far."""
+        outcomes = []
+        for key, rows in self._counts.items():
+            table, _, action = key.rpartition(":")
+            outcomes.append(TableOutcome(table=table, action=TableAction(action), rows=rows))
+        return outcomes
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(self.interval, 0.05)):
+            try:
+                with self.store.transaction(durable=False) as session:
+                    updated = session.execute(
+                        sa.update(Task)
+                        .where(Task.id == self.claim.task_id, Task.lease_id == self.claim.lease_id)
+                        .values(heartbeat_at=utcnow())
+                    )
+                if updated.rowcount == 0:  # type: ignore[attr-defined]
+                    self._lost.set()
+                    return
+            except Exception as exc:  # a job-store hiccup: try again next beat
+                log.warning("heartbeat not written: %s", type(exc).__name__)
+
+
+# --- recording outcomes ----------------------------------------------------------------------
+
+
+@contextmanager
+def _held(store: JobStore, claim: _Claim) -> Iterator[tuple[sa.orm.Session, Task | None]]:
+    """The task row, locked, if this execution still holds its lease (else None)."""
     with store.transaction() as session:
-        task = session.scalar(sa.select(Task).where(Task.job_id == job_id, Task.service == service))
-        assert task is not None  # noqa: S101 - the row was there at the start and is never deleted
-        task.status = status
-        task.error = error
-        task.rows = rows
-        task.total_rows = total
-        task.verified = verified
-        task.plan_fingerprint = fingerprint
+        task = session.scalar(sa.select(Task).where(Task.id == claim.task_id).with_for_update())
+        if task is None or task.lease_id != claim.lease_id:
+            yield session, None
+        else:
+            yield session, task
+
+
+def _end_attempt(
+    session: sa.orm.Session,
+    claim: _Claim,
+    outcome: AttemptOutcome,
+    rows: int,
+    error: str | None = None,
+) -> None:
+    session.execute(
+        sa.update(Attempt)
+        .where(Attempt.lease_id == claim.lease_id)
+        .values(outcome=outcome, rows=rows, error=error, finished_at=utcnow())
+    )
+
+
+def _superseded(store: JobStore, claim: _Claim, job_id: str, service: str) -> Outcome:
+    log.warning("task %s/%s: lease taken over by another execution; stopping", job_id, service)
+    return Outcome(TaskResult(job_id=job_id, service=service, status="running"), superseded=True)
+
+
+def _record_success(
+    store: JobStore,
+    claim: _Claim,
+    job_id: str,
+    service: str,
+    tables: Sequence[TableOutcome],
+    report: ErasureReport,
+) -> Outcome:
+    with _held(store, claim) as (session, task):
+        if task is None:
+            return _superseded(store, claim, job_id, service)
+        _merge_rows(task, tables, removing_total=report.total_rows)
+        task.status = TaskStatus.SUCCEEDED
+        task.error = None
+        task.verified = report.verified
+        task.plan_fingerprint = report.schema_fingerprint
+        task.lease_id = None
         task.finished_at = task.heartbeat_at = utcnow()
-        log.info("task %s/%s %s: %d rows", job_id, service, status.value, total)
-        return _result(task)
+        _end_attempt(session, claim, AttemptOutcome.SUCCEEDED, report.total_rows)
+        log.info("task %s/%s succeeded: %d rows", job_id, service, task.total_rows)
+        return Outcome(_result(task), finished=True)
+
+
+def _record_slice(
+    store: JobStore, claim: _Claim, job_id: str, service: str, tables: Sequence[TableOutcome]
+) -> Outcome:
+    with _held(store, claim) as (session, task):
+        if task is None:
+            return _superseded(store, claim, job_id, service)
+        done = _merge_rows(task, tables)
+        task.lease_id = None
+        task.queued_at = utcnow()
+        _end_attempt(session, claim, AttemptOutcome.SLICED, done)
+        log.info("task %s/%s: slice ended after %d rows; continuing", job_id, service, done)
+        return Outcome(_result(task), again_in=0)
+
+
+def _record_fault(
+    store: JobStore,
+    settings: Settings,
+    claim: _Claim,
+    job_id: str,
+    service: str,
+    fault: Fault,
+    exc: BaseException | None,
+    tables: Sequence[TableOutcome],
+) -> Outcome:
+    with _held(store, claim) as (session, task):
+        if task is None:
+            return _superseded(store, claim, job_id, service)
+        done = _merge_rows(task, tables)
+        if fault.kind is FaultKind.BUSY:
+            delay = backoff(
+                1, settings.retry_backoff_seconds * 2, settings.retry_backoff_max_seconds
+            )
+            _end_attempt(session, claim, AttemptOutcome.BUSY, done, fault.description)
+            return _schedule(task, delay, fault, job_id, service)
+        if fault.kind is FaultKind.TRANSIENT and task.retries < settings.max_retries:
+            task.retries += 1
+            delay = backoff(
+                task.retries, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+            )
+            _end_attempt(session, claim, AttemptOutcome.RETRY, done, fault.description)
+            session.add(
+                AuditEvent(
+                    job_id=job_id,
+                    kind="task.retry",
+                    actor="worker",
+                    detail={
+                        "service": service,
+                        "retry": task.retries,
+                        "code": fault.code,
+                        "in_seconds": round(delay, 2),
+                    },
+                )
+            )
+            return _schedule(task, delay, fault, job_id, service)
+        if fault.kind is FaultKind.TRANSIENT:
+            reason = DeadLetterReason.RETRIES_EXHAUSTED
+            error = f"{fault.description} (gave up after {task.retries} retries)"
+        else:
+            reason = DeadLetterReason.PERMANENT
+            error = fault.description
+        _end_attempt(session, claim, AttemptOutcome.FAILED, done, error)
+        letter = _fail(session, task, reason, error, exc)
+        return Outcome(_result(task), finished=True, dead_letter_id=letter)
+
+
+def _schedule(task: Task, delay: float, fault: Fault, job_id: str, service: str) -> Outcome:
+    now = utcnow()
+    task.status = TaskStatus.RETRYING
+    task.error = fault.description
+    task.lease_id = None
+    task.retry_at = now + timedelta(seconds=delay)
+    task.queued_at = now
+    log.info(
+        "task %s/%s: %s fault %s; again in %.1fs", job_id, service, fault.kind, fault.code, delay
+    )
+    return Outcome(_result(task), again_in=delay)
+
+
+def backoff(retry: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: a random delay in [base/2, min(cap,
+    base * 2**(retry-1))], so retries of many tasks spread out."""
+    ceiling = min(cap, base * 2 ** max(retry - 1, 0))
+    return random.uniform(min(base / 2, ceiling), ceiling)  # noqa: S311 - not security
+
+
+def _merge_rows(
+    task: Task, tables: Sequence[TableOutcome], removing_total: int | None = None
+) -> int:
+    """Add this execution's per-table counts to what earlier executions recorded;
+    returns this execution's rows. Counts of earlier slices are kept: their rows are
+    gone and cannot be counted again."""
+    merged: dict[tuple[str, str], int] = {
+        (str(r["table"]), str(r["action"])): int(r["rows"]) for r in task.rows
+    }
+    done = 0
+    for t in tables:
+        key = (t.table, str(t.action))
+        merged[key] = merged.get(key, 0) + t.rows
+        done += t.rows
+    task.rows = [
+        {"table": table, "action": action, "rows": rows}
+        for (table, action), rows in sorted(merged.items())
+    ]
+    previous = task.total_rows
+    if removing_total is None:
+        task.total_rows = previous + _removing(tables)
+    else:
+        task.total_rows = previous + removing_total
+    return done
+
+
+def _removing(tables: Sequence[TableOutcome]) -> int:
+    return sum(t.rows for t in tables if t.action in REMOVING)
 
 
 def _result(task: Task) -> TaskResult:

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from models.jobstore import AuditEvent, Job, JobStatus, JobStore, TaskStatus, utcnow
+from models.jobstore import AuditEvent, Job, JobStatus, JobStore, Task, TaskStatus, utcnow
 from tasks.resources import resources
 from worker.app import app
 
@@ -34,6 +34,22 @@ def job_status(task_statuses: list[TaskStatus]) -> JobStatus:
     if any(s is TaskStatus.SUCCEEDED for s in task_statuses):
         return JobStatus.PARTIALLY_FAILED
     return JobStatus.FAILED
+
+
+def finalize_if_done(store: JobStore, job_id: str) -> str | None:
+    """Finalize the job when its last task has just ended and the job is not final yet.
+
+    The chord body normally does this; a chord whose counter was lost (Redis flushed)
+    or fired early (a duplicated message counted twice) would otherwise leave the job
+    ``running``. Cheap when there is nothing to do: one read."""
+    with store.transaction(durable=False) as session:
+        statuses = session.scalars(sa.select(Task.status).where(Task.job_id == job_id)).all()
+        job = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+    if job is None or JobStatus(job).terminal:
+        return None
+    if not statuses or not all(TaskStatus(s).terminal for s in statuses):
+        return None
+    return finalize(store, job_id)
 
 
 def finalize(store: JobStore, job_id: str) -> str:

@@ -11,6 +11,9 @@ from models.registry import Registry
 class Queue(StrEnum):
     #: erase_service and finalize_job, unless a service names its own queue.
     DEFAULT = "eraser"
+    #: Dead letters: a copy of each task that failed for good. No worker consumes it;
+    #: operators inspect and replay (``eraser dead-letters``).
+    DEAD_LETTER = "eraser.dead_letter"
 
 
 def queue_for(registry: Registry, service: str, default: str) -> str:

@@ -4,13 +4,25 @@ only after it commits is the chord sent to the broker."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import timedelta
 
 import sqlalchemy as sa
 from celery import chord
 
-from models.jobstore import AuditEvent, Job, JobStatus, JobStore, Task, TaskStatus, utcnow
+from models.jobstore import (
+    AuditEvent,
+    DeadLetter,
+    Job,
+    JobStatus,
+    JobStore,
+    Task,
+    TaskStatus,
+    utcnow,
+)
 from models.messages import ErasureRequest
 from models.registry import Registry
+from tasks.deadletter import remove_published
 from tasks.erase import erase_service
 from tasks.finalize import finalize_job
 from tasks.queues import queue_for
@@ -32,8 +44,14 @@ class IdempotencyConflict(SubmitError):
         self.job_id = job_id
 
 
-def submit(store: JobStore, registry: Registry, request: ErasureRequest) -> tuple[Job, bool]:
-    """Create the job and its tasks; returns (job, created).
+def submit(
+    store: JobStore,
+    registry: Registry,
+    request: ErasureRequest,
+    timeout_seconds: float = 86400,
+) -> tuple[Job, bool]:
+    """Create the job and its tasks; returns (job, created). The reaper fails what is
+    left of the job ``timeout_seconds`` after submission.
 
     A repeated idempotency key returns the first job (``created`` False), also when
     two submissions race: the unique key lets exactly one insert win.
@@ -66,6 +84,7 @@ def submit(store: JobStore, registry: Registry, request: ErasureRequest) -> tupl
                 request_hash=fingerprint,
                 requested_by=request.requested_by,
                 reason=request.reason,
+                deadline_at=utcnow() + timedelta(seconds=timeout_seconds),
             )
             job.tasks = [Task(service=s) for s in services]
             session.add(job)
@@ -128,20 +147,140 @@ def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: st
         job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
         if job is None or job.dispatched_at is not None:
             return False
-        services = [t.service for t in job.tasks if t.status == TaskStatus.PENDING]
-        header = [
-            erase_service.si(job_id, s).set(queue=queue_for(registry, s, default_queue))
-            for s in services
-        ]
-        body = finalize_job.s(job_id).set(queue=default_queue)
-        if header:
-            chord(header)(body)
-        else:
-            body.clone(args=([],)).apply_async()
+        pending = [t for t in job.tasks if t.status == TaskStatus.PENDING]
         # Stamped in the same transaction: if the commit fails after the send, a
         # second dispatch can happen, and erase_service ignores tasks already done.
-        job.dispatched_at = utcnow()
-        if header:
+        send_chord(registry, job, pending, default_queue)
+        if pending:
             job.status = JobStatus.RUNNING
-    log.info("dispatched job %s to %d service(s)", job_id, len(services))
+    log.info("dispatched job %s to %d service(s)", job_id, len(pending))
     return True
+
+
+def send_chord(registry: Registry, job: Job, tasks: Sequence[Task], default_queue: str) -> None:
+    """Send ``chord(erase_service per task) | finalize_job`` (just the finalize when no
+    task is left) and stamp the job and tasks as queued. Call inside the transaction
+    that holds the job row."""
+    now = utcnow()
+    header = [
+        erase_service.si(job.id, t.service).set(queue=queue_for(registry, t.service, default_queue))
+        for t in tasks
+    ]
+    body = finalize_job.s(job.id).set(queue=default_queue)
+    if header:
+        chord(header)(body)
+    else:
+        body.clone(args=([],)).apply_async()
+    job.dispatched_at = now
+    for t in tasks:
+        t.queued_at = now
+
+
+def send_task(registry: Registry, job_id: str, service: str, default_queue: str) -> None:
+    """Send one task on its own, outside any chord (the reaper's re-dispatch); the task
+    finalizes the job itself when it is the last to end."""
+    erase_service.si(job_id, service).apply_async(queue=queue_for(registry, service, default_queue))
+
+
+class RetryRefused(SubmitError):
+    """Nothing to retry, or the job is still running."""
+
+
+def retry_job(
+    store: JobStore,
+    registry: Registry,
+    job_id: str,
+    default_queue: str,
+    *,
+    services: Sequence[str] = (),
+    dead_letter_ids: Sequence[int] = (),
+    actor: str = "cli",
+    timeout_seconds: float = 86400,
+) -> list[str]:
+    """Re-run only the failed tasks of a job (or the named ones), in a new chord that
+    ends in a fresh finalize. Each task keeps its history and the rows it already
+    removed. Returns the services sent again."""
+    with store.transaction() as session:
+        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
+        if job is None:
+            raise RetryRefused(f"no job {job_id}")
+        failed = [t for t in job.tasks if t.status == TaskStatus.FAILED]
+        if services:
+            unknown = sorted(set(services) - {t.service for t in failed})
+            if unknown:
+                raise RetryRefused(f"job {job_id} has no failed task for service {unknown[0]!r}")
+            failed = [t for t in failed if t.service in services]
+        if not failed:
+            raise RetryRefused(f"job {job_id} has no failed task to retry (status {job.status})")
+        letters = session.scalars(
+            sa.select(DeadLetter).where(
+                DeadLetter.job_id == job_id,
+                DeadLetter.service.in_([t.service for t in failed]),
+                DeadLetter.replayed_at.is_(None),
+            )
+        ).all()
+        now = utcnow()
+        for letter in letters:
+            letter.replayed_at = now
+            letter.replayed_by = actor
+        for t in failed:
+            t.status = TaskStatus.PENDING
+            t.retries = 0
+            t.crashes = 0
+            t.lease_id = None
+            t.retry_at = None
+            t.finished_at = None
+            t.error = None
+        job.status = JobStatus.RUNNING
+        job.finished_at = None
+        job.deadline_at = max(job.deadline_at or now, now + timedelta(seconds=timeout_seconds))
+        names = [t.service for t in failed]
+        session.add(
+            AuditEvent(
+                job_id=job_id,
+                kind="job.retried",
+                actor=actor,
+                detail={
+                    "services": names,
+                    "dead_letters": sorted({*dead_letter_ids, *(d.id for d in letters)}),
+                },
+            )
+        )
+        send_chord(registry, job, failed, default_queue)
+        replayed = {d.id for d in letters}
+    remove_published(replayed)
+    log.info("job %s: retrying %s", job_id, ", ".join(names))
+    return names
+
+
+def replay_dead_letter(
+    store: JobStore,
+    registry: Registry,
+    dead_letter_id: int,
+    default_queue: str,
+    *,
+    actor: str = "cli",
+    timeout_seconds: float = 86400,
+) -> tuple[str, str]:
+    """Replay one dead letter: re-run its task in a new chord; returns (job, service)."""
+    with store.transaction() as session:
+        letter = session.get(DeadLetter, dead_letter_id)
+        if letter is None:
+            raise RetryRefused(f"no dead letter {dead_letter_id}")
+        if letter.replayed_at is not None:
+            raise RetryRefused(
+                f"dead letter {dead_letter_id} was replayed at "
+                f"{letter.replayed_at.isoformat(timespec='seconds')} by {letter.replayed_by}"
+            )
+        job_id, service = letter.job_id, letter.service
+    retry_job(
+        store,
+        registry,
+        job_id,
+        default_queue,
+        services=[service],
+        dead_letter_ids=[dead_letter_id],
+        actor=actor,
+        timeout_seconds=timeout_seconds,
+    )
+    return job_id, service

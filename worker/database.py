@@ -20,7 +20,9 @@ def normalize_url(url: str | URL) -> URL:
     try:
         parsed = sa.make_url(url)
     except Exception:
-        raise DatabaseUnavailable("the given database URL", "it is not a valid URL") from None
+        raise DatabaseUnavailable(
+            "the given database URL", "it is not a valid URL", transient=False
+        ) from None
     drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
     return parsed.set(drivername=drivername)
 
@@ -51,7 +53,7 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     try:
         engine = sa.create_engine(parsed, **options)
     except Exception as exc:
-        raise DatabaseUnavailable(redact(parsed), type(exc).__name__) from None
+        raise DatabaseUnavailable(redact(parsed), type(exc).__name__, transient=False) from None
     if parsed.get_backend_name() == "sqlite":
         _sqlite_setup(engine)
     return engine

@@ -21,9 +21,10 @@ class DatabaseUnavailable(EraserError):
 
     transient = True
 
-    def __init__(self, target: str, reason: str) -> None:
+    def __init__(self, target: str, reason: str, *, transient: bool = True) -> None:
         super().__init__(f"cannot connect to {target}: {reason}")
         self.target = target
+        self.transient = transient
 
 
 class UnknownSubjectColumn(EraserError):

@@ -84,6 +84,9 @@ class ExecutionOptions:
     #: whole walk durable with one synchronous commit before verifying. A server crash
     #: can undo the last batches, never a verified erasure (a re-run finds them).
     fast_commit: bool = True
+    #: ``time.monotonic()`` value after which the erasure stops at the next batch
+    #: boundary by raising ``SliceEnded`` (a task continues it in a new delivery).
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,18 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class SliceEnded(Exception):
+    """The erasure reached ``ExecutionOptions.deadline`` between two batches.
+
+    Everything counted in ``tables`` is committed (and durable): running the same plan
+    again continues from there, as after a crash, since predicates are re-evaluated.
+    """
+
+    def __init__(self, tables: list[TableOutcome]) -> None:
+        super().__init__("time slice ended")
+        self.tables = tables
 
 
 def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
@@ -837,6 +852,9 @@ class _Walker:
                     )
                 )
         self._pending.clear()
+        if self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
+            flush_commits(self.conn, self.dialect)
+            raise SliceEnded(self.outcomes())
 
     def _record(self, table: TableName, action: TableAction, rows: int) -> None:
         if rows > 0:

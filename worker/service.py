@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
@@ -79,9 +79,14 @@ def run_service(
     dry: bool,
     progress: ProgressCallback | None = None,
     plans: PlanCache | None = None,
+    *,
+    deadline: float | None = None,
+    lock_wait_seconds: float | None = None,
 ) -> ErasureReport:
     """Erase (or, when ``dry``, count) one subject in one service's database. With
-    ``plans``, a plan made for an unchanged schema is reused."""
+    ``plans``, a plan made for an unchanged schema is reused. With ``deadline`` (a
+    ``time.monotonic()`` value) the erasure stops at the first batch boundary after it
+    by raising ``SliceEnded``."""
     if plans is None:
         plan = plan_service(engine, service, subject_columns)
     else:
@@ -89,6 +94,8 @@ def run_service(
     if dry:
         return dry_run(engine, plan, subject)
     options = ExecutionOptions(
-        batch_size=service.batch_size, lock_timeout_ms=service.lock_timeout_ms
+        batch_size=service.batch_size, lock_timeout_ms=service.lock_timeout_ms, deadline=deadline
     )
+    if lock_wait_seconds is not None:
+        options = replace(options, subject_lock_wait_seconds=lock_wait_seconds)
     return erase(engine, plan, subject, options, progress, lock_scope=(name, subject_kind))

@@ -279,6 +279,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
             "ERASER_CONFIG": str(registry_path),
             "ERASER_HEARTBEAT_SECONDS": "0",
+            # The broken service's refused connection is transient: retried quickly.
+            "ERASER_MAX_RETRIES": "2",
+            "ERASER_RETRY_BACKOFF_SECONDS": "0.05",
+            "ERASER_RETRY_BACKOFF_MAX_SECONDS": "0.2",
             "E2E_ORDERS_URL": orders.url,
             "E2E_INVENTORY_URL": inventory.url,
             "E2E_NOTIFY_URL": notify.url,

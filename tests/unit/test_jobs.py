@@ -16,7 +16,7 @@ from models import migrate
 from models.jobstore import AuditEvent, Base, Job, JobStatus, JobStore, Task, TaskStatus
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry, load_registry
-from models.settings import service_url
+from models.settings import Settings, service_url
 from tasks.erase import execute_task
 from tasks.finalize import finalize, job_status
 from tasks.submit import IdempotencyConflict, SubmitError, submit
@@ -140,12 +140,15 @@ def test_a_task_run_and_finalize(store: JobStore, registry: Registry, shop: sa.E
             return shop
         return create_engine(service_url(registry.services[service].url_env))
 
-    ok = execute_task(store, registry, job.id, "shop", engine_for=engine_for)
-    bad = execute_task(store, registry, job.id, "ghost", engine_for=engine_for)
+    settings = Settings()
+    ok = execute_task(store, registry, settings, job.id, "shop", engine_for=engine_for).result
+    bad = execute_task(store, registry, settings, job.id, "ghost", engine_for=engine_for)
     assert (ok.status, ok.total_rows) == ("succeeded", 40)  # 10 customers, 30 orders
-    assert bad.status == "failed"
+    assert bad.result.status == "failed"
+    assert bad.finished and bad.dead_letter_id is not None  # a missing URL is permanent
     # A redelivered message does not run the task again.
-    assert execute_task(store, registry, job.id, "shop", engine_for=engine_for) == ok
+    again = execute_task(store, registry, settings, job.id, "shop", engine_for=engine_for)
+    assert again.result == ok
 
     assert finalize(store, job.id) == JobStatus.PARTIALLY_FAILED
     assert finalize(store, job.id) == JobStatus.PARTIALLY_FAILED  # idempotent

@@ -1,0 +1,162 @@
+"""Dead letters: tasks that failed for good, kept for operators to read and replay.
+
+A dead letter is two things:
+
+- a row in the job store (the source of truth: error, frames-only traceback,
+  attempts, when and by whom it was replayed), written in the same transaction that
+  marks the task failed;
+- a fresh copy of the task's message on the ``eraser.dead_letter`` queue, which no
+  worker consumes: no chord options, the original ids in the body
+  (``dead_letter_id``, ``original_task_id``), for tools that watch the broker.
+
+``eraser dead-letters replay ID`` (or ``eraser retry JOB``) resets the task and sends
+it again in a new chord; the copy on the queue is removed then.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from kombu.entity import Exchange
+from kombu.entity import Queue as KombuQueue
+
+from models.jobstore import AuditEvent, DeadLetter, Task
+from tasks.queues import Queue
+from worker.app import app
+
+log = logging.getLogger("eraser.deadletter")
+
+DEAD_LETTER_QUEUE = KombuQueue(
+    Queue.DEAD_LETTER.value, Exchange(Queue.DEAD_LETTER.value), routing_key=Queue.DEAD_LETTER.value
+)
+
+
+class DeadLetterReason(StrEnum):
+    #: Retrying cannot help (permission denied, missing table, unsatisfiable plan).
+    PERMANENT = "permanent"
+    #: A transient fault outlasted every retry.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    #: The task's worker died every time it ran it.
+    POISON = "poison"
+    #: The job passed its deadline before the task finished.
+    DEADLINE = "deadline"
+
+
+def format_frames(exc: BaseException | None) -> str | None:
+    """A traceback of frames only (file, line, function, source line) and the
+    exception's type: the message may quote row data, so it is left out."""
+    if exc is None:
+        return None
+    frames = traceback.format_list(traceback.extract_tb(exc.__traceback__))
+    return "".join(frames) + type(exc).__name__
+
+
+def record_dead_letter(
+    session: sa.orm.Session,
+    task: Task,
+    reason: DeadLetterReason,
+    error: str,
+    exc: BaseException | None,
+) -> int:
+    """Write the dead-letter row (inside the caller's transaction); returns its id."""
+    letter = DeadLetter(
+        job_id=task.job_id,
+        service=task.service,
+        reason=reason,
+        error=error,
+        traceback=format_frames(exc),
+        attempts=task.attempts,
+        celery_id=task.celery_id,
+    )
+    session.add(letter)
+    session.flush()
+    session.add(
+        AuditEvent(
+            job_id=task.job_id,
+            kind="task.dead_lettered",
+            actor="worker",
+            detail={"service": task.service, "dead_letter": letter.id, "reason": reason.value},
+        )
+    )
+    return letter.id
+
+
+def publish_dead_letter(
+    job_id: str, service: str, dead_letter_id: int, original_task_id: str | None
+) -> None:
+    """Put the dead letter's message on the dead-letter queue. Best effort: the row in
+    the job store already holds everything an operator needs."""
+    try:
+        app.send_task(
+            "eraser.erase_service",
+            args=(job_id, service),
+            kwargs={"dead_letter_id": dead_letter_id, "original_task_id": original_task_id},
+            queue=DEAD_LETTER_QUEUE,
+            declare=[DEAD_LETTER_QUEUE],
+            ignore_result=True,
+        )
+    except Exception as exc:
+        log.warning("dead letter %d not published to the broker: %s", dead_letter_id, exc)
+
+
+def remove_published(dead_letter_ids: set[int], limit: int = 10_000) -> int:
+    """Remove the messages of these dead letters from the dead-letter queue (after a
+    replay); returns how many were removed. Other messages are put back."""
+    if not dead_letter_ids:
+        return 0
+    removed = 0
+    keep: list[Any] = []
+    try:
+        with app.connection_for_write() as conn:
+            queue = DEAD_LETTER_QUEUE(conn.default_channel)
+            queue.declare()
+            for _ in range(limit):
+                message = queue.get(no_ack=False, accept=["json"])
+                if message is None:
+                    break
+                if _letter_id(message) in dead_letter_ids:
+                    message.ack()
+                    removed += 1
+                else:
+                    keep.append(message)
+            for message in keep:
+                message.requeue()
+    except Exception as exc:
+        log.warning("dead-letter queue not cleaned: %s", exc)
+    return removed
+
+
+def queued_letters(limit: int = 10_000) -> list[int]:
+    """Dead-letter ids of the messages waiting on the dead-letter queue (read, then put
+    back), for ``eraser dead-letters list --queue``."""
+    ids: list[int] = []
+    with app.connection_for_write() as conn:
+        queue = DEAD_LETTER_QUEUE(conn.default_channel)
+        queue.declare()
+        held = []
+        for _ in range(limit):
+            message = queue.get(no_ack=False, accept=["json"])
+            if message is None:
+                break
+            held.append(message)
+            letter = _letter_id(message)
+            if letter is not None:
+                ids.append(letter)
+        for message in held:
+            message.requeue()
+    return ids
+
+
+def _letter_id(message: Any) -> int | None:
+    try:
+        body = message.decode()
+        # Celery protocol 2: [args, kwargs, embed]
+        kwargs = body[1] if isinstance(body, list | tuple) else body.get("kwargs", {})
+        value = kwargs.get("dead_letter_id")
+        return int(value) if value is not None else None
+    except Exception:
+        return None

@@ -1,0 +1,339 @@
+"""The reaper: brings every job to a true terminal state whatever the broker lost.
+
+One round (``reap()``; ``eraser beat`` runs one every few seconds) does, from the job
+store alone:
+
+1. **outbox**: dispatches jobs committed but never dispatched (the submitter died
+   between the commit and the send, or the broker was down);
+2. **stale leases**: a task whose execution stopped beating (its worker died) loses
+   its lease; it is sent again, or dead-lettered as a poison message after too many
+   crashes;
+3. **lost messages**: a task waiting for a message that is no longer anywhere (a
+   pending task whose queue is empty, a retry long overdue, Redis flushed) is sent
+   again. A duplicate is harmless: an execution finds the task done or held;
+4. **lost chords**: a job whose tasks are all terminal but which is not final (the
+   chord counter was lost) is finalized;
+5. **deadlines**: whatever is unfinished past the job's deadline fails, with a reason.
+
+Several beat replicas may run at once: a round runs only while holding a lock in the
+job store (a PostgreSQL advisory lock); the others skip that round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from kombu.entity import Queue as KombuQueue
+
+from models.jobstore import (
+    AuditEvent,
+    DeadLetter,
+    Job,
+    JobStatus,
+    JobStore,
+    Task,
+    TaskStatus,
+    utcnow,
+)
+from models.registry import Registry
+from models.settings import Settings
+from tasks.deadletter import DeadLetterReason, publish_dead_letter, record_dead_letter
+from tasks.erase import lose_lease
+from tasks.finalize import finalize
+from tasks.queues import queue_for
+from tasks.submit import dispatch, send_task
+from worker.app import app
+
+log = logging.getLogger("eraser.reaper")
+
+#: Advisory-lock key of the reaper (``'eraser'`` as a number).
+REAPER_LOCK_KEY = 0x657261736572
+
+
+@dataclass
+class ReapReport:
+    """What one round did (ids only)."""
+
+    ran: bool = True
+    dispatched: list[str] = field(default_factory=list)
+    requeued: list[tuple[str, str]] = field(default_factory=list)
+    dead_lettered: list[tuple[str, str]] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+    @property
+    def acted(self) -> bool:
+        return bool(
+            self.dispatched or self.requeued or self.dead_lettered or self.finalized or self.expired
+        )
+
+
+QueueDepth = Callable[[str], int | None]
+
+
+def reap(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    *,
+    queue_depth: QueueDepth | None = None,
+) -> ReapReport:
+    """One reaper round; returns what it did (``ran`` False when another replica held
+    the lock)."""
+    depth = queue_depth or broker_queue_depth
+    with _reaper_lock(store) as held:
+        if not held:
+            return ReapReport(ran=False)
+        report = ReapReport()
+        now = utcnow()
+        _expire(store, settings, now, report)
+        _outbox(store, registry, settings, now, report)
+        _stale_leases(store, registry, settings, now, report)
+        _lost_messages(store, registry, settings, now, depth, report)
+        _lost_chords(store, report)
+    for job_id, service in report.dead_lettered:
+        publish_dead_letter(job_id, service, *_letter_of(store, job_id, service))
+    if report.acted:
+        log.info(
+            "reaper: dispatched %d, requeued %d, dead-lettered %d, finalized %d, expired %d",
+            len(report.dispatched),
+            len(report.requeued),
+            len(report.dead_lettered),
+            len(report.finalized),
+            len(report.expired),
+        )
+    return report
+
+
+def run_forever(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    *,
+    rounds: int | None = None,
+    on_round: Callable[[ReapReport], None] | None = None,
+) -> None:
+    """``eraser beat``: a reaper round every ``reaper_interval_seconds``."""
+    done = 0
+    while rounds is None or done < rounds:
+        started = time.monotonic()
+        try:
+            report = reap(store, registry, settings)
+            if on_round is not None:
+                on_round(report)
+        except Exception as exc:  # a job-store or broker outage: try again next round
+            log.warning("reaper round failed: %s", type(exc).__name__)
+        done += 1
+        time.sleep(max(0.0, settings.reaper_interval_seconds - (time.monotonic() - started)))
+
+
+# --- the lock ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _reaper_lock(store: JobStore) -> Iterator[bool]:
+    """Hold the reaper lock for one round (PostgreSQL); SQLite has one process."""
+    if store.engine.dialect.name != "postgresql":
+        yield True
+        return
+    with store.engine.connect() as raw:
+        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+        got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(REAPER_LOCK_KEY))).scalar())
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(REAPER_LOCK_KEY)))
+
+
+# --- the duties ------------------------------------------------------------------------------
+
+_OPEN_JOB = (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+def _expire(store: JobStore, settings: Settings, now: datetime, report: ReapReport) -> None:
+    with store.transaction() as session:
+        jobs = session.scalars(
+            sa.select(Job)
+            .where(Job.status.in_(_OPEN_JOB), Job.deadline_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in jobs:
+            for task in job.tasks:
+                if TaskStatus(task.status).terminal:
+                    continue
+                if task.lease_id is not None:
+                    lose_lease(session, task, now, "the job's deadline passed")
+                error = "the job's deadline passed before this task finished"
+                task.status = TaskStatus.FAILED
+                task.error = error
+                task.finished_at = now
+                record_dead_letter(session, task, DeadLetterReason.DEADLINE, error, None)
+                report.dead_lettered.append((job.id, task.service))
+            report.expired.append(job.id)
+    for job_id in report.expired:
+        finalize(store, job_id)
+
+
+def _outbox(
+    store: JobStore, registry: Registry, settings: Settings, now: datetime, report: ReapReport
+) -> None:
+    cutoff = now - timedelta(seconds=settings.dispatch_grace_seconds)
+    with store.transaction(durable=False) as session:
+        waiting = session.scalars(
+            sa.select(Job.id).where(
+                Job.status == JobStatus.PENDING,
+                Job.dispatched_at.is_(None),
+                Job.created_at < cutoff,
+            )
+        ).all()
+    for job_id in waiting:
+        if dispatch(store, registry, job_id, settings.default_queue):
+            report.dispatched.append(job_id)
+
+
+def _stale_leases(
+    store: JobStore, registry: Registry, settings: Settings, now: datetime, report: ReapReport
+) -> None:
+    cutoff = now - timedelta(seconds=settings.stale_after_seconds)
+    resend: list[tuple[str, str]] = []
+    with store.transaction() as session:
+        tasks = session.scalars(
+            sa.select(Task)
+            .where(
+                Task.lease_id.is_not(None),
+                Task.heartbeat_at < cutoff,
+                Task.status.in_((TaskStatus.RUNNING, TaskStatus.RETRYING)),
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for task in tasks:
+            lose_lease(session, task, now, "its heartbeat stopped (found by the reaper)")
+            if task.crashes >= settings.max_crashes:
+                error = (
+                    f"the worker died {task.crashes} times while running this task; "
+                    "dead-lettered as a poison message"
+                )
+                task.status = TaskStatus.FAILED
+                task.error = error
+                task.finished_at = now
+                record_dead_letter(session, task, DeadLetterReason.POISON, error, None)
+                report.dead_lettered.append((task.job_id, task.service))
+                continue
+            task.queued_at = now
+            _audit_requeue(session, task, "stale heartbeat")
+            resend.append((task.job_id, task.service))
+    for job_id, service in resend:
+        send_task(registry, job_id, service, settings.default_queue)
+        report.requeued.append((job_id, service))
+
+
+def _lost_messages(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    now: datetime,
+    depth: QueueDepth,
+    report: ReapReport,
+) -> None:
+    grace = timedelta(seconds=settings.dispatch_grace_seconds)
+    # A message is overdue when nothing has happened to its task for a while: a
+    # pending task queued long ago, a retry whose time passed long ago, or a task
+    # between two slices whose continuation never started.
+    overdue = sa.or_(
+        sa.and_(Task.status == TaskStatus.PENDING, Task.queued_at < now - grace),
+        sa.and_(Task.status == TaskStatus.RETRYING, Task.retry_at < now - grace),
+        sa.and_(Task.status == TaskStatus.RUNNING, Task.queued_at < now - grace),
+    )
+    with store.transaction(durable=False) as session:
+        candidates = session.execute(
+            sa.select(Task.job_id, Task.service)
+            .join(Job, Job.id == Task.job_id)
+            .where(
+                Job.status.in_(_OPEN_JOB),
+                Job.dispatched_at.is_not(None),
+                Task.lease_id.is_(None),
+                overdue,
+            )
+        ).all()
+    busy_queues: dict[str, bool] = {}
+    for job_id, service in candidates:
+        queue = queue_for(registry, service, settings.default_queue)
+        if queue not in busy_queues:
+            # A backlog is not a loss: while the queue still holds messages, waiting
+            # tasks are probably among them.
+            waiting = depth(queue)
+            busy_queues[queue] = waiting is None or waiting > 0
+        if busy_queues[queue]:
+            continue
+        with store.transaction() as session:
+            task = session.scalar(
+                sa.select(Task)
+                .where(Task.job_id == job_id, Task.service == service, Task.lease_id.is_(None))
+                .with_for_update(skip_locked=True)
+            )
+            if task is None or TaskStatus(task.status).terminal:
+                continue
+            task.queued_at = now
+            _audit_requeue(session, task, "message lost")
+        send_task(registry, job_id, service, settings.default_queue)
+        report.requeued.append((job_id, service))
+
+
+def _lost_chords(store: JobStore, report: ReapReport) -> None:
+    with store.transaction(durable=False) as session:
+        open_jobs = session.scalars(
+            sa.select(Job.id).where(
+                Job.status.in_(_OPEN_JOB),
+                Job.dispatched_at.is_not(None),
+                ~sa.exists().where(
+                    Task.job_id == Job.id,
+                    Task.status.not_in([s.value for s in TaskStatus if s.terminal]),
+                ),
+            )
+        ).all()
+    for job_id in open_jobs:
+        finalize(store, job_id)
+        report.finalized.append(job_id)
+
+
+def _audit_requeue(session: sa.orm.Session, task: Task, why: str) -> None:
+    session.add(
+        AuditEvent(
+            job_id=task.job_id,
+            kind="task.requeued",
+            actor="reaper",
+            detail={"service": task.service, "why": why},
+        )
+    )
+
+
+def _letter_of(store: JobStore, job_id: str, service: str) -> tuple[int, str | None]:
+    with store.transaction(durable=False) as session:
+        letter = session.scalars(
+            sa.select(DeadLetter)
+            .where(DeadLetter.job_id == job_id, DeadLetter.service == service)
+            .order_by(DeadLetter.id.desc())
+            .limit(1)
+        ).one()
+        return letter.id, letter.celery_id
+
+
+def broker_queue_depth(queue: str) -> int | None:
+    """Messages waiting in ``queue`` on the broker (None when it cannot be asked)."""
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            size = getattr(channel, "_size", None)
+            if size is not None:  # kombu's virtual transports (Redis, memory)
+                return int(size(queue))
+            declared = KombuQueue(queue, routing_key=queue)(channel).queue_declare(passive=True)
+            return int(declared.message_count)
+    except Exception:
+        return None
