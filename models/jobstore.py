@@ -176,6 +176,9 @@ class Attempt(Base):
     outcome: Mapped[str] = mapped_column(sa.String(32), default=AttemptOutcome.RUNNING)
     error: Mapped[str | None] = mapped_column(sa.Text)
     rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: ``{"table:action": rows}`` committed by this execution so far (kept with each
+    #: heartbeat, so the counts of an execution that dies are not lost).
+    tables: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 

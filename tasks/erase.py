@@ -22,6 +22,7 @@ task that raises keeps the chord body (``finalize_job``) from ever running.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -105,7 +106,7 @@ def erase_service(
     delivery = Delivery(
         celery_id=self.request.id,
         redelivered=bool(info.get("redelivered")),
-        worker=self.request.hostname,
+        worker=f"{self.request.hostname} pid {os.getpid()}",
     )
     outcome = execute_task(
         res.store,
@@ -269,12 +270,18 @@ def _claim(
 
 
 def lose_lease(session: sa.orm.Session, task: Task, now: Any, why: str) -> None:
-    """Record that the execution holding ``task`` died."""
-    session.execute(
-        sa.update(Attempt)
-        .where(Attempt.lease_id == task.lease_id, Attempt.outcome == AttemptOutcome.RUNNING)
-        .values(outcome=AttemptOutcome.LOST, finished_at=now, error=why)
+    """Record that the execution holding ``task`` died, keeping the counts its last
+    heartbeat carried (its rows are gone: they cannot be counted again)."""
+    lost = session.scalar(
+        sa.select(Attempt).where(
+            Attempt.lease_id == task.lease_id, Attempt.outcome == AttemptOutcome.RUNNING
+        )
     )
+    if lost is not None:
+        lost.outcome = AttemptOutcome.LOST
+        lost.finished_at = now
+        lost.error = why
+        _merge_rows(task, _outcomes(lost.tables or {}))
     task.crashes += 1
     task.lease_id = None
 
@@ -343,14 +350,10 @@ class _Heartbeat:
 
     def tables(self) -> list[TableOutcome]:
         """What the committed batches of this execution removed so far."""
-        outcomes = []
-        for key, rows in self._counts.items():
-            table, _, action = key.rpartition(":")
-            outcomes.append(TableOutcome(table=table, action=TableAction(action), rows=rows))
-        return outcomes
+        return _outcomes(self._counts)
 
     def _run(self) -> None:
-        while not self._stop.wait(max(self.interval, 0.05)):
+        while not self._stop.wait(max(self.interval, 0.2)):
             try:
                 with self.store.transaction(durable=False) as session:
                     updated = session.execute(
@@ -358,9 +361,16 @@ class _Heartbeat:
                         .where(Task.id == self.claim.task_id, Task.lease_id == self.claim.lease_id)
                         .values(heartbeat_at=utcnow())
                     )
-                if updated.rowcount == 0:  # type: ignore[attr-defined]
-                    self._lost.set()
-                    return
+                    if updated.rowcount == 0:  # type: ignore[attr-defined]
+                        self._lost.set()
+                        return
+                    counts, total = dict(self._counts), self._total
+                    if counts:
+                        session.execute(
+                            sa.update(Attempt)
+                            .where(Attempt.lease_id == self.claim.lease_id)
+                            .values(tables=counts, rows=total)
+                        )
             except Exception as exc:  # a job-store hiccup: try again next beat
                 log.warning("heartbeat not written: %s", type(exc).__name__)
 
@@ -530,6 +540,15 @@ def _merge_rows(
     else:
         task.total_rows = previous + removing_total
     return done
+
+
+def _outcomes(counts: dict[str, Any]) -> list[TableOutcome]:
+    """``{"table:action": rows}`` (the engine's progress shape) as outcomes."""
+    outcomes = []
+    for key, rows in counts.items():
+        table, _, action = key.rpartition(":")
+        outcomes.append(TableOutcome(table=table, action=TableAction(action), rows=int(rows)))
+    return outcomes
 
 
 def _removing(tables: Sequence[TableOutcome]) -> int:

@@ -145,7 +145,8 @@ def test_a_task_run_and_finalize(store: JobStore, registry: Registry, shop: sa.E
     bad = execute_task(store, registry, settings, job.id, "ghost", engine_for=engine_for)
     assert (ok.status, ok.total_rows) == ("succeeded", 40)  # 10 customers, 30 orders
     assert bad.result.status == "failed"
-    assert bad.finished and bad.dead_letter_id is not None  # a missing URL is permanent
+    assert bad.finished  # a missing URL is permanent: no retry
+    assert bad.dead_letter_id is not None
     # A redelivered message does not run the task again.
     again = execute_task(store, registry, settings, job.id, "shop", engine_for=engine_for)
     assert again.result == ok

@@ -1,0 +1,1 @@
+"""Example estates that show Eraser on realistic schemas."""

@@ -1,0 +1,1 @@
+"""The bakery estate: twelve service databases of a SaaS for bakeries, for demos and tests."""
