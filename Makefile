@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test lint bench clean
+.PHONY: help install demo test lint bench chaos clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: install ## ruff (lint + format check) and mypy --strict
 bench: install ## Run the benchmarks against the local PostgreSQL and Redis (prints figures)
 	$(BIN)/python bench/erase.py
 	$(BIN)/python bench/orchestration.py
+
+chaos: install ## Kill workers, flush Redis, cut connections over many jobs; print the outcome
+	$(BIN)/python bench/chaos.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -54,7 +54,13 @@ _redis_options = {
     "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
     "unacked_restore_throttle": 1,
 }
-broker_transport_options = _redis_options if _settings.broker_url.startswith("redis") else {}
+broker_transport_options: dict[str, object] = {}
+if _settings.broker_url.startswith("redis"):
+    broker_transport_options = dict(_redis_options)
+elif _settings.broker_url.startswith("memory://"):
+    # The embedded default: the in-process transport polls its queues; kombu's 1 s
+    # default would add up to a second per hop of a chord.
+    broker_transport_options = {"polling_interval": 0.005}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
 # A worker takes a message only when a pool process is free, so no message waits in
 # a busy worker's buffer while its visibility timeout runs out (Redis broker only).

@@ -70,6 +70,19 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every database: SQLite returns naive values,
+    which are UTC here (every value written is ``utcnow()``)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -90,16 +103,12 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(sa.Text)
     status: Mapped[str] = mapped_column(sa.String(32), default=JobStatus.PENDING, index=True)
     total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(
-        sa.DateTime(timezone=True), default=utcnow, index=True
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
-    dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: Past this, the reaper fails whatever is still unfinished (with a reason).
-    deadline_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     tasks: Mapped[list[Task]] = relationship(
         back_populates="job", order_by="Task.service", cascade="all, delete-orphan"
@@ -123,9 +132,9 @@ class Task(Base):
     #: The execution that holds the task now (NULL between executions).
     lease_id: Mapped[str | None] = mapped_column(sa.String(36))
     #: When the last message for this task went to the broker.
-    queued_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: When a retrying task's retry is due.
-    retry_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: ``[{"table": ..., "action": ..., "rows": N}, ...]`` from the engine's report.
     rows: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -133,9 +142,9 @@ class Task(Base):
     plan_fingerprint: Mapped[str | None] = mapped_column(sa.String(80))
     error: Mapped[str | None] = mapped_column(sa.Text)
     celery_id: Mapped[str | None] = mapped_column(sa.String(64))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     job: Mapped[Job] = relationship(back_populates="tasks")
     history: Mapped[list[Attempt]] = relationship(
@@ -179,8 +188,8 @@ class Attempt(Base):
     #: ``{"table:action": rows}`` committed by this execution so far (kept with each
     #: heartbeat, so the counts of an execution that dies are not lost).
     tables: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     task: Mapped[Task] = relationship(back_populates="history")
 
@@ -202,10 +211,8 @@ class DeadLetter(Base):
     traceback: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer)
     celery_id: Mapped[str | None] = mapped_column(sa.String(64))
-    created_at: Mapped[datetime] = mapped_column(
-        sa.DateTime(timezone=True), default=utcnow, index=True
-    )
-    replayed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     replayed_by: Mapped[str | None] = mapped_column(sa.String(200))
 
 
@@ -218,7 +225,7 @@ class AuditEvent(Base):
     #: Who did it: an API key id, ``cli``, ``worker`` (never a secret).
     actor: Mapped[str] = mapped_column(sa.String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class JobStore:
@@ -226,7 +233,17 @@ class JobStore:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
+        bind = engine
+        if engine.dialect.name == "sqlite":
+            # The embedded store is written by several worker threads: transactions
+            # take the write lock when they begin, and readers never block the writer.
+            bind = engine.execution_options(sqlite_begin="IMMEDIATE")
+            raw = engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA journal_mode=WAL")
+            finally:
+                raw.close()
+        self._sessions = orm.sessionmaker(bind, expire_on_commit=False)
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[orm.Session]:

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     #: The registry of subject kinds and services (TOML).
     config: Path = Path("services.toml")
     #: Celery broker. The default runs everything inside one process.
-    broker_url: str = "memory://"
+    broker_url: str = "memory://localhost/"
     #: Celery result backend (chord counters only; the job store is the source of truth).
     result_backend: str = "cache+memory://"
     #: The queue that erase and finalize tasks go to unless a service has its own.

@@ -108,17 +108,35 @@ def erase_service(
         redelivered=bool(info.get("redelivered")),
         worker=f"{self.request.hostname} pid {os.getpid()}",
     )
-    outcome = execute_task(
-        res.store,
-        res.registry,
-        res.settings,
-        job_id,
-        service,
-        delivery,
-        engine_for=res.engine_for,
-        plans=res.plans,
-        report_state=lambda rows: _report_state(self, service, rows),
-    )
+    try:
+        outcome = execute_task(
+            res.store,
+            res.registry,
+            res.settings,
+            job_id,
+            service,
+            delivery,
+            engine_for=res.engine_for,
+            plans=res.plans,
+            report_state=lambda rows: _report_state(self, service, rows),
+        )
+    except Exception as exc:
+        # The job store itself failed (the engine's failures are results, not
+        # exceptions): nothing could be recorded, so run the message again later,
+        # in the same chord. A lease left behind goes stale and is taken over.
+        delay = backoff(
+            self.request.retries + 1,
+            res.settings.retry_backoff_seconds,
+            res.settings.retry_backoff_max_seconds,
+        )
+        log.warning(
+            "task %s/%s: job store unavailable (%s); again in %.1fs",
+            job_id,
+            service,
+            type(exc).__name__,
+            delay,
+        )
+        raise self.retry(countdown=delay, max_retries=None) from None
     if outcome.dead_letter_id is not None:
         publish_dead_letter(job_id, service, outcome.dead_letter_id, self.request.id)
     if outcome.superseded:
@@ -198,7 +216,7 @@ def execute_task(
             return _record_fault(store, settings, claim, job_id, service, fault, exc, beat.tables())
         except Exception as exc:
             fault = classify(exc)
-            if fault.code.startswith("internal"):
+            if fault.description.startswith("internal error"):
                 log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
             return _record_fault(store, settings, claim, job_id, service, fault, exc, beat.tables())
     if not claim.dry_run and not report.verified:

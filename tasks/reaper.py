@@ -281,6 +281,8 @@ def _lost_messages(
             if task is None or TaskStatus(task.status).terminal:
                 continue
             task.queued_at = now
+            if task.retry_at is not None:
+                task.retry_at = now  # overdue again only after another grace period
             _audit_requeue(session, task, "message lost")
         send_task(registry, job_id, service, settings.default_queue)
         report.requeued.append((job_id, service))

@@ -61,6 +61,15 @@ def resources() -> Resources:
         return _current
 
 
+def use_resources(chosen: Resources) -> None:
+    """Make ``chosen`` this process's resources (the demo builds its own)."""
+    global _current  # noqa: PLW0603 - see resources()
+    with _guard:
+        if _current is not None and _current is not chosen:
+            _current.dispose()
+        _current = chosen
+
+
 def reset_resources() -> None:
     """Forget the current resources (after a fork, or when settings change in tests)."""
     global _current  # noqa: PLW0603 - see resources()

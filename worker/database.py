@@ -69,7 +69,11 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # ``sqlite_begin="IMMEDIATE"`` (an execution option) takes the write lock at
+        # BEGIN: two deferred transactions that both read and then write would fail
+        # with "database is locked" at once instead of waiting for each other.
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}" if mode == "IMMEDIATE" else "BEGIN")
 
 
 def check_connection(engine: Engine) -> None:

@@ -851,8 +851,11 @@ class _Walker:
                         rows_by_table={f"{t}:{a}": c for (t, a), c in self.counts.items()},
                     )
                 )
+        removed = bool(self._pending)
         self._pending.clear()
-        if self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
+        # A slice ends only after a batch that changed rows: ending after an empty one
+        # could leave every later slice re-checking the same empty start of the walk.
+        if removed and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
             flush_commits(self.conn, self.dialect)
             raise SliceEnded(self.outcomes())
 

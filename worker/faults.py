@@ -119,6 +119,8 @@ def classify(exc: BaseException) -> Fault:
         return Fault(kind, type(exc).__name__, str(exc))
     if isinstance(exc, sa.exc.DBAPIError):
         return _classify_dbapi(exc)
+    if isinstance(exc, sa.exc.TimeoutError):  # no free connection in the pool, for now
+        return Fault(FaultKind.TRANSIENT, "pool_timeout", "no database connection free in time")
     if _is_broker_error(exc):
         return Fault(FaultKind.TRANSIENT, type(exc).__name__, f"broker error {type(exc).__name__}")
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout):
@@ -137,6 +139,8 @@ def _classify_dbapi(exc: sa.exc.DBAPIError) -> Fault:
     if number is not None:
         return _classify_mysql(orig, number)
     name = type(orig).__name__ if orig is not None else type(exc).__name__
+    if type(orig).__module__ == "sqlite3":
+        return _classify_sqlite(orig, name)
     if exc.connection_invalidated or isinstance(
         exc, sa.exc.OperationalError | sa.exc.InterfaceError
     ):
@@ -163,6 +167,19 @@ def _classify_pg(exc: sa.exc.DBAPIError, code: str) -> Fault:
         if primary:
             text = f"{text}: {primary.strip().splitlines()[0]}"
     return Fault(kind, code, text)
+
+
+def _classify_sqlite(orig: object, name: str) -> Fault:
+    """SQLite: a busy or locked database clears up; anything else (no such table, a
+    read-only file, a malformed database) does not."""
+    text = str(orig).lower()
+    if "locked" in text or "busy" in text:
+        return Fault(FaultKind.TRANSIENT, name, "database is locked (SQLite)")
+    if "no such table" in text:
+        return Fault(FaultKind.PERMANENT, name, "table does not exist (SQLite)")
+    if "readonly" in text or "read-only" in text:
+        return Fault(FaultKind.PERMANENT, name, "the database file is read-only (SQLite)")
+    return Fault(FaultKind.PERMANENT, name, f"database error {name} (SQLite)")
 
 
 def _mysql_number(orig: object) -> int | None:

@@ -13,6 +13,7 @@ Used by ``tests/e2e/test_resilience.py`` and ``bench/chaos.py``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -143,17 +144,13 @@ class Rig:
         )
 
     def kill_pid(self, pid: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         """``kill -9`` the whole worker: main process and pool children."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=10)
 
     def pool_children(self, proc: subprocess.Popen[bytes]) -> list[int]:
@@ -165,10 +162,8 @@ class Rig:
     def stop(self) -> None:
         for proc in [*self.workers, *([self.beat] if self.beat else [])]:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         self.workers.clear()
         self.beat = None
@@ -177,7 +172,8 @@ class Rig:
 
     def submit(self, subject: str, services: list[str], dry_run: bool = False) -> str:
         """Submit as ``eraser submit`` does: commit, then ask a worker to dispatch."""
-        assert self.store is not None and self.client is not None
+        assert self.store is not None
+        assert self.client is not None
         registry = load_registry(Path(self.env["ERASER_CONFIG"]))
         job, _ = submit(
             self.store,

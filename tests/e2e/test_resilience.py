@@ -110,9 +110,11 @@ def test_a_row_lock_held_past_the_lock_timeout_is_retried(rig: Rig) -> None:
     view = rig.wait(job)
     assert view.status == "succeeded", view
     task = view.tasks[0]
-    assert task.rows == 30 and task.verified
+    assert task.rows == 30
+    assert task.verified
     retries = [a for a in task.history if a.outcome == "retry"]
-    assert retries and "lock not available" in (retries[0].error or "")
+    assert retries
+    assert "lock not available" in (retries[0].error or "")
     assert task.history[-1].outcome == "succeeded"
     assert rig.rows_left(tenant, ("locky",)) == 0
 
@@ -251,7 +253,8 @@ def test_kill_9_of_a_worker_child_or_the_whole_worker_resumes(rig: Rig) -> None:
             assert rig.rows_left(tenant, ("big",)) == 0
             assert rig.fingerprint({tenant}) == before
             task = view.tasks[0]
-            assert task.verified and 0 < task.rows <= initial
+            assert task.verified
+            assert 0 < task.rows <= initial
     finally:
         sampler.stopping.set()
         sampler.join()
