@@ -17,14 +17,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 
 from api import ops
-from api.demo import run_demo
-from api.jobs import JobNotFound, add_commands
+from api.demo import DemoRefused, run_demo
+from api.jobs import EmbeddedOnly, JobNotFound, add_commands
 from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
 from models.registry import RegistryError
 from models.settings import MissingDatabaseUrl
@@ -48,7 +49,9 @@ _USER_ERRORS = (
     RegistryError,
     SubmitError,
     JobNotFound,
+    EmbeddedOnly,
     ops.LetterNotFound,
+    DemoRefused,
     MissingDatabaseUrl,
 )
 
@@ -135,7 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     run.set_defaults(handler=_cmd_erase)
 
-    demo = sub.add_parser("demo", help="run the engine end to end on an embedded SQLite shop")
+    demo = sub.add_parser(
+        "demo",
+        help="erase one tenant from the 12-service bakery estate through the chord (no server)",
+    )
+    demo.add_argument("--tenant", type=int, default=2, help="the tenant to erase (1..tenants)")
+    demo.add_argument("--tenants", type=int, default=5)
+    demo.add_argument("--scale", type=float, default=1.0, help="rows per tenant, relative")
+    demo.add_argument("--workdir", type=Path, help="keep the databases here (default: temp)")
     demo.set_defaults(handler=_cmd_demo)
     add_commands(sub)
     ops.add_commands(sub)
@@ -250,8 +260,13 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_demo(_args: argparse.Namespace) -> int:
-    return EXIT_OK if run_demo(sys.stdout) else EXIT_UNVERIFIED
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if not 1 <= args.tenant <= args.tenants:
+        raise DemoRefused(f"--tenant must be between 1 and --tenants ({args.tenants})")
+    ok = run_demo(
+        sys.stdout, args.workdir, subject=args.tenant, tenants=args.tenants, scale=args.scale
+    )
+    return EXIT_OK if ok else EXIT_UNVERIFIED
 
 
 def _report_json(report: ErasureReport) -> dict[str, Any]:

@@ -1,212 +1,208 @@
-"""``eraser demo``: the engine's whole job on an embedded SQLite database.
+"""``eraser demo``: Eraser's whole job on the bakery estate, with no server.
 
-Builds a small multi-tenant shop (a category tree, a store/manager cycle, orders with
-lines, suppliers shared between tenants through a link table, notes that outlive
-their author), fills three tenants, then plans, dry-runs and erases one tenant and
-proves that the other tenants are byte-for-byte untouched. No server needed.
+Seeds the demo estate (``examples/bakery``: 12 service databases, SQLite files),
+shows the plan for one tenant, then runs a dry-run job and an erasure job through the
+real Celery chord (in-process broker, a worker thread: the embedded default), with a
+line per service as it finishes. It prints the job record, per-service counts, the
+evidence (counts, verification, schema fingerprints; never the data), and proves
+that every other tenant's rows and the shared rows are byte-identical afterwards.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
+import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-import sqlalchemy as sa
-
-from models.erasure import TableAction, TablePolicy
-from worker.catalog import reflect
+from examples.bakery import seed as bakery
+from examples.bakery.schema import SERVICES, metadata_for
+from models import migrate
+from models.jobstore import Job, JobStatus, JobStore
+from models.messages import ErasureRequest, JobView
+from models.registry import Registry
+from models.settings import Settings, get_settings
+from tasks.embedded import EmbeddedWorker, is_embedded
+from tasks.resources import Resources, use_resources
+from tasks.submit import request_dispatch, submit
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, Progress, dry_run, erase
-from worker.planner import build_plan
+from worker.service import plan_service
 
-TENANTS = (1, 2, 3)
+#: The service whose plan is shown (it has the store/manager cycle).
+SHOWN_SERVICE = "pos"
+WIDTH = 78
 
 
-def build_estate(metadata: sa.MetaData) -> dict[str, sa.Table]:
-    """The demo schema: every hard shape the engine handles, in one small shop."""
+class DemoRefused(Exception):
+    """The demo cannot run in this environment."""
 
-    def t(name: str, *cols: Any) -> sa.Table:
-        return sa.Table(name, metadata, *cols)
 
-    def pk() -> sa.Column[int]:
-        return sa.Column("id", sa.Integer, primary_key=True, autoincrement=False)
-
-    def tenant() -> sa.Column[int]:
-        return sa.Column("tenant_id", sa.Integer, nullable=False, index=True)
-
-    def ref(name: str, target: str, **kw: Any) -> sa.Column[int]:
-        kw.setdefault("nullable", False)
-        return sa.Column(
-            name, sa.Integer, sa.ForeignKey(target, **kw.pop("fk", {})), index=True, **kw
+def run_demo(
+    out: TextIO,
+    workdir: Path | None = None,
+    subject: int = 2,
+    tenants: int = 5,
+    scale: float = 1.0,
+) -> bool:
+    """Run the demo, writing to ``out``; True when everything checked out."""
+    settings = get_settings()
+    if not is_embedded(settings):
+        raise DemoRefused(
+            "eraser demo runs on the embedded default; unset ERASER_BROKER_URL "
+            "(for a deployment, see `make up`)"
         )
-
-    return {
-        "tenants": t("tenants", pk(), sa.Column("name", sa.String(40))),
-        "stores": t(
-            "stores",
-            pk(),
-            tenant(),
-            ref("manager_id", "employees.id", nullable=True, fk={"use_alter": True}),
-        ),
-        "employees": t(
-            "employees", pk(), ref("store_id", "stores.id"), sa.Column("name", sa.String(40))
-        ),
-        "categories": t(
-            "categories", pk(), tenant(), ref("parent_id", "categories.id", nullable=True)
-        ),
-        "products": t("products", pk(), tenant(), ref("category_id", "categories.id")),
-        "customers": t("customers", pk(), tenant(), sa.Column("email", sa.String(80))),
-        "orders": t(
-            "orders",
-            pk(),
-            tenant(),
-            ref("customer_id", "customers.id"),
-            ref("store_id", "stores.id"),
-        ),
-        "order lines": t(
-            "order lines", pk(), ref("order_id", "orders.id"), ref("product_id", "products.id")
-        ),
-        "suppliers": t("suppliers", pk(), sa.Column("name", sa.String(40))),
-        "supplier_contacts": t("supplier_contacts", pk(), ref("supplier_id", "suppliers.id")),
-        "tenant_suppliers": t(
-            "tenant_suppliers",
-            sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id"), primary_key=True),
-            sa.Column("supplier_id", sa.Integer, sa.ForeignKey("suppliers.id"), primary_key=True),
-        ),
-        "notes": t(
-            "notes",
-            pk(),
-            ref("author_id", "customers.id", nullable=True, fk={"ondelete": "SET NULL"}),
-            sa.Column("body", sa.String(80)),
-        ),
-    }
-
-
-POLICIES = {
-    "tenant_suppliers": TablePolicy(action=TableAction.UNLINK),
-    "suppliers": TablePolicy(action=TableAction.DELETE_IF_ORPHANED),
-}
-
-
-def seed(engine: sa.Engine, tables: dict[str, sa.Table], scale: int = 40) -> None:
-    """Fill every tenant with realistic shapes; ids are global so tenants interleave."""
-    rnd = random.Random(7)  # noqa: S311 - repeatable demo data, not secrets
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
-    ids: dict[str, int] = dict.fromkeys(tables, 0)
-
-    def add(table: str, **values: Any) -> int:
-        ids[table] += 1
-        rows[table].append({"id": ids[table], **values})
-        return ids[table]
-
-    for sid in range(1, 6):
-        rows["suppliers"].append({"id": sid, "name": f"supplier {sid}"})
-        rows["supplier_contacts"].append({"id": sid, "supplier_id": sid})
-    shared = {1: [1, 2], 2: [2, 3], 3: [3, 4]}  # supplier 1 is tenant 1's alone
-    for tenant in TENANTS:
-        rows["tenants"].append({"id": tenant, "name": f"tenant {tenant}"})
-        for sid in shared[tenant]:
-            rows["tenant_suppliers"].append({"tenant_id": tenant, "supplier_id": sid})
-        stores = []
-        for _ in range(3):
-            store = add("stores", tenant_id=tenant, manager_id=None)
-            staff = [add("employees", store_id=store, name="e") for _ in range(4)]
-            rows["stores"][-1]["manager_id"] = staff[0]
-            stores.append(store)
-        parent = None
-        cats = []
-        for _ in range(8):  # a category tree eight levels deep
-            parent = add("categories", tenant_id=tenant, parent_id=parent)
-            cats.append(parent)
-        products = [
-            add("products", tenant_id=tenant, category_id=rnd.choice(cats)) for _ in range(scale)
-        ]
-        for _ in range(scale):
-            customer = add("customers", tenant_id=tenant, email="someone@example.test")
-            add("notes", author_id=customer, body="a note the shop keeps")
-            for _ in range(3):
-                order = add(
-                    "orders", tenant_id=tenant, customer_id=customer, store_id=rnd.choice(stores)
-                )
-                for _ in range(rnd.randint(1, 4)):
-                    add("order lines", order_id=order, product_id=rnd.choice(products))
-    with engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-        for name, table in tables.items():
-            if rows[name]:
-                conn.execute(sa.insert(table), rows[name])
-
-
-def tenant_digest(engine: sa.Engine, tables: dict[str, sa.Table], tenant: int) -> str:
-    """A digest of every row that belongs to ``tenant`` through a tenant_id column."""
-    digest = hashlib.sha256()
-    with engine.connect() as conn:
-        for name in sorted(tables):
-            table = tables[name]
-            if "tenant_id" not in table.c:
-                continue
-            for row in conn.execute(
-                sa.select(table).where(table.c.tenant_id == tenant).order_by(*table.primary_key)
-            ):
-                digest.update(repr(tuple(row)).encode())
-    return digest.hexdigest()[:16]
-
-
-def run_demo(out: TextIO, workdir: Path | None = None, subject: int = 1) -> bool:
-    """Run the demo, writing a report to ``out``. True when the erasure verified."""
     with tempfile.TemporaryDirectory(prefix="eraser-demo-") as tmp:
-        path = (workdir or Path(tmp)) / "shop.db"
-        path.unlink(missing_ok=True)
-        engine = create_engine(f"sqlite:///{path}")
-        metadata = sa.MetaData()
-        tables = build_estate(metadata)
-        metadata.create_all(engine)
-        seed(engine, tables)
-        before = {t: tenant_digest(engine, tables, t) for t in TENANTS}
-        out.write(
-            f"Eraser demo: a shop with {len(tables)} tables and {len(TENANTS)} tenants "
-            f"(SQLite, {path.name})\n\n"
-        )
+        where = workdir or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        return _run(out, where, settings, subject, tenants, scale)
 
-        plan = build_plan(reflect(engine), ["tenant_id", "tenants.id"], POLICIES)
-        out.write(f"Plan for tenant {subject} (children first):\n")
-        for i, step in enumerate(plan.steps, 1):
-            out.write(f"  {i:>2}. {step.table!s:<24} {step.action.value}\n")
-        for cycle in plan.cycles:
-            out.write(
-                f"  cycle {' -> '.join(cycle.path)}\n        broken by: {cycle.strategy.value}\n"
+
+def _run(
+    out: TextIO, where: Path, settings: Settings, subject: int, tenants: int, scale: float
+) -> bool:
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    urls = bakery.sqlite_urls(where)
+    tables = sum(len(metadata_for(s).tables) for s in SERVICES)
+    say(f"Eraser demo: the bakery estate, {len(SERVICES)} service databases, {tables} tables")
+    say("Embedded mode: SQLite job store, in-process broker and worker thread; the")
+    say("tasks, chord and engine are the ones a deployment runs.")
+    say()
+
+    started = time.monotonic()
+    rows = bakery.seed(urls, tenants=tenants, scale=scale)
+    say(
+        f"1. Seeded {tenants} bakeries: {sum(rows.values()):,} rows "
+        f"({time.monotonic() - started:.1f}s)"
+    )
+    os.environ.update(bakery.env_for(urls))
+    before = bakery.census(urls, subject)
+    owned = sum(sum(t.values()) for t in before.tenant_rows.values())
+    say(f"   Tenant {subject} owns {owned:,} of them across the estate.")
+    say()
+
+    registry = bakery.registry()
+    store_engine = create_engine(f"sqlite:///{where / 'jobs.db'}")
+    migrate.upgrade(store_engine)
+    store = JobStore(store_engine)
+    demo_settings = settings.model_copy(
+        update={"database_url": f"sqlite:///{where / 'jobs.db'}", "config": bakery.REGISTRY_PATH}
+    )
+    use_resources(Resources(settings=demo_settings, registry=registry, store=store))
+
+    target = create_engine(urls[SHOWN_SERVICE])
+    try:
+        plan = plan_service(target, registry.services[SHOWN_SERVICE], ["tenant_id"])
+    finally:
+        target.dispose()
+    say(f"2. Plan for tenant {subject} in {SHOWN_SERVICE!r} (children first):")
+    for i, step in enumerate(plan.steps, 1):
+        say(f"   {i:>2}. {step.table!s:<30} {step.action.value}")
+    for cycle in plan.cycles:
+        say(f"   cycle {' -> '.join(cycle.path)}")
+        say(f"         broken by: {cycle.strategy.value}")
+    say()
+
+    with EmbeddedWorker(demo_settings):
+        dry = _job(store, registry, demo_settings, subject, dry_run=True, say=say, label="3")
+        say()
+        real = _job(store, registry, demo_settings, subject, dry_run=False, say=say, label="4")
+    say()
+
+    say(f"5. Job record {real.id}")
+    same = "the same" if dry.total_rows == real.total_rows else "DIFFERENT"
+    say(f"   {real.status}: {real.total_rows:,} rows removed; the dry run counted {same}")
+    say(f"   {'service':<14} {'status':<10} {'rows':>7}  {'verified':<8}  schema")
+    with store.transaction() as session:
+        job = session.get(Job, real.id)
+        assert job is not None  # noqa: S101 - it was just read
+        fingerprints = {t.service: t.plan_fingerprint or "" for t in job.tasks}
+    for task in real.tasks:
+        fp = fingerprints[task.service].removeprefix("sha256:")[:12]
+        say(f"   {task.service:<14} {task.status:<10} {task.rows:>7,}  {task.verified!s:<8}  {fp}")
+    say()
+
+    after = bakery.census(urls, subject)
+    left = sum(sum(t.values()) for t in after.tenant_rows.values())
+    anonymized = sum(
+        n
+        for service, counts in after.tenant_rows.items()
+        for table, n in counts.items()
+        if registry.services[service].tables.get(table) is not None
+    )
+    untouched = before.fingerprint == after.fingerprint
+    verified = all(t.verified for t in real.tasks)
+    say("6. Evidence")
+    say(f"   every service verified that no row of tenant {subject} remains: {verified}")
+    say(f"   rows of tenant {subject} still in the estate: {left} (anonymized, kept by policy)")
+    say(
+        "   other tenants and shared rows (suppliers, weather): "
+        + ("byte-identical" if untouched else "CHANGED")
+    )
+    say(f"   fingerprint before {before.fingerprint[:16]}, after {after.fingerprint[:16]}")
+    ok = (
+        real.status == JobStatus.SUCCEEDED
+        and dry.status == JobStatus.SUCCEEDED
+        and verified
+        and untouched
+        and dry.total_rows == real.total_rows
+        and left == anonymized
+    )
+    say()
+    say("Done: tenant erased, nothing else touched." if ok else "Something did not check out.")
+    store.dispose()
+    return ok
+
+
+def _job(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    subject: int,
+    *,
+    dry_run: bool,
+    say: Callable[[str], None],
+    label: str,
+) -> JobView:
+    job, _ = submit(
+        store,
+        registry,
+        ErasureRequest(
+            subject_kind="tenant",
+            subject_value=str(subject),
+            dry_run=dry_run,
+            requested_by="demo",
+            reason="eraser demo",
+        ),
+        settings.job_timeout_seconds,
+    )
+    kind = "Dry run (read-only)" if dry_run else "Erasure"
+    say(f"{label}. {kind}: job {job.id}")
+    say("   one task per service, through the Celery chord:")
+    started = time.monotonic()
+    request_dispatch(job.id, settings.default_queue)
+    seen: set[str] = set()
+    while True:
+        with store.transaction() as session:
+            current = session.get(Job, job.id)
+            assert current is not None  # noqa: S101 - jobs are never deleted here
+            view = JobView.of(current)
+        for task in view.tasks:
+            if task.status in ("succeeded", "failed") and task.service not in seen:
+                seen.add(task.service)
+                verb = "would remove" if dry_run else "removed"
+                say(
+                    f"   [{len(seen):>2}/{len(view.tasks)}] {task.service:<14} {task.status:<10}"
+                    f" {verb} {task.rows:>6,} rows  {time.monotonic() - started:5.2f}s"
+                )
+        if JobStatus(view.status).terminal:
+            say(
+                f"   job {view.status}: {view.total_rows:,} rows "
+                f"in {time.monotonic() - started:.2f}s"
             )
-
-        preview = dry_run(engine, plan, subject)
-        out.write(f"\nDry run (read-only): {preview.total_rows} rows would be removed\n")
-
-        batches = 0
-
-        def progress(_: Progress) -> None:
-            nonlocal batches
-            batches += 1
-
-        report = erase(engine, plan, subject, ExecutionOptions(batch_size=50), progress)
-        out.write(
-            f"Erasure: {report.total_rows} rows in {batches} batches, "
-            f"{report.elapsed_seconds:.2f}s\n"
-        )
-        for outcome in report.tables:
-            out.write(f"  {outcome.table:<24} {outcome.action.value:<18} {outcome.rows:>6}\n")
-        match = "matches" if preview.total_rows == report.total_rows else "DIFFERS FROM"
-        out.write(f"The erasure {match} the dry run.\n")
-        verdict = "verified: no row of the subject remains" if report.verified else "NOT VERIFIED"
-        out.write(f"{verdict} ({report.passes} pass)\n")
-
-        after = {t: tenant_digest(engine, tables, t) for t in TENANTS}
-        others_ok = all(before[t] == after[t] for t in TENANTS if t != subject)
-        for t in TENANTS:
-            if t == subject:
-                continue
-            state = "untouched" if before[t] == after[t] else "CHANGED"
-            out.write(f"tenant {t}: {state} (digest {after[t]})\n")
-        engine.dispose()
-        return report.verified and others_ok and preview.total_rows == report.total_rows
+            return view
+        time.sleep(0.05)

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from models.jobstore import Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry, load_registry
 from models.settings import Settings, get_settings
+from tasks.embedded import EmbeddedWorker, announce, is_embedded
 from tasks.queues import all_queues
+from tasks.resources import Resources, use_resources
 from tasks.submit import request_dispatch, submit
 from worker.database import create_engine
 
@@ -106,6 +109,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.app import app  # noqa: PLC0415 - the app reads its settings when imported
 
     settings = _settings(args)
+    if is_embedded(settings):
+        raise EmbeddedOnly(
+            "the broker is in-process (memory://): a separate worker cannot reach it. Set "
+            "ERASER_BROKER_URL (e.g. redis://127.0.0.1:6379/0); embedded, `eraser submit` "
+            "runs its own worker"
+        )
     extra = list(args.extra)
     if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
         extra += ["-Q", ",".join(all_queues(_registry(settings), settings.default_queue))]
@@ -113,29 +122,50 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def embedded_session(settings: Settings, registry: Registry, store: JobStore) -> ExitStack:
+    """In embedded mode (in-process broker), run the worker in this process for as
+    long as the command runs; elsewhere, nothing (workers run on their own)."""
+    stack = ExitStack()
+    if is_embedded(settings):
+        announce(settings)
+        migrate.upgrade(store.engine)
+        use_resources(Resources(settings=settings, registry=registry, store=store))
+        stack.enter_context(EmbeddedWorker(settings))
+    return stack
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     registry = _registry(settings)
     store = _store(settings)
+    if is_embedded(settings):
+        args.wait = True  # the worker lives only as long as this command
     try:
-        request = ErasureRequest(
-            subject_kind=args.subject_kind,
-            subject_value=args.subject,
-            services=args.service,
-            dry_run=args.dry_run,
-            idempotency_key=args.idempotency_key,
-            requested_by=args.requested_by,
-            reason=args.reason,
-        )
-        job, created = submit(store, registry, request, settings.job_timeout_seconds)
-        if created:
-            request_dispatch(job.id, settings.default_queue)
-        if not args.wait:
-            _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
-            return EXIT_OK
-        return wait_and_show(store, job.id, args.timeout, args.json)
+        with embedded_session(settings, registry, store):
+            return _submit(args, settings, registry, store)
     finally:
         store.dispose()
+
+
+def _submit(
+    args: argparse.Namespace, settings: Settings, registry: Registry, store: JobStore
+) -> int:
+    request = ErasureRequest(
+        subject_kind=args.subject_kind,
+        subject_value=args.subject,
+        services=args.service,
+        dry_run=args.dry_run,
+        idempotency_key=args.idempotency_key,
+        requested_by=args.requested_by,
+        reason=args.reason,
+    )
+    job, created = submit(store, registry, request, settings.job_timeout_seconds)
+    if created:
+        request_dispatch(job.id, settings.default_queue)
+    if not args.wait:
+        _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
+        return EXIT_OK
+    return wait_and_show(store, job.id, args.timeout, args.json)
 
 
 def wait_and_show(store: JobStore, job_id: str, timeout: float, as_json: bool) -> int:
@@ -182,6 +212,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             f"{v.created_at:%Y-%m-%d %H:%M:%S}\n"
         )
     return EXIT_OK
+
+
+class EmbeddedOnly(Exception):
+    """A command that needs a shared broker was run in embedded mode."""
 
 
 class JobNotFound(Exception):
