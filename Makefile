@@ -19,7 +19,7 @@ $(BIN)/eraser: pyproject.toml
 
 install: $(BIN)/eraser ## Create .venv and install Eraser with its test tools
 
-demo: install ## Erase one tenant from an embedded SQLite shop (no servers needed)
+demo: install ## Erase one tenant from the 12-service bakery estate through the chord (no server)
 	$(BIN)/eraser demo
 
 test: install ## Run the test suite (PostgreSQL/MariaDB tests skip if a server is down, unless ERASER_REQUIRE_SERVICES=1)

@@ -23,9 +23,10 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from api import ops
+from api import ops, serve
 from api.demo import DemoRefused, run_demo
 from api.jobs import EmbeddedOnly, JobNotFound, add_commands
+from models.certificate import CertificateError
 from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
 from models.registry import RegistryError
 from models.settings import MissingDatabaseUrl
@@ -51,6 +52,8 @@ _USER_ERRORS = (
     JobNotFound,
     EmbeddedOnly,
     ops.LetterNotFound,
+    serve.CertificateKeyMissing,
+    CertificateError,
     DemoRefused,
     MissingDatabaseUrl,
 )
@@ -149,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo)
     add_commands(sub)
     ops.add_commands(sub)
+    serve.add_commands(sub)
     return parser
 
 

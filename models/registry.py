@@ -182,6 +182,10 @@ class Registry(BaseModel):
         """Services that hold subjects of ``kind``, in a stable order."""
         return sorted(n for n, s in self.services.items() if not s.subjects or kind in s.subjects)
 
+    def kinds_for(self, service: str) -> list[str]:
+        """Subject kinds ``service`` holds."""
+        return sorted(k for k in self.subjects if service in self.services_for(k))
+
     def subject_columns(self, service: str, kind: str) -> list[str]:
         cols = self.services[service].subject_columns.get(kind)
         return list(cols) if cols else self.subjects[kind].subject_columns

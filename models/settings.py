@@ -6,8 +6,20 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiKeyEntry(BaseModel):
+    """One API key as the service knows it: its id, a name, the SHA-256 of its secret
+    and its scopes (``jobs:submit``, ``jobs:read``, ``jobs:admin``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9]{8,32}$")
+    name: str = Field(min_length=1, max_length=100)
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    scopes: list[str]
 
 
 class Settings(BaseSettings):
@@ -62,6 +74,20 @@ class Settings(BaseSettings):
     #: A committed job not dispatched after this long is dispatched by the reaper; a
     #: pending or retrying task whose message is overdue this long is sent again.
     dispatch_grace_seconds: float = Field(default=10.0, gt=0)
+
+    # --- the way in (HTTP API, certificates, events) --------------------------------------
+    #: API keys, as ``eraser keys create`` prints them: a JSON list of
+    #: ``{"id", "name", "hash", "scopes"}``. Only hashes: never a secret.
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    #: Signs erasure certificates (HMAC-SHA256) and keys the subject's hash in them.
+    certificate_key: SecretStr | None = None
+    #: Where to POST a completion event (optional), signed with ``webhook_secret``.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    #: Publish completion events to the ``eraser.events`` queue.
+    events: bool = True
+    #: Largest request body the API accepts, in bytes.
+    api_max_body_bytes: int = Field(default=65536, ge=1024)
 
     @model_validator(mode="after")
     def _message_outlives_work(self) -> Settings:

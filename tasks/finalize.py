@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from models.jobstore import AuditEvent, Job, JobStatus, JobStore, Task, TaskStatus, utcnow
+from models.settings import get_settings
 from tasks.resources import resources
 from worker.app import app
 
@@ -31,6 +32,8 @@ def job_status(task_statuses: list[TaskStatus]) -> JobStatus:
         return JobStatus.RUNNING if started else JobStatus.PENDING
     if all(s is TaskStatus.SUCCEEDED for s in task_statuses):
         return JobStatus.SUCCEEDED
+    if TaskStatus.CANCELLED in task_statuses and TaskStatus.FAILED not in task_statuses:
+        return JobStatus.CANCELLED
     if any(s is TaskStatus.SUCCEEDED for s in task_statuses):
         return JobStatus.PARTIALLY_FAILED
     return JobStatus.FAILED
@@ -79,4 +82,17 @@ def finalize(store: JobStore, job_id: str) -> str:
                 )
             )
             log.info("job %s %s: %d rows", job_id, status.value, total)
-        return status.value
+        announce = changed and status.terminal
+    if announce:
+        _announce(job_id)
+    return status.value
+
+
+def _announce(job_id: str) -> None:
+    """Ask a worker to publish the completion event (and call the webhook)."""
+    from tasks.events import announce_job  # noqa: PLC0415 - events imports this module
+
+    try:
+        announce_job.apply_async((job_id,), queue=get_settings().default_queue)
+    except Exception as exc:  # the job is final either way; the event is best effort
+        log.warning("completion event for job %s not sent: %s", job_id, type(exc).__name__)

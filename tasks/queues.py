@@ -14,6 +14,8 @@ class Queue(StrEnum):
     #: Dead letters: a copy of each task that failed for good. No worker consumes it;
     #: operators inspect and replay (``eraser dead-letters``).
     DEAD_LETTER = "eraser.dead_letter"
+    #: Erasure requests sent as plain Celery messages (``eraser.submit_request``).
+    REQUESTS = "eraser.requests"
 
 
 def queue_for(registry: Registry, service: str, default: str) -> str:
@@ -23,4 +25,5 @@ def queue_for(registry: Registry, service: str, default: str) -> str:
 
 def all_queues(registry: Registry, default: str) -> list[str]:
     """Every queue a worker serving the whole registry should consume."""
-    return sorted({default, *(s.queue for s in registry.services.values() if s.queue)})
+    services = {s.queue for s in registry.services.values() if s.queue}
+    return sorted({default, Queue.REQUESTS.value, *services})

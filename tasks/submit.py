@@ -24,7 +24,7 @@ from models.messages import ErasureRequest
 from models.registry import Registry
 from tasks.deadletter import remove_published
 from tasks.erase import erase_service
-from tasks.finalize import finalize_job
+from tasks.finalize import finalize_if_done, finalize_job
 from tasks.queues import queue_for
 from tasks.resources import resources
 from worker.app import app
@@ -284,3 +284,26 @@ def replay_dead_letter(
         timeout_seconds=timeout_seconds,
     )
     return job_id, service
+
+
+def cancel_job(store: JobStore, job_id: str, *, actor: str = "cli") -> list[str]:
+    """Cancel the job's tasks that have not started; returns their services. Tasks
+    already running finish (their erasure is not cut off mid-way); the job ends when
+    they do. A cancelled task's message, when it arrives, finds it done."""
+    with store.transaction() as session:
+        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
+        if job is None:
+            raise RetryRefused(f"no job {job_id}")
+        waiting = [t for t in job.tasks if t.status == TaskStatus.PENDING and t.attempts == 0]
+        if not waiting:
+            raise RetryRefused(f"job {job_id} has no task left to cancel (status {job.status})")
+        now = utcnow()
+        for t in waiting:
+            t.status = TaskStatus.CANCELLED
+            t.finished_at = now
+        names = [t.service for t in waiting]
+        session.add(
+            AuditEvent(job_id=job_id, kind="job.cancelled", actor=actor, detail={"services": names})
+        )
+    finalize_if_done(store, job_id)
+    return names

@@ -5,5 +5,14 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("eraser", include=["tasks.erase", "tasks.finalize", "tasks.submit"])
+app = Celery(
+    "eraser",
+    include=[
+        "tasks.erase",
+        "tasks.finalize",
+        "tasks.submit",
+        "tasks.events",
+        "tasks.requests",
+    ],
+)
 app.config_from_object("celeryconfig")

@@ -103,7 +103,7 @@ def _in_process_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(f"ERASER_{name.upper()}", raising=False)
     for variable in ("SHOP_URL", "BILLING_URL", "LEGACY_URL"):
         monkeypatch.delenv(variable, raising=False)
-    assert app.conf.broker_url == "memory://", "these tests need the in-process broker"
+    assert app.conf.broker_url.startswith("memory://"), "these tests need the in-process broker"
     yield
     with app.connection_for_write() as conn:
         for queue in (QUEUE, Queue.DEAD_LETTER.value):

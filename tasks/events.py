@@ -1,0 +1,117 @@
+"""Completion events: when a job reaches a terminal state, tell the world.
+
+``eraser.announce_job(job_id)`` (sent by ``finalize`` once per terminal transition)
+builds the event from the job store and
+
+- publishes it to the ``eraser.events`` exchange (a durable ``eraser.events`` queue is
+  bound to it) when ``ERASER_EVENTS`` is on;
+- POSTs it to ``ERASER_WEBHOOK_URL`` when set, signed with HMAC-SHA256 under
+  ``ERASER_WEBHOOK_SECRET`` (header ``X-Eraser-Signature: sha256=<hex>`` over the raw
+  body), retried with exponential backoff on network errors and 5xx answers.
+
+The event carries ids, status and totals; the subject's value only when the registry
+sets ``events_include_value`` for that subject kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from celery import Task as CeleryTask
+from kombu.entity import Exchange
+from kombu.entity import Queue as KombuQueue
+
+from models.jobstore import Job, JobStore
+from models.registry import Registry
+from tasks.resources import resources
+from worker.app import app
+
+log = logging.getLogger("eraser.events")
+
+EVENTS_EXCHANGE = Exchange("eraser.events", type="fanout", durable=True)
+EVENTS_QUEUE = KombuQueue("eraser.events", EVENTS_EXCHANGE, routing_key="eraser.events")
+#: Webhook delivery attempts before giving up (backoff 2, 4, 8, ... s, at most 300 s).
+WEBHOOK_ATTEMPTS = 8
+
+
+def completion_event(store: JobStore, registry: Registry, job_id: str) -> dict[str, Any] | None:
+    """The event for a finished job (None when the job does not exist)."""
+    with store.transaction(durable=False) as session:
+        job = session.scalar(sa.select(Job).where(Job.id == job_id))
+        if job is None:
+            return None
+        event: dict[str, Any] = {
+            "event": "job.finished",
+            "job_id": job.id,
+            "subject_kind": job.subject_kind,
+            "status": job.status,
+            "dry_run": job.dry_run,
+            "total_rows": job.total_rows,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "services": {
+                t.service: {"status": t.status, "rows": t.total_rows, "verified": t.verified}
+                for t in job.tasks
+            },
+        }
+        kind = registry.subjects.get(job.subject_kind)
+        if kind is not None and kind.events_include_value:
+            event["subject_value"] = job.subject_value
+        return event
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@app.task(name="eraser.announce_job", bind=True, max_retries=WEBHOOK_ATTEMPTS, ignore_result=True)
+def announce_job(self: CeleryTask[Any, Any], job_id: str, published: bool = False) -> None:
+    res = resources()
+    settings = res.settings
+    event = completion_event(res.store, res.registry, job_id)
+    if event is None:
+        return
+    if settings.events and not published:
+        with app.producer_or_acquire() as producer:
+            producer.publish(
+                event,
+                exchange=EVENTS_EXCHANGE,
+                routing_key="eraser.events",
+                declare=[EVENTS_QUEUE],
+                serializer="json",
+                retry=True,
+            )
+        published = True
+    if settings.webhook_url:
+        body = json.dumps(event, sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", "X-Eraser-Event": "job.finished"}
+        if settings.webhook_secret is not None:
+            headers["X-Eraser-Signature"] = sign_body(
+                settings.webhook_secret.get_secret_value(), body
+            )
+        try:
+            answer = httpx.post(settings.webhook_url, content=body, headers=headers, timeout=10)
+            if answer.status_code >= 500:
+                raise httpx.HTTPStatusError(
+                    f"webhook answered {answer.status_code}",
+                    request=answer.request,
+                    response=answer,
+                )
+            if answer.status_code >= 400:
+                log.warning("webhook refused the event of job %s: %d", job_id, answer.status_code)
+        except httpx.HTTPError as exc:
+            countdown = min(300, 2 ** (self.request.retries + 1))
+            log.warning(
+                "webhook for job %s failed (%s); again in %ds",
+                job_id,
+                type(exc).__name__,
+                countdown,
+            )
+            raise self.retry(
+                args=(job_id,), kwargs={"published": published}, countdown=countdown
+            ) from None

@@ -1,0 +1,71 @@
+"""Plain-Celery submission, for services that have a broker connection and nothing else.
+
+Send a message to the ``eraser.requests`` queue with task name
+``eraser.submit_request`` and the request as keyword arguments (the fields of
+``ErasureRequest``: ``subject_kind``, ``subject_value``, ``services``, ``dry_run``,
+``idempotency_key``, ``requested_by``, ``reason``); ``api.client.submit_via_celery``
+does it and hides the arguments from Flower (``kwargsrepr``). The task validates the
+body with pydantic and submits the job as ``eraser submit`` does. A bad message never
+crashes a worker: it is dead-lettered (to ``eraser.dead_letter``, with the reason and
+the names of the faulty fields, never their values) and the task returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.entity import Exchange
+from kombu.entity import Queue as KombuQueue
+from pydantic import ValidationError
+
+from models.messages import ErasureRequest
+from tasks.deadletter import DEAD_LETTER_QUEUE
+from tasks.queues import Queue
+from tasks.resources import resources
+from tasks.submit import SubmitError, request_dispatch, submit
+from worker.app import app
+
+log = logging.getLogger("eraser.requests")
+
+REQUESTS_QUEUE = KombuQueue(
+    Queue.REQUESTS.value, Exchange(Queue.REQUESTS.value), routing_key=Queue.REQUESTS.value
+)
+
+
+@app.task(name="eraser.submit_request")
+def submit_request(**fields: Any) -> dict[str, Any]:
+    """Submit an erasure sent as a plain Celery message; returns ``{"job_id", "created"}``
+    or ``{"rejected": reason}``."""
+    res = resources()
+    try:
+        request = ErasureRequest.model_validate(fields)
+        job, created = submit(res.store, res.registry, request, res.settings.job_timeout_seconds)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        return _reject("invalid request: " + "; ".join(problems))
+    except SubmitError as exc:
+        return _reject(str(exc))
+    if created:
+        request_dispatch(job.id, res.settings.default_queue)
+    log.info("request submitted as job %s (created %s)", job.id, created)
+    return {"job_id": job.id, "created": created}
+
+
+def _reject(reason: str) -> dict[str, Any]:
+    log.warning("request rejected: %s", reason)
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.publish(
+                {"task": "eraser.submit_request", "reason": reason},
+                exchange=DEAD_LETTER_QUEUE.exchange,
+                routing_key=DEAD_LETTER_QUEUE.routing_key,
+                declare=[DEAD_LETTER_QUEUE],
+                serializer="json",
+                headers={"x-eraser-rejected": "eraser.submit_request"},
+            )
+    except Exception as exc:  # the log line above still says why
+        log.warning("rejected request not dead-lettered: %s", type(exc).__name__)
+    return {"rejected": reason}
