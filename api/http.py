@@ -176,6 +176,30 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _require(scope: KeyScope) -> Callable[..., Awaitable[ApiKeyEntry]]:
+    """A dependency: the caller's API key, which must hold ``scope``."""
+
+    async def check(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> ApiKeyEntry:
+        settings: Settings = request.app.state.settings
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Problem(401, "unauthorized", "An API key is required (Bearer)")
+        key = authenticate(authorization[7:].strip(), settings.api_keys)
+        if key is None:
+            raise Problem(401, "unauthorized", "The API key is not valid")
+        if scope.value not in key.scopes:
+            raise Problem(403, "forbidden", f"The API key lacks the scope {scope.value}")
+        return key
+
+    return check
+
+
+Reader = Annotated[ApiKeyEntry, Depends(_require(KeyScope.READ))]
+Submitter = Annotated[ApiKeyEntry, Depends(_require(KeyScope.SUBMIT))]
+Admin = Annotated[ApiKeyEntry, Depends(_require(KeyScope.ADMIN))]
+
+
 def create_app(settings: Settings, store: JobStore, registry: Registry) -> FastAPI:
     """The API over a job store and a registry (``eraser api`` passes the process's)."""
     api = FastAPI(
@@ -184,6 +208,7 @@ def create_app(settings: Settings, store: JobStore, registry: Registry) -> FastA
         description="Erase a subject from every database of a microservice estate.",
         openapi_url="/openapi.json",
     )
+    api.state.settings = settings
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
 
     @api.exception_handler(Problem)
@@ -209,25 +234,6 @@ def create_app(settings: Settings, store: JobStore, registry: Registry) -> FastA
     async def _crash(_request: Request, exc: Exception) -> JSONResponse:
         log.error("API error %s", type(exc).__name__)
         return problem_response(500, "internal", "Internal error")
-
-    def caller(scope: KeyScope) -> Callable[..., Awaitable[ApiKeyEntry]]:
-        async def check(
-            authorization: Annotated[str | None, Header()] = None,
-        ) -> ApiKeyEntry:
-            if not authorization or not authorization.lower().startswith("bearer "):
-                raise Problem(401, "unauthorized", "An API key is required (Bearer)")
-            key = authenticate(authorization[7:].strip(), settings.api_keys)
-            if key is None:
-                raise Problem(401, "unauthorized", "The API key is not valid")
-            if scope.value not in key.scopes:
-                raise Problem(403, "forbidden", f"The API key lacks the scope {scope.value}")
-            return key
-
-        return check
-
-    Reader = Annotated[ApiKeyEntry, Depends(caller(KeyScope.READ))]  # noqa: N806
-    Submitter = Annotated[ApiKeyEntry, Depends(caller(KeyScope.SUBMIT))]  # noqa: N806
-    Admin = Annotated[ApiKeyEntry, Depends(caller(KeyScope.ADMIN))]  # noqa: N806
 
     def load(job_id: str) -> JobView:
         with store.transaction(durable=False) as session:

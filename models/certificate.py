@@ -92,6 +92,9 @@ def verify(doc: dict[str, Any], key: bytes) -> list[str]:
         elif not hmac.compare_digest(str(fields[path]), _mac(key, _canonical(leaves[path]))):
             problems.append(f"{path}: altered")
     whole = hmac.compare_digest(str(signature.get("value", "")), _mac(key, _canonical(body)))
+    altered = [p for p in problems if p.endswith(": altered")]
+    if not whole and leaves and len(altered) == len(leaves):
+        return ["signature: made with another key (every field's MAC differs)"]
     if not whole and not problems:
         problems.append("signature: does not match (another key, or the field MACs were redone)")
     return problems
