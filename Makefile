@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test lint bench chaos clean
+.PHONY: help install demo test lint bench chaos up down clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ bench: install ## Run the benchmarks against the local PostgreSQL and Redis (pri
 
 chaos: install ## Kill workers, flush Redis, cut connections over many jobs; print the outcome
 	$(BIN)/python bench/chaos.py
+
+up: install ## The bakery estate on the local PostgreSQL + Redis: API, worker, reaper, Flower
+	$(BIN)/python deploy/up.py up
+
+down: ## Stop what `make up` started (DROP=1 also drops its databases)
+	$(BIN)/python deploy/up.py down $(if $(DROP),--drop,)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
