@@ -38,11 +38,15 @@ from examples.bakery.schema import SERVICES  # noqa: E402
 from models import migrate  # noqa: E402
 from worker.database import create_engine  # noqa: E402
 
-STATE = ROOT / ".up"
+# Overridable so that a test can run a second deployment beside yours.
+STATE = Path(os.environ.get("ERASER_UP_STATE", str(ROOT / ".up")))
 PG = os.environ.get("ERASER_UP_PG", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("ERASER_UP_REDIS", "redis://127.0.0.1:6379")
-BROKER_DB, RESULT_DB = 1, 2
-API_PORT, FLOWER_PORT = 8000, 5555
+PREFIX = os.environ.get("ERASER_UP_PREFIX", "eraser_up")
+BROKER_DB = int(os.environ.get("ERASER_UP_REDIS_DB", "1"))
+RESULT_DB = BROKER_DB + 1
+API_PORT = int(os.environ.get("ERASER_UP_API_PORT", "8000"))
+FLOWER_PORT = int(os.environ.get("ERASER_UP_FLOWER_PORT", "5555"))
 PROCESSES = ("api", "worker", "beat", "flower")
 
 
@@ -51,7 +55,7 @@ def _db_url(name: str) -> str:
 
 
 def _databases() -> list[str]:
-    return ["eraser_up_jobs", *(f"eraser_up_{s}" for s in SERVICES)]
+    return [f"{PREFIX}_jobs", *(f"{PREFIX}_{s}" for s in SERVICES)]
 
 
 def up(tenants: int) -> int:
@@ -65,14 +69,14 @@ def up(tenants: int) -> int:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    urls = {s: _db_url(f"eraser_up_{s}") for s in SERVICES}
+    urls = {s: _db_url(f"{PREFIX}_{s}") for s in SERVICES}
     started = time.monotonic()
     rows = bakery.seed(urls, tenants=tenants)
     print(
         f"seeded {tenants} bakeries in 12 PostgreSQL databases: {sum(rows.values()):,} rows "
         f"({time.monotonic() - started:.1f}s)"
     )
-    store = create_engine(_db_url("eraser_up_jobs"))
+    store = create_engine(_db_url(f"{PREFIX}_jobs"))
     migrate.upgrade(store)
     store.dispose()
     for number in (BROKER_DB, RESULT_DB):
@@ -81,7 +85,7 @@ def up(tenants: int) -> int:
     key = create_key("make-up admin", [Scope.SUBMIT, Scope.READ, Scope.ADMIN])
     flower_password = secrets.token_urlsafe(12)
     env = {
-        "ERASER_DATABASE_URL": _db_url("eraser_up_jobs"),
+        "ERASER_DATABASE_URL": _db_url(f"{PREFIX}_jobs"),
         "ERASER_BROKER_URL": f"{REDIS}/{BROKER_DB}",
         "ERASER_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "ERASER_CONFIG": str(bakery.REGISTRY_PATH),
@@ -141,7 +145,7 @@ def up(tenants: int) -> int:
 Eraser is up (logs and pids in .up/):
   API      http://127.0.0.1:{API_PORT}/docs   (key in .up/api-key)
   Flower   http://127.0.0.1:{FLOWER_PORT}     (user admin, password in .up/flower-password)
-  worker, reaper (eraser beat) running; job store eraser_up_jobs; Redis dbs {BROKER_DB}/{RESULT_DB}
+  worker, reaper (eraser beat) running; job store {PREFIX}_jobs; Redis dbs {BROKER_DB}/{RESULT_DB}
 
 Try:
   set -a; . .up/env; set +a
