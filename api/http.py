@@ -20,13 +20,15 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.keys import Scope as KeyScope
 from api.keys import authenticate
+from api.metrics import JobStoreCollector
 from models import certificate
 from models.jobstore import DeadLetter, Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView
@@ -200,7 +202,9 @@ Submitter = Annotated[ApiKeyEntry, Depends(_require(KeyScope.SUBMIT))]
 Admin = Annotated[ApiKeyEntry, Depends(_require(KeyScope.ADMIN))]
 
 
-def create_app(settings: Settings, store: JobStore, registry: Registry) -> FastAPI:
+def create_app(
+    settings: Settings, store: JobStore, registry: Registry, *, metrics_cache_seconds: float = 5.0
+) -> FastAPI:
     """The API over a job store and a registry (``eraser api`` passes the process's)."""
     api = FastAPI(
         title="Eraser",
@@ -241,6 +245,16 @@ def create_app(settings: Settings, store: JobStore, registry: Registry) -> FastA
             if job is None:
                 raise Problem(404, "job-not-found", "No such job", f"no job {job_id}")
             return JobView.of(job)
+
+    metrics_registry = CollectorRegistry(auto_describe=False)
+    metrics_registry.register(
+        JobStoreCollector(store, registry, settings.default_queue, metrics_cache_seconds)
+    )
+
+    @api.get("/metrics", tags=["health"], include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus metrics (no key: keep it inside the cluster)."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

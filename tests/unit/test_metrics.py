@@ -1,0 +1,96 @@
+"""``/metrics``: job-store figures that move when a job runs (SQLite, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from api.http import create_app
+from models import migrate
+from models.jobstore import JobStore
+from models.messages import ErasureRequest
+from models.registry import Registry, load_registry
+from models.settings import Settings
+from tasks.erase import execute_task
+from tasks.finalize import finalize
+from tasks.submit import submit
+from worker.database import create_engine
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[JobStore, Registry, sa.Engine]]:
+    (tmp_path / "services.toml").write_text(
+        '[subjects.tenant]\ncolumn = "tenant_id"\n[services.shop]\nurl_env = "SHOP_URL"\n',
+        encoding="utf-8",
+    )
+    conn = sqlite3.connect(tmp_path / "shop.db")
+    conn.executescript(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL);"
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY,"
+        " customer_id INTEGER NOT NULL REFERENCES customers(id));"
+    )
+    conn.executemany("INSERT INTO customers VALUES (?, ?)", [(i, 1 + i % 2) for i in range(10)])
+    conn.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i % 10) for i in range(30)])
+    conn.commit()
+    conn.close()
+    engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    migrate.upgrade(engine)
+    shop = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    yield JobStore(engine), load_registry(tmp_path / "services.toml"), shop
+    engine.dispose()
+    shop.dispose()
+
+
+def sample(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line == name:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_move_when_a_job_runs(setup: tuple[JobStore, Registry, sa.Engine]) -> None:
+    store, registry, shop = setup
+    settings = Settings()
+    api = create_app(settings, store, registry, metrics_cache_seconds=0)
+
+    def get(path: str) -> httpx.Response:
+        async def call() -> httpx.Response:
+            transport = httpx.ASGITransport(app=api)
+            async with httpx.AsyncClient(transport=transport, base_url="http://eraser") as client:
+                return await client.get(path)
+
+        return asyncio.run(call())
+
+    before = get("/metrics")
+    assert before.status_code == 200
+    assert sample(before.text, 'eraser_jobs{status="succeeded"}') == 0
+
+    job, _ = submit(store, registry, ErasureRequest(subject_kind="tenant", subject_value="1"))
+    outcome = execute_task(store, registry, settings, job.id, "shop", engine_for=lambda _s: shop)
+    assert outcome.result.status == "succeeded"
+    finalize(store, job.id)
+
+    after = get("/metrics").text
+    assert sample(after, 'eraser_jobs{status="succeeded"}') == 1
+    assert sample(after, 'eraser_tasks{service="shop",status="succeeded"}') == 1
+    assert (
+        sample(
+            after, 'eraser_rows_erased_total{action="delete",service="shop",table="main.orders"}'
+        )
+        == 15
+    )
+    assert (
+        sample(
+            after, 'eraser_rows_erased_total{action="delete",service="shop",table="main.customers"}'
+        )
+        == 5
+    )
+    assert sample(after, 'eraser_task_attempts_total{outcome="succeeded",service="shop"}') == 1
+    assert sample(after, 'eraser_task_duration_seconds_count{service="shop"}') == 1
+    assert sample(after, 'eraser_dead_letters{state="open"}') == 0
