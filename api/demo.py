@@ -10,7 +10,9 @@ that every other tenant's rows and the shared rows are byte-identical afterwards
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from typing import TextIO
 
 from examples.bakery import seed as bakery
 from examples.bakery.schema import SERVICES, metadata_for
-from models import migrate
+from models import certificate, migrate
 from models.jobstore import Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry
@@ -144,12 +146,30 @@ def _run(
         + ("byte-identical" if untouched else "CHANGED")
     )
     say(f"   fingerprint before {before.fingerprint[:16]}, after {after.fingerprint[:16]}")
+    key = (
+        settings.certificate_key.get_secret_value().encode()
+        if settings.certificate_key is not None
+        else secrets.token_bytes(32)
+    )
+    with store.transaction() as session:
+        finished = session.get(Job, real.id)
+        assert finished is not None  # noqa: S101 - it was just read
+        cert = certificate.build(finished, key)
+    intact = certificate.verify(cert, key) == []
+    forged = json.loads(json.dumps(cert))
+    forged["services"][0]["rows"] += 1
+    caught = certificate.verify(forged, key)
+    (where / "certificate.json").write_text(json.dumps(cert, indent=2), encoding="utf-8")
+    say(f"   certificate (HMAC-SHA256, subject as a keyed hash) verifies: {intact}")
+    say(f"   a forged count in it is caught: {caught[0] if caught else 'NO'}")
     ok = (
         real.status == JobStatus.SUCCEEDED
         and dry.status == JobStatus.SUCCEEDED
         and verified
         and untouched
         and dry.total_rows == real.total_rows
+        and intact
+        and bool(caught)
         and left == anonymized
     )
     say()
