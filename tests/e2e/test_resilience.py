@@ -258,6 +258,7 @@ def test_kill_9_of_a_worker_child_or_the_whole_worker_resumes(rig: Rig) -> None:
     finally:
         sampler.stopping.set()
         sampler.join()
+    print(f"kill trials: resumed after {', '.join(f'{r:.1f}s' for r in resumes)}")
     assert len(resumes) >= 4
     assert sampler.samples > 100
     assert sampler.most <= 1, "two executions deleted at the same time"
