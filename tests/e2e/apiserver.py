@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from api.keys import Scope, create_key
 from models import migrate
-from models.jobstore import Job, JobStatus, JobStore
+from models.jobstore import JobStatus, JobStore, Task, TaskStatus
 from tests.conftest import REQUIRE, TargetDB, make_db
 from worker.database import create_engine
 
@@ -55,6 +55,7 @@ BROKEN_PASSWORD = "broken-Pa55word-7q"  # noqa: S105 - a marker, not a credentia
 #: The queue of the ``archive`` service: no worker of this deployment consumes it.
 PARKED_QUEUE = "eraser-archive"
 TERMINAL = {s.value for s in JobStatus if s.terminal}
+TASK_TERMINAL = [s.value for s in TaskStatus if s.terminal]
 
 #: Key name -> scopes: one key per combination the tests need.
 KEY_SCOPES: dict[str, list[Scope]] = {
@@ -152,12 +153,12 @@ class Targets:
         return owned
 
     def tables_present(self) -> dict[str, list[str]]:
-        return {
-            name: sorted(sa.inspect(db.engine).get_table_names()) for name, db in self._dbs()
-        }
+        return {name: sorted(sa.inspect(db.engine).get_table_names()) for name, db in self._dbs()}
 
 
-def _load(billing: TargetDB, crm: TargetDB, tenants: Sequence[str], accounts: Sequence[str]) -> Targets:
+def _load(
+    billing: TargetDB, crm: TargetDB, tenants: Sequence[str], accounts: Sequence[str]
+) -> Targets:
     targets = Targets(billing, crm)
     md = sa.MetaData()
     customers = sa.Table(
@@ -279,20 +280,21 @@ class ApiServer:
                     pytest.fail(f"job {job_id} still {job['status']} after {timeout}s")
                 time.sleep(0.1)
 
-    def wait_all_terminal(self, timeout: float = 60, ignore: Sequence[str] = ()) -> None:
-        """Wait until every job of the store is terminal (those in ``ignore`` aside)."""
+    def wait_settled(self, timeout: float = 60, ignore: Sequence[str] = ("archive",)) -> None:
+        """Wait until every task of the services not in ``ignore`` has ended (the
+        ``archive`` service's tasks wait for ever: no worker consumes its queue)."""
         deadline = time.monotonic() + timeout
         while True:
             with self.store.transaction(durable=False) as session:
-                open_jobs = [
-                    j
-                    for j in session.scalars(sa.select(Job.id).where(Job.status.not_in(TERMINAL)))
-                    if j not in ignore
-                ]
-            if not open_jobs:
+                open_tasks = session.execute(
+                    sa.select(Task.job_id, Task.service, Task.status, Task.attempts).where(
+                        Task.status.not_in(TASK_TERMINAL), Task.service.not_in(ignore)
+                    )
+                ).all()
+            if not open_tasks:
                 return
             if time.monotonic() > deadline:
-                pytest.fail(f"{len(open_jobs)} job(s) still open after {timeout}s")
+                pytest.fail(f"tasks still open after {timeout}s: {open_tasks}")
             time.sleep(0.2)
 
     def queued(self, queue: str) -> list[dict[str, Any]]:
