@@ -14,15 +14,16 @@ import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,6 +91,40 @@ class SubmitBody(BaseModel):
     dry_run: bool = False
     reason: str | None = Field(default=None, max_length=2000)
 
+    @field_validator("subject_kind", "subject_value", "reason")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _no_nul_in_services(cls, value: list[str]) -> list[str]:
+        if any("\x00" in s for s in value):
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class ProblemDocument(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {
+            "description": "A problem document",
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDocument"}}},
+        }
+        for code in codes
+    }
+
 
 class JobPage(BaseModel):
     items: list[JobView]
@@ -128,12 +163,10 @@ class ServiceView(BaseModel):
 # --- the app --------------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Refuse bodies over ``limit`` bytes (413), declared or streamed."""
+    """Refuse bodies over ``limit`` bytes with 413, declared or streamed (the body is
+    read up to the limit before the app sees it), and refuse NUL characters in the
+    path or query (PostgreSQL text cannot hold them) with 400."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -143,33 +176,45 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        if (
+            b"%00" in raw_path
+            or b"%00" in scope.get("query_string", b"")
+            or "\x00" in scope.get("path", "")
+        ):
+            await problem_response(400, "invalid-request", "NUL characters are not allowed")(
+                scope, receive, send
+            )
+            return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send)
             return
-        seen = 0
-        started = False
-
-        async def counting() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting, tracking)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                break  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
                 await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
@@ -211,8 +256,23 @@ def create_app(
         version="1",
         description="Erase a subject from every database of a microservice estate.",
         openapi_url="/openapi.json",
+        responses=_problem_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
     )
     api.state.settings = settings
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            document = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=api.routes
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas["ProblemDocument"] = ProblemDocument.model_json_schema()
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            api.openapi_schema = document
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
 
     @api.exception_handler(Problem)
@@ -280,7 +340,13 @@ def create_app(
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    @api.post("/v1/jobs", status_code=202, tags=["jobs"], response_model=JobView)
+    @api.post(
+        "/v1/jobs",
+        status_code=202,
+        tags=["jobs"],
+        response_model=JobView,
+        responses={200: {"model": JobView, "description": "The job of an earlier request"}},
+    )
     def create_job(
         body: SubmitBody,
         key: Submitter,
@@ -342,7 +408,7 @@ def create_app(
         if subject_kind is not None:
             query = query.where(Job.subject_kind == subject_kind)
         if created_after is not None:
-            query = query.where(Job.created_at > created_after)
+            query = query.where(Job.created_at > _utc(created_after))
         if cursor is not None:
             at, last_id = _decode_cursor(cursor)
             query = query.where(
@@ -484,6 +550,14 @@ def _plan_summary(registry: Registry, name: str) -> tuple[dict[str, Any] | None,
     return summary, None
 
 
+def _utc(moment: datetime) -> datetime:
+    """In UTC (naive means UTC): PostgreSQL refuses offsets beyond 15:59 that Python
+    accepts."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def _encode_cursor(at: datetime, job_id: str) -> str:
     raw = json.dumps([at.isoformat(), job_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -493,6 +567,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(at), str(job_id)
+        if not isinstance(job_id, str) or "\x00" in job_id or len(job_id) > 64:
+            raise ValueError("bad job id")
+        return _utc(datetime.fromisoformat(at)), job_id
     except (ValueError, TypeError, binascii.Error):
         raise Problem(400, "invalid-cursor", "The cursor is not valid") from None

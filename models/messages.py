@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.jobstore import Job
 
@@ -25,6 +25,21 @@ class ErasureRequest(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     requested_by: str | None = Field(default=None, max_length=200)
     reason: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("subject_kind", "subject_value", "idempotency_key", "requested_by", "reason")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL; refused here rather than by the database.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _no_nul_in_services(cls, value: list[str]) -> list[str]:
+        if any("\x00" in s for s in value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
     def fingerprint(self) -> str:
         """A hash of what the request asks (not who asked), to detect a reused key."""

@@ -34,7 +34,9 @@ from worker.app import app
 
 log = logging.getLogger("eraser.events")
 
-EVENTS_EXCHANGE = Exchange("eraser.events", type="fanout", durable=True)
+# A direct exchange: on Redis a fanout exchange only reaches subscribers listening at
+# that moment, while a direct one keeps the event on the bound queue until consumed.
+EVENTS_EXCHANGE = Exchange("eraser.events", type="direct", durable=True)
 EVENTS_QUEUE = KombuQueue("eraser.events", EVENTS_EXCHANGE, routing_key="eraser.events")
 #: Webhook delivery attempts before giving up (backoff 2, 4, 8, ... s, at most 300 s).
 WEBHOOK_ATTEMPTS = 8

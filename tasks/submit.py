@@ -58,13 +58,15 @@ def submit(
     """
     if request.subject_kind not in registry.subjects:
         known = ", ".join(sorted(registry.subjects))
-        raise SubmitError(f"unknown subject kind {request.subject_kind!r} (known: {known})")
+        # The submitted name is not repeated: errors are shown and logged widely.
+        raise SubmitError(f"unknown subject kind (known: {known})")
     eligible = registry.services_for(request.subject_kind)
     services = sorted(set(request.services)) if request.services else eligible
     unknown = [s for s in services if s not in eligible]
     if unknown:
         raise SubmitError(
-            f"service {unknown[0]!r} is not registered for subject kind {request.subject_kind!r}"
+            f"a requested service is not registered for subject kind {request.subject_kind!r} "
+            f"(registered: {', '.join(eligible)})"
         )
     if not services:
         raise SubmitError(f"no service holds subject kind {request.subject_kind!r}")
@@ -160,20 +162,30 @@ def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: st
 def send_chord(registry: Registry, job: Job, tasks: Sequence[Task], default_queue: str) -> None:
     """Send ``chord(erase_service per task) | finalize_job`` (just the finalize when no
     task is left) and stamp the job and tasks as queued. Call inside the transaction
-    that holds the job row."""
+    that holds the job row, with the tasks already pending in the database."""
+    stamp(job, tasks)
+    send_chord_for(registry, job.id, [t.service for t in tasks], default_queue)
+
+
+def stamp(job: Job, tasks: Sequence[Task]) -> None:
     now = utcnow()
+    job.dispatched_at = now
+    for t in tasks:
+        t.queued_at = now
+
+
+def send_chord_for(
+    registry: Registry, job_id: str, services: Sequence[str], default_queue: str
+) -> None:
     header = [
-        erase_service.si(job.id, t.service).set(queue=queue_for(registry, t.service, default_queue))
-        for t in tasks
+        erase_service.si(job_id, s).set(queue=queue_for(registry, s, default_queue))
+        for s in services
     ]
-    body = finalize_job.s(job.id).set(queue=default_queue)
+    body = finalize_job.s(job_id).set(queue=default_queue)
     if header:
         chord(header)(body)
     else:
         body.clone(args=([],)).apply_async()
-    job.dispatched_at = now
-    for t in tasks:
-        t.queued_at = now
 
 
 def send_task(registry: Registry, job_id: str, service: str, default_queue: str) -> None:
@@ -246,8 +258,12 @@ def retry_job(
                 },
             )
         )
-        send_chord(registry, job, failed, default_queue)
+        # The chord goes out after the commit: a worker quicker than the commit would
+        # find the task still failed and skip it. Should the send fail, the tasks are
+        # pending with a queue stamp, and the reaper sends them again.
+        stamp(job, failed)
         replayed = {d.id for d in letters}
+    send_chord_for(registry, job_id, names, default_queue)
     remove_published(replayed)
     log.info("job %s: retrying %s", job_id, ", ".join(names))
     return names

@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from models.erasure import ScalarValue, TableAction, TablePolicy
 from worker.catalog import (
+    MYSQL,
     POSTGRESQL,
     SET_DEFAULT,
     SET_NULL,
@@ -602,10 +603,19 @@ class Predicates:
         return self._values[key]
 
     def direct(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
-        return [
-            alias.c[col] == sa.literal(self.subject_value(table, col), alias.c[col].type)
-            for col in self.plan.anchors.get(table, ())
-        ]
+        return [self.equals(table, alias, col) for col in self.plan.anchors.get(table, ())]
+
+    def equals(self, table: TableName, alias: sa.FromClause, col: str) -> ColumnElement[bool]:
+        """``col`` holds exactly the subject's value. On MySQL/MariaDB a text column
+        compares by its collation, where ``'Kunde-U'`` equals ``'kunde-ü'`` and
+        ``'a '`` equals ``'a'``: the indexed comparison is kept and a binary one is
+        added, so only the exact value matches."""
+        column = alias.c[col]
+        value = sa.literal(self.subject_value(table, col), column.type)
+        match = column == value
+        if self.plan.catalog.dialect == MYSQL and isinstance(column.type, sa.String):
+            return sa.and_(match, sa.func.binary(column) == sa.func.binary(value))
+        return match
 
     def guard(self, table: TableName, alias: sa.FromClause) -> ColumnElement[bool] | None:
         """For a table with the subject column: rows that may belong to the subject
@@ -615,10 +625,7 @@ class Predicates:
 
     def _guards(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
         return [
-            sa.or_(
-                alias.c[c].is_(None),
-                alias.c[c] == sa.literal(self.subject_value(table, c), alias.c[c].type),
-            )
+            sa.or_(alias.c[c].is_(None), self.equals(table, alias, c))
             for c in self.plan.anchors.get(table, ())
         ]
 

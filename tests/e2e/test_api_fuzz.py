@@ -139,13 +139,6 @@ def test_the_served_document_lists_every_operation(fuzz: Fuzz) -> None:
     assert sorted(served) == sorted(OPERATIONS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG api/http.py create_app: /openapi.json documents FastAPI's default 422 "
-    "(application/json, HTTPValidationError {detail}) and no other error, while every "
-    "error is answered as application/problem+json (type, title, status, errors); "
-    "schemathesis' content-type and schema checks fail on each 4xx",
-)
 def test_the_document_describes_the_problem_documents(fuzz: Fuzz) -> None:
     with httpx.Client(base_url=fuzz.server.url) as http:
         spec = http.get("/openapi.json").raise_for_status().json()

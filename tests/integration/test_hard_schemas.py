@@ -809,3 +809,29 @@ def test_child_rows_with_a_null_subject_column_are_found_through_their_parent(
     _, report = run(db, ["tenant_id"], batch_size=2)
     assert report.total_rows == data.subject_rows() == 12
     assert data.snapshot() == data.expected()
+
+
+def test_a_text_subject_matches_exactly_whatever_the_collation(db: TargetDB) -> None:
+    """MariaDB's default collation says 'Kunde-Ü' = 'kunde-u' and 'a ' = 'a': only
+    the exact value may be erased (the engine adds a binary comparison there)."""
+    md = sa.MetaData()
+    owners = sa.Table(
+        "owners",
+        md,
+        col("id", sa.Integer, primary_key=True),
+        col("owner_key", sa.String(40), nullable=False, index=True),
+    )
+    notes = child_table(md, "notes", "owner_id", "owners.id")
+    db.create(md)
+    keys = ["kunde-u", "Kunde-Ü", "KUNDE-U", "kunde-u ", "kunde-ü"]
+    db.insert(owners, [{"id": i, "owner_key": k} for i, k in enumerate(keys)])
+    db.insert(notes, [{"id": i, "owner_id": i % len(keys)} for i in range(20)])
+    before = db.snapshot(owners, notes)
+    plan = build_plan(reflect(db.engine), ["owner_key"])
+    assert dry_run(db.engine, plan, "kunde-u").total_rows == 5
+    report = erase(db.engine, plan, "kunde-u", ExecutionOptions(batch_size=2))
+    assert report.verified
+    assert report.total_rows == 5
+    after = db.snapshot(owners, notes)
+    assert after["owners"] == [r for r in before["owners"] if r[1] != "kunde-u"]
+    assert after["notes"] == [r for r in before["notes"] if r[1] != 0]

@@ -103,8 +103,8 @@ def test_idempotency_key(store: JobStore, registry: Registry) -> None:
 @pytest.mark.parametrize(
     ("request_args", "message"),
     [
-        ({"subject_kind": "user"}, "unknown subject kind 'user'"),
-        ({"services": ["billing"]}, "service 'billing' is not registered"),
+        ({"subject_kind": "user"}, "unknown subject kind (known: tenant)"),
+        ({"services": ["billing"]}, "a requested service is not registered"),
     ],
 )
 def test_submit_refuses_unknown_kinds_and_services(
