@@ -248,7 +248,9 @@ class _BrokerMonitor(threading.Thread):
                 self.sink.append(str(command.get("command", "")))
 
 
-@pytest.fixture(scope="session")
+# Module scope: the worker is gone before any later module (the README test runs the
+# whole suite again in a clone, on the same Redis databases).
+@pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if not _redis_up():
         if REQUIRE:
