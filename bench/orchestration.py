@@ -892,10 +892,10 @@ class InProcessRun:
                     execute_task(
                         client.store,
                         client.registry,
+                        client.settings,
                         job.id,
                         service,
                         engine_for=self.engines.__getitem__,
-                        heartbeat_seconds=client.settings.heartbeat_seconds,
                     )
                 self.tasks += 1
                 if keep:
