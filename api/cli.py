@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     add_commands(sub)
     ops.add_commands(sub)
     serve.add_commands(sub)
+    serve.add_health(sub)
     return parser
 
 

@@ -136,3 +136,30 @@ def cmd_certificate_verify(args: argparse.Namespace) -> int:
     for problem in problems:
         sys.stdout.write(f"  {problem}\n")
     return EXIT_JOB_FAILED
+
+
+def add_health(sub: Any) -> None:
+    health = sub.add_parser("health", help="liveness checks for orchestrators")
+    health_sub = health.add_subparsers(dest="health_command", required=True, metavar="WHAT")
+    worker = health_sub.add_parser("worker", help="is the worker's liveness file fresh?")
+    worker.add_argument("--file", type=Path, help="default: ERASER_LIVENESS_FILE")
+    worker.add_argument("--max-age", type=float, default=60.0, metavar="SECONDS")
+    worker.set_defaults(handler=cmd_health_worker)
+
+
+def cmd_health_worker(args: argparse.Namespace) -> int:
+    from worker.liveness import age  # noqa: PLC0415
+
+    path = args.file or _settings(args).liveness_file
+    if path is None:
+        sys.stdout.write("unhealthy: no liveness file (--file or ERASER_LIVENESS_FILE)\n")
+        return EXIT_JOB_FAILED
+    seconds = age(path)
+    if seconds is None:
+        sys.stdout.write(f"unhealthy: {path} is missing or unreadable\n")
+        return EXIT_JOB_FAILED
+    if seconds > args.max_age:
+        sys.stdout.write(f"unhealthy: last beat {seconds:.0f}s ago (max {args.max_age:g}s)\n")
+        return EXIT_JOB_FAILED
+    sys.stdout.write(f"healthy: last beat {seconds:.1f}s ago\n")
+    return EXIT_OK

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     #: pending or retrying task whose message is overdue this long is sent again.
     dispatch_grace_seconds: float = Field(default=10.0, gt=0)
 
+    #: A worker writes the time here every ``liveness_seconds`` (``eraser health worker``
+    #: reads it: a liveness probe without a broker round trip).
+    liveness_file: Path | None = None
+    liveness_seconds: float = Field(default=10.0, gt=0)
+
     # --- the way in (HTTP API, certificates, events) --------------------------------------
     #: API keys, as ``eraser keys create`` prints them: a JSON list of
     #: ``{"id", "name", "hash", "scopes"}``. Only hashes: never a secret.

@@ -16,3 +16,8 @@ app = Celery(
     ],
 )
 app.config_from_object("celeryconfig")
+
+# Worker liveness file (ERASER_LIVENESS_FILE): a consumer step, idle when unset.
+from worker.liveness import LivenessFile  # noqa: E402 - after the app exists
+
+app.steps["consumer"].add(LivenessFile)

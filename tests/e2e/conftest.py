@@ -281,6 +281,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
             "ERASER_CONFIG": str(registry_path),
             "ERASER_HEARTBEAT_SECONDS": "0",
+            "ERASER_LIVENESS_FILE": str(tmp / "worker.alive"),
+            "ERASER_LIVENESS_SECONDS": "0.5",
             # The broken service's refused connection is transient: retried quickly.
             "ERASER_MAX_RETRIES": "2",
             "ERASER_RETRY_BACKOFF_SECONDS": "0.05",

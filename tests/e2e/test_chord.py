@@ -6,6 +6,8 @@ import base64
 import json
 import re
 import threading
+import time
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -170,3 +172,20 @@ def test_no_subject_value_or_dsn_in_messages_results_or_logs(deployment: Deploym
     for where, text in haystacks.items():
         for secret in secrets:
             assert secret not in text, f"{secret!r} found in {where}"
+
+
+def test_the_worker_keeps_its_liveness_file_fresh(deployment: Deployment) -> None:
+    path = Path(deployment.env["ERASER_LIVENESS_FILE"])
+    first = path.read_text()
+    time.sleep(1.2)
+    assert path.read_text() != first  # it beats
+    check = deployment.eraser("health", "worker", "--max-age", "5")
+    assert check.returncode == 0, check.stdout
+    assert check.stdout.startswith("healthy")
+    stale = path.with_name("stale.alive")
+    stale.write_text(f"{time.time() - 120:.3f}\n")
+    answer = deployment.eraser("health", "worker", "--file", str(stale), "--max-age", "60")
+    assert answer.returncode == 1
+    assert re.match(r"unhealthy: last beat 12\d+s ago \(max 60s\)", answer.stdout)
+    missing = deployment.eraser("health", "worker", "--file", str(path.with_name("none")))
+    assert missing.returncode == 1
