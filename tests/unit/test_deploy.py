@@ -1,0 +1,128 @@
+"""The deployment files: the compose stack and the image workflow validate against
+their public JSON schemas (vendored by check-jsonschema, so no network), the
+Kubernetes manifests parse and name what they need, and every locked dependency has a
+binary wheel for both architectures the image is built for."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).with_name("check-jsonschema")
+    return subprocess.run(
+        [str(tool), "--builtin-schema", schema, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_compose_file_follows_the_compose_spec() -> None:
+    done = check_jsonschema("vendor.compose-spec", DEPLOY / "compose.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_workflow_follows_the_workflow_schema() -> None:
+    done = check_jsonschema("vendor.github-workflows", ROOT / ".github/workflows/image.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_runs_every_role_on_a_safe_redis() -> None:
+    stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = stack["services"]
+    assert {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"} <= set(services)
+    redis = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis
+    assert "--maxmemory-policy noeviction" in redis
+    assert services["worker"]["healthcheck"]["test"][:4] == ["CMD", "eraser", "health", "worker"]
+    assert any("--basic-auth" in part for part in services["flower"]["entrypoint"])
+
+
+def manifests() -> dict[tuple[str, str], dict[str, Any]]:
+    docs = yaml.safe_load_all((DEPLOY / "k8s" / "eraser.yaml").read_text())
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs if d}
+
+
+def test_the_kubernetes_manifests_name_what_they_need() -> None:
+    found = manifests()
+    for doc in found.values():
+        assert doc["apiVersion"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "eraser"
+    worker = found[("Deployment", "eraser-worker")]["spec"]["template"]["spec"]
+    assert worker["terminationGracePeriodSeconds"] >= 30
+    container = worker["containers"][0]
+    assert container["livenessProbe"]["exec"]["command"][:3] == ["eraser", "health", "worker"]
+    assert container["resources"]["requests"]["cpu"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["ERASER_LIVENESS_FILE"]
+    assert found[("Deployment", "eraser-beat")]["spec"]["replicas"] == 1
+    api = found[("Deployment", "eraser-api")]["spec"]["template"]["spec"]["containers"][0]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    scaler = found[("ScaledObject", "eraser-worker")]["spec"]
+    assert scaler["scaleTargetRef"]["name"] == "eraser-worker"
+    assert scaler["triggers"][0]["type"] == "redis"
+    assert scaler["triggers"][0]["metadata"]["listName"] == "eraser"
+    policy = found[("NetworkPolicy", "eraser-internal")]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    for key in ("ERASER_DATABASE_URL", "ERASER_BROKER_URL", "ERASER_CERTIFICATE_KEY"):
+        assert key in found[("Secret", "eraser")]["stringData"]
+    for kind, name in found:
+        if kind == "Deployment":
+            spec = found[(kind, name)]["spec"]["template"]["spec"]
+            assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_every_locked_dependency_has_a_wheel(arch: str, tmp_path: Path) -> None:
+    """Asks the package index for binary-only downloads of the lock file for one
+    architecture (so the image needs no compiler on either)."""
+    if shutil.which("pip") is None and not Path(sys.executable).with_name("pip").exists():
+        pytest.skip("no pip")
+    lock = [
+        line
+        for line in (DEPLOY / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    (tmp_path / "lock.txt").write_text("\n".join(lock) + "\n")
+    platforms = [f"manylinux2014_{arch}", f"manylinux_2_28_{arch}", f"linux_{arch}"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            *(a for p in platforms for a in ("--platform", p)),
+            "-r",
+            str(tmp_path / "lock.txt"),
+            "-d",
+            str(tmp_path / "wheels"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "wheels").glob("*.whl"))) == len(lock)
