@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test lint bench chaos up down clean
+.PHONY: help install demo test lint bench chaos up down image-check clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ up: install ## The bakery estate on the local PostgreSQL + Redis: API, worker, r
 
 down: ## Stop what `make up` started (DROP=1 also drops its databases)
 	$(BIN)/python deploy/up.py down $(if $(DROP),--drop,)
+
+image-check: install ## Build the image with podman for amd64 and arm64 (qemu) and run a job in each (root)
+	bash deploy/check-image.sh amd64 arm64
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
