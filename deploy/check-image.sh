@@ -55,8 +55,8 @@ check_arch() {
     --build-arg "BASE=$base" -f deploy/Dockerfile -t "$image" . >"/tmp/eraser-build-$arch.log" 2>&1
   local build_seconds=$((SECONDS - build_started))
   local machine
-  machine=$("${PODMAN[@]}" run --rm --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host "$image" --help >/dev/null && \
-            "${PODMAN[@]}" run --rm --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host --entrypoint uname "$image" -m)
+  machine=$("${PODMAN[@]}" run --arch "$arch" --rm --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host "$image" --help >/dev/null && \
+            "${PODMAN[@]}" run --arch "$arch" --rm --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host --entrypoint uname "$image" -m)
   log "$arch: built in ${build_seconds}s; the container says uname -m = $machine"
 
   # A job store, a target database with three tenants, a registry.
@@ -78,9 +78,9 @@ check_arch() {
   local env=(-e "ERASER_DATABASE_URL=$PG/$store" -e "ERASER_BROKER_URL=$REDIS"
              -e "ERASER_RESULT_BACKEND=$REDIS" -e "ERASER_CONFIG=/etc/eraser/services.toml"
              -e "SHOP_URL=$PG/$target")
-  "${PODMAN[@]}" run --rm --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host "${env[@]}" -v "$work:/etc/eraser:ro" "$image" db upgrade
+  "${PODMAN[@]}" run --arch "$arch" --rm --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host "${env[@]}" -v "$work:/etc/eraser:ro" "$image" db upgrade
   local name="eraser-check-$suffix"
-  "${PODMAN[@]}" run -d --name "$name" --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host "${env[@]}" -v "$work:/etc/eraser:ro" \
+  "${PODMAN[@]}" run --arch "$arch" -d --name "$name" --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --network host "${env[@]}" -v "$work:/etc/eraser:ro" \
     "$image" worker -c 2 --loglevel INFO >/dev/null
   local ok=0 answer=""
   answer=$(ERASER_DATABASE_URL="$PG/$store" ERASER_BROKER_URL="$REDIS" \
