@@ -19,6 +19,7 @@ from api.jobs import EXIT_OK, _registry, _settings, _store, wait_and_show
 from models.jobstore import Attempt, DeadLetter, Task
 from tasks.reaper import ReapReport, reap, run_forever
 from tasks.submit import replay_dead_letter, retry_job
+from worker.logs import use_json
 
 log = logging.getLogger("eraser.ops")
 
@@ -229,6 +230,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
                 sys.stdout.write(json.dumps(_report_doc(report)) + "\n")
             return EXIT_OK
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        if settings.log_format == "json":
+            use_json()
         log.info("reaper every %gs", settings.reaper_interval_seconds)
         run_forever(store, registry, settings)
     finally:

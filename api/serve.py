@@ -67,6 +67,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     registry = _registry(settings)
     store = _store(settings)
+    if settings.log_format == "json":
+        from worker.logs import use_json  # noqa: PLC0415
+
+        use_json()
     try:
         with embedded_session(settings, registry, store):
             uvicorn.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
     #: pending or retrying task whose message is overdue this long is sent again.
     dispatch_grace_seconds: float = Field(default=10.0, gt=0)
 
+    #: ``json``: one JSON object per log line (worker, reaper, API), with job and service.
+    log_format: Literal["text", "json"] = "text"
     #: A worker writes the time here every ``liveness_seconds`` (``eraser health worker``
     #: reads it: a liveness probe without a broker round trip).
     liveness_file: Path | None = None

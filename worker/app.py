@@ -18,6 +18,7 @@ app = Celery(
 app.config_from_object("celeryconfig")
 
 # Worker liveness file (ERASER_LIVENESS_FILE): a consumer step, idle when unset.
+from worker import logs  # noqa: E402, F401 - connects the JSON log format
 from worker.liveness import LivenessFile  # noqa: E402 - after the app exists
 
 app.steps["consumer"].add(LivenessFile)

@@ -282,6 +282,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "ERASER_CONFIG": str(registry_path),
             "ERASER_HEARTBEAT_SECONDS": "0",
             "ERASER_LIVENESS_FILE": str(tmp / "worker.alive"),
+            "ERASER_LOG_FORMAT": "json",
             "ERASER_LIVENESS_SECONDS": "0.5",
             # The broken service's refused connection is transient: retried quickly.
             "ERASER_MAX_RETRIES": "2",

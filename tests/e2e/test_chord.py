@@ -189,3 +189,19 @@ def test_the_worker_keeps_its_liveness_file_fresh(deployment: Deployment) -> Non
     assert re.match(r"unhealthy: last beat 12\d+s ago \(max 60s\)", answer.stdout)
     missing = deployment.eraser("health", "worker", "--file", str(path.with_name("none")))
     assert missing.returncode == 1
+
+
+def test_worker_logs_are_json_with_job_and_service(deployment: Deployment) -> None:
+    doc = status_of(deployment, "--subject", "initech-31", "--service", "notify", "--dry-run")
+    assert doc["status"] == JobStatus.SUCCEEDED
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in deployment.worker_log().splitlines() if line[:1] == "{"]
+    assert lines
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    mine = [
+        line
+        for line in lines
+        if line.get("job_id") == doc["id"] and line.get("task") == "eraser.erase_service"
+    ]
+    assert mine
+    assert {line["service"] for line in mine} == {"notify"}
