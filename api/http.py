@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,7 +32,7 @@ from api.keys import authenticate
 from api.metrics import JobStoreCollector
 from models import certificate
 from models.jobstore import DeadLetter, Job, JobStatus, JobStore
-from models.messages import ErasureRequest, JobView
+from models.messages import ErasureRequest, JobView, Text
 from models.registry import Registry
 from models.settings import ApiKeyEntry, Settings
 from tasks.submit import (
@@ -83,27 +83,13 @@ class SubmitBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subject_kind: str = Field(min_length=1, max_length=64)
-    subject_value: str = Field(min_length=1, max_length=1000)
-    services: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    subject_kind: Text = Field(min_length=1, max_length=64)
+    subject_value: Text = Field(min_length=1, max_length=1000)
+    services: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=100
     )
     dry_run: bool = False
-    reason: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("subject_kind", "subject_value", "reason")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-    @field_validator("services")
-    @classmethod
-    def _no_nul_in_services(cls, value: list[str]) -> list[str]:
-        if any("\x00" in s for s in value):
-            raise ValueError("must not contain NUL characters")
-        return value
+    reason: Text | None = Field(default=None, max_length=2000)
 
 
 class ProblemDocument(BaseModel):

@@ -5,11 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.jobstore import Job
+
+
+def _refuse_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here rather than by the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+#: A string without NUL characters (every text a request carries).
+Text = Annotated[str, AfterValidator(_refuse_nul)]
 
 
 class ErasureRequest(BaseModel):
@@ -17,29 +28,14 @@ class ErasureRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    subject_kind: str = Field(min_length=1, max_length=64)
-    subject_value: str = Field(min_length=1, max_length=1000)
+    subject_kind: Text = Field(min_length=1, max_length=64)
+    subject_value: Text = Field(min_length=1, max_length=1000)
     #: Registry services to erase from; empty means every service of the kind.
-    services: list[str] = Field(default_factory=list)
+    services: list[Text] = Field(default_factory=list)
     dry_run: bool = False
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    requested_by: str | None = Field(default=None, max_length=200)
-    reason: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("subject_kind", "subject_value", "idempotency_key", "requested_by", "reason")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        # PostgreSQL text cannot hold NUL; refused here rather than by the database.
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-    @field_validator("services")
-    @classmethod
-    def _no_nul_in_services(cls, value: list[str]) -> list[str]:
-        if any("\x00" in s for s in value):
-            raise ValueError("must not contain NUL characters")
-        return value
+    idempotency_key: Text | None = Field(default=None, min_length=1, max_length=200)
+    requested_by: Text | None = Field(default=None, max_length=200)
+    reason: Text | None = Field(default=None, max_length=2000)
 
     def fingerprint(self) -> str:
         """A hash of what the request asks (not who asked), to detect a reused key."""

@@ -130,27 +130,6 @@ def remove_published(dead_letter_ids: set[int], limit: int = 10_000) -> int:
     return removed
 
 
-def queued_letters(limit: int = 10_000) -> list[int]:
-    """Dead-letter ids of the messages waiting on the dead-letter queue (read, then put
-    back), for ``eraser dead-letters list --queue``."""
-    ids: list[int] = []
-    with app.connection_for_write() as conn:
-        queue = DEAD_LETTER_QUEUE(conn.default_channel)
-        queue.declare()
-        held = []
-        for _ in range(limit):
-            message = queue.get(no_ack=False, accept=["json"])
-            if message is None:
-                break
-            held.append(message)
-            letter = _letter_id(message)
-            if letter is not None:
-                ids.append(letter)
-        for message in held:
-            message.requeue()
-    return ids
-
-
 def _letter_id(message: Any) -> int | None:
     try:
         body = message.decode()

@@ -208,7 +208,7 @@ def execute_task(
                 lock_wait_seconds=SUBJECT_LOCK_WAIT_SECONDS,
             )
         except _LeaseLost:
-            return _superseded(store, claim, job_id, service)
+            return _superseded(job_id, service)
         except SliceEnded as ended:
             return _record_slice(store, claim, job_id, service, ended.tables)
         except MissingDatabaseUrl as exc:
@@ -257,11 +257,9 @@ def _claim(
                 return Outcome(_result(task), again_in=min(wait, settings.stale_after_seconds))
             lose_lease(session, task, now, "the worker running it stopped responding")
             if task.crashes >= settings.max_crashes:
-                error = (
-                    f"the worker died {task.crashes} times while running this task; "
-                    "dead-lettered as a poison message"
+                dead_letter = fail_task(
+                    session, task, DeadLetterReason.POISON, poison_error(task.crashes), None
                 )
-                dead_letter = _fail(session, task, DeadLetterReason.POISON, error, None)
         if dead_letter is None:
             lease = new_id()
             task.lease_id = lease
@@ -304,7 +302,14 @@ def lose_lease(session: sa.orm.Session, task: Task, now: Any, why: str) -> None:
     task.lease_id = None
 
 
-def _fail(
+def poison_error(crashes: int) -> str:
+    return (
+        f"the worker died {crashes} times while running this task; "
+        "dead-lettered as a poison message"
+    )
+
+
+def fail_task(
     session: sa.orm.Session,
     task: Task,
     reason: DeadLetterReason,
@@ -421,7 +426,7 @@ def _end_attempt(
     )
 
 
-def _superseded(store: JobStore, claim: _Claim, job_id: str, service: str) -> Outcome:
+def _superseded(job_id: str, service: str) -> Outcome:
     log.warning("task %s/%s: lease taken over by another execution; stopping", job_id, service)
     return Outcome(TaskResult(job_id=job_id, service=service, status="running"), superseded=True)
 
@@ -436,7 +441,7 @@ def _record_success(
 ) -> Outcome:
     with _held(store, claim) as (session, task):
         if task is None:
-            return _superseded(store, claim, job_id, service)
+            return _superseded(job_id, service)
         _merge_rows(task, tables, removing_total=report.total_rows)
         task.status = TaskStatus.SUCCEEDED
         task.error = None
@@ -454,7 +459,7 @@ def _record_slice(
 ) -> Outcome:
     with _held(store, claim) as (session, task):
         if task is None:
-            return _superseded(store, claim, job_id, service)
+            return _superseded(job_id, service)
         done = _merge_rows(task, tables)
         task.lease_id = None
         task.queued_at = utcnow()
@@ -475,7 +480,7 @@ def _record_fault(
 ) -> Outcome:
     with _held(store, claim) as (session, task):
         if task is None:
-            return _superseded(store, claim, job_id, service)
+            return _superseded(job_id, service)
         done = _merge_rows(task, tables)
         if fault.kind is FaultKind.BUSY:
             delay = backoff(
@@ -510,7 +515,7 @@ def _record_fault(
             reason = DeadLetterReason.PERMANENT
             error = fault.description
         _end_attempt(session, claim, AttemptOutcome.FAILED, done, error)
-        letter = _fail(session, task, reason, error, exc)
+        letter = fail_task(session, task, reason, error, exc)
         return Outcome(_result(task), finished=True, dead_letter_id=letter)
 
 

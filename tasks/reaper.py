@@ -33,7 +33,6 @@ from kombu.entity import Queue as KombuQueue
 
 from models.jobstore import (
     AuditEvent,
-    DeadLetter,
     Job,
     JobStatus,
     JobStore,
@@ -43,8 +42,8 @@ from models.jobstore import (
 )
 from models.registry import Registry
 from models.settings import Settings
-from tasks.deadletter import DeadLetterReason, publish_dead_letter, record_dead_letter
-from tasks.erase import lose_lease
+from tasks.deadletter import DeadLetterReason, publish_dead_letter
+from tasks.erase import fail_task, lose_lease, poison_error
 from tasks.finalize import finalize
 from tasks.queues import queue_for
 from tasks.submit import dispatch, send_task
@@ -66,6 +65,8 @@ class ReapReport:
     dead_lettered: list[tuple[str, str]] = field(default_factory=list)
     finalized: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    #: (job, service, dead letter id, Celery id) of the letters to publish.
+    letters: list[tuple[str, str, int, str | None]] = field(default_factory=list)
 
     @property
     def acted(self) -> bool:
@@ -97,8 +98,8 @@ def reap(
         _stale_leases(store, registry, settings, now, report)
         _lost_messages(store, registry, settings, now, depth, report)
         _lost_chords(store, report)
-    for job_id, service in report.dead_lettered:
-        publish_dead_letter(job_id, service, *_letter_of(store, job_id, service))
+    for job_id, service, letter, celery_id in report.letters:
+        publish_dead_letter(job_id, service, letter, celery_id)
     if report.acted:
         log.info(
             "reaper: dispatched %d, requeued %d, dead-lettered %d, finalized %d, expired %d",
@@ -171,11 +172,9 @@ def _expire(store: JobStore, settings: Settings, now: datetime, report: ReapRepo
                 if task.lease_id is not None:
                     lose_lease(session, task, now, "the job's deadline passed")
                 error = "the job's deadline passed before this task finished"
-                task.status = TaskStatus.FAILED
-                task.error = error
-                task.finished_at = now
-                record_dead_letter(session, task, DeadLetterReason.DEADLINE, error, None)
+                letter = fail_task(session, task, DeadLetterReason.DEADLINE, error, None)
                 report.dead_lettered.append((job.id, task.service))
+                report.letters.append((job.id, task.service, letter, task.celery_id))
             report.expired.append(job.id)
     for job_id in report.expired:
         finalize(store, job_id)
@@ -216,15 +215,10 @@ def _stale_leases(
         for task in tasks:
             lose_lease(session, task, now, "its heartbeat stopped (found by the reaper)")
             if task.crashes >= settings.max_crashes:
-                error = (
-                    f"the worker died {task.crashes} times while running this task; "
-                    "dead-lettered as a poison message"
-                )
-                task.status = TaskStatus.FAILED
-                task.error = error
-                task.finished_at = now
-                record_dead_letter(session, task, DeadLetterReason.POISON, error, None)
+                error = poison_error(task.crashes)
+                letter = fail_task(session, task, DeadLetterReason.POISON, error, None)
                 report.dead_lettered.append((task.job_id, task.service))
+                report.letters.append((task.job_id, task.service, letter, task.celery_id))
                 continue
             task.queued_at = now
             _audit_requeue(session, task, "stale heartbeat")
@@ -314,17 +308,6 @@ def _audit_requeue(session: sa.orm.Session, task: Task, why: str) -> None:
             detail={"service": task.service, "why": why},
         )
     )
-
-
-def _letter_of(store: JobStore, job_id: str, service: str) -> tuple[int, str | None]:
-    with store.transaction(durable=False) as session:
-        letter = session.scalars(
-            sa.select(DeadLetter)
-            .where(DeadLetter.job_id == job_id, DeadLetter.service == service)
-            .order_by(DeadLetter.id.desc())
-            .limit(1)
-        ).one()
-        return letter.id, letter.celery_id
 
 
 def broker_queue_depth(queue: str) -> int | None:
