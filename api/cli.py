@@ -34,7 +34,7 @@ from tasks.submit import SubmitError
 from worker.catalog import reflect
 from worker.database import check_connection, create_engine, describe_database_error, redact
 from worker.exceptions import DatabaseUnavailable, EraserError
-from worker.executor import ExecutionOptions, Progress, dry_run, erase
+from worker.executor import FK_CHECKS, ExecutionOptions, Progress, dry_run, erase
 from worker.planner import Plan, build_plan
 
 EXIT_OK = 0
@@ -137,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
         default=5000,
         metavar="MS",
         help="how long one batch waits for a row lock",
+    )
+    run.add_argument(
+        "--fk-checks",
+        choices=list(FK_CHECKS),
+        default="auto",
+        help="who checks references into removed rows: the database's triggers, or "
+        "Eraser under the batch's row locks (PostgreSQL; faster). auto: Eraser when the "
+        "role may set session_replication_role",
     )
     run.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     run.set_defaults(handler=_cmd_erase)
@@ -247,7 +255,9 @@ def _cmd_erase(args: argparse.Namespace) -> int:
             report = dry_run(engine, plan, args.subject)
         else:
             options = ExecutionOptions(
-                batch_size=args.batch_size, lock_timeout_ms=args.lock_timeout_ms
+                batch_size=args.batch_size,
+                lock_timeout_ms=args.lock_timeout_ms,
+                fk_checks=args.fk_checks,
             )
             show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
             bar = _ProgressLine(sys.stderr) if show else None
@@ -286,6 +296,7 @@ def _report_json(report: ErasureReport) -> dict[str, Any]:
         "schema_fingerprint": report.schema_fingerprint,
         "elapsed_seconds": report.elapsed_seconds,
         "warnings": report.warnings,
+        "checked_by_eraser": report.checked_by_eraser,
     }
 
 

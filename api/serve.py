@@ -6,6 +6,8 @@
   and the entry to add to ``ERASER_API_KEYS`` (a JSON list of entries).
 - ``eraser certificate show JOB_ID`` prints a finished job's signed certificate;
   ``eraser certificate verify FILE`` checks one and names any field that was altered.
+- ``eraser flower-proxy [--host H] [--port P]`` serves Flower read-only, behind
+  authentication (see ``api.flowerproxy``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ def add_commands(sub: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(handler=cmd_api)
+
+    flower = sub.add_parser("flower-proxy", help="Flower behind authentication, read-only")
+    flower.add_argument("--host", default="127.0.0.1")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.set_defaults(handler=cmd_flower_proxy)
 
     keys = sub.add_parser("keys", help="API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -82,6 +89,13 @@ def cmd_api(args: argparse.Namespace) -> int:
             )
     finally:
         store.dispose()
+    return EXIT_OK
+
+
+def cmd_flower_proxy(args: argparse.Namespace) -> int:
+    from api.flowerproxy import serve  # noqa: PLC0415 - only this command needs the proxy
+
+    serve(args.host, args.port)
     return EXIT_OK
 
 

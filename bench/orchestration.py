@@ -53,10 +53,12 @@ round of 60 throughput jobs.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import importlib.util
 import os
 import platform
+import pstats
 import signal
 import socket
 import subprocess
@@ -88,7 +90,7 @@ from worker.catalog import reflect
 from worker.database import create_engine
 from worker.executor import ExecutionOptions, erase
 from worker.planner import build_plan
-from worker.service import plan_service
+from worker.service import PlanCache, plan_service
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
@@ -871,6 +873,8 @@ class InProcessRun:
         self.target_per_task: list[int] = []
         self.store_per_task: list[int] = []
         self.tasks = 0
+        #: Plans kept between tasks, as a worker keeps them.
+        self.plans = PlanCache()
 
     def close(self) -> None:
         for engine in self.engines.values():
@@ -896,6 +900,7 @@ class InProcessRun:
                         job.id,
                         service,
                         engine_for=self.engines.__getitem__,
+                        plans=self.plans,
                     )
                 self.tasks += 1
                 if keep:
@@ -962,14 +967,22 @@ def inprocess_breakdown(client: EraserClient, estate: Estate, jobs: int) -> list
     """``jobs`` in-process 12-service jobs after two warm-up jobs; the report lines."""
     run = InProcessRun(client, estate)
     watch = GcWatch()
+    profile = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
     try:
         with watch:
             for round_no in range(jobs + 2):
                 keep = round_no >= 2
+                if profile is not None and keep:
+                    profile.enable()
                 run.job(keep)
+                if profile is not None:
+                    profile.disable()
                 run.engine_parts(SERVICES[round_no % len(SERVICES)], keep)
     finally:
         run.close()
+    if profile is not None:
+        # BENCH_PROFILE=1: where the in-process jobs' time went, to stderr.
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
     return run.report(jobs, watch)
 
 

@@ -6,7 +6,9 @@
 ``eraser_up_jobs`` and twelve service databases ``eraser_up_<service>``, seeds five
 bakeries, writes ``.up/env`` (every setting, a fresh admin API key, a certificate key,
 a Flower password), and starts the API, a worker, the reaper and Flower in the
-background (logs and pids in ``.up/``). Then it prints the URLs and what to try.
+background (logs and pids in ``.up/``). Flower listens on a free loopback port with its
+API open; ``eraser flower-proxy`` (user admin, read-only) is the one way in, on
+``ERASER_UP_FLOWER_PORT``. Then it prints the URLs and what to try.
 
 ``down`` stops them; ``down --drop`` also drops the databases and flushes the Redis
 databases.
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,11 +51,17 @@ BROKER_DB = int(os.environ.get("ERASER_UP_REDIS_DB", "1"))
 RESULT_DB = BROKER_DB + 1
 API_PORT = int(os.environ.get("ERASER_UP_API_PORT", "8000"))
 FLOWER_PORT = int(os.environ.get("ERASER_UP_FLOWER_PORT", "5555"))
-PROCESSES = ("api", "worker", "beat", "flower")
+PROCESSES = ("api", "worker", "beat", "flower", "flower-proxy")
 
 
 def _db_url(name: str) -> str:
     return sa.make_url(PG).set(database=name).render_as_string(hide_password=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _databases() -> list[str]:
@@ -84,6 +94,8 @@ def up(tenants: int) -> int:
 
     key = create_key("make-up admin", [Scope.SUBMIT, Scope.READ, Scope.ADMIN])
     flower_password = secrets.token_urlsafe(12)
+    flower_hash = hashlib.sha256(flower_password.encode()).hexdigest()
+    flower_internal = _free_port()
     env = {
         "ERASER_DATABASE_URL": _db_url(f"{PREFIX}_jobs"),
         "ERASER_BROKER_URL": f"{REDIS}/{BROKER_DB}",
@@ -91,6 +103,8 @@ def up(tenants: int) -> int:
         "ERASER_CONFIG": str(bakery.REGISTRY_PATH),
         "ERASER_API_KEYS": json.dumps([key.entry.model_dump()]),
         "ERASER_CERTIFICATE_KEY": secrets.token_urlsafe(32),
+        "ERASER_FLOWER_USERS": f"admin:sha256:{flower_hash}",
+        "ERASER_FLOWER_UPSTREAM": f"http://127.0.0.1:{flower_internal}",
         **bakery.env_for(urls),
     }
     (STATE / "env").write_text(
@@ -114,16 +128,19 @@ def up(tenants: int) -> int:
             "-A",
             "worker.app",
             "flower",
-            f"--port={FLOWER_PORT}",
+            f"--port={flower_internal}",
             "--address=127.0.0.1",
-            f"--basic-auth=admin:{flower_password}",
+            "--read_only",
         ],
+        "flower-proxy": [python, "-m", "api.cli", "flower-proxy", "--port", str(FLOWER_PORT)],
     }
+    # Flower's API answers without credentials: only on loopback, behind the proxy.
+    only = {"flower": {"FLOWER_UNAUTHENTICATED_API": "true"}}
     for name, argv in commands.items():
         with (STATE / f"{name}.log").open("wb") as log:
             proc = subprocess.Popen(  # noqa: S603 - our own commands
                 argv,
-                env=full_env,
+                env={**full_env, **only.get(name, {})},
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -131,20 +148,25 @@ def up(tenants: int) -> int:
             )
         (STATE / f"{name}.pid").write_text(str(proc.pid), encoding="utf-8")
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{API_PORT}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            print("the API did not become ready; see .up/api.log", file=sys.stderr)
-            return 1
-        time.sleep(0.5)
+    # The proxy's /healthcheck is Flower's: ready means both are.
+    for name, url in (
+        ("api", f"http://127.0.0.1:{API_PORT}/readyz"),
+        ("flower", f"http://127.0.0.1:{FLOWER_PORT}/healthcheck"),
+    ):
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                print(f"{name} did not become ready; see .up/{name}*.log", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
     print(f"""
 Eraser is up (logs and pids in .up/):
   API      http://127.0.0.1:{API_PORT}/docs   (key in .up/api-key)
-  Flower   http://127.0.0.1:{FLOWER_PORT}     (user admin, password in .up/flower-password)
+  Flower   http://127.0.0.1:{FLOWER_PORT}     (read-only: user admin, .up/flower-password)
   worker, reaper (eraser beat) running; job store {PREFIX}_jobs; Redis dbs {BROKER_DB}/{RESULT_DB}
 
 Try:

@@ -62,3 +62,6 @@ class ErasureReport(BaseModel):
     schema_fingerprint: str
     warnings: list[str] = Field(default_factory=list)
     elapsed_seconds: float = 0.0
+    #: Tables whose batches went with Eraser checking the references into them
+    #: (``fk_checks``); every other batch was checked by the database's own triggers.
+    checked_by_eraser: list[str] = Field(default_factory=list)

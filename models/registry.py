@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -134,6 +134,10 @@ class Service(BaseModel):
     subject_columns: dict[str, list[str]] = Field(default_factory=dict)
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     lock_timeout_ms: int = Field(default=5000, ge=1, le=600_000)
+    #: Who checks references into removed rows: ``auto`` (Eraser where the role may
+    #: switch the database's own triggers off for its batches, PostgreSQL), ``database``
+    #: or ``eraser`` (refused with a clear error where it is not available).
+    fk_checks: Literal["auto", "database", "eraser"] = "auto"
     #: A dedicated Celery queue, so workers can run next to this database.
     queue: str | None = None
     tables: dict[str, TableSettings] = Field(default_factory=dict)

@@ -41,6 +41,7 @@ from models.jobstore import (
     Attempt,
     AttemptOutcome,
     AuditEvent,
+    Job,
     JobStore,
     Task,
     TaskStatus,
@@ -239,11 +240,16 @@ def _claim(
 ) -> _Claim | Outcome:
     dead_letter: int | None = None
     with store.transaction() as session:
-        task = session.scalar(
-            sa.select(Task).where(Task.job_id == job_id, Task.service == service).with_for_update()
-        )
-        if task is None:
+        # The job's columns come in the same statement (only the task row is locked).
+        found = session.execute(
+            sa.select(Task, Job.subject_kind, Job.subject_value, Job.dry_run)
+            .join(Job, Job.id == Task.job_id)
+            .where(Task.job_id == job_id, Task.service == service)
+            .with_for_update(of=Task)
+        ).first()
+        if found is None:
             return Outcome(TaskResult(job_id=job_id, service=service, status="missing"))
+        task, subject_kind, subject_value, dry_run = found
         if TaskStatus(task.status).terminal:
             # A duplicated or redelivered message: the first outcome stands.
             return Outcome(_result(task))
@@ -279,8 +285,7 @@ def _claim(
                     started_at=now,
                 )
             )
-            job = task.job
-            return _Claim(task.id, lease, job.subject_kind, job.subject_value, job.dry_run)
+            return _Claim(task.id, lease, subject_kind, subject_value, dry_run)
         result = _result(task)
     return Outcome(result, finished=True, dead_letter_id=dead_letter)
 

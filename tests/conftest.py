@@ -23,6 +23,10 @@ PG_ADMIN_URL = os.environ.get("ERASER_TEST_PG_URL", "postgresql://root@127.0.0.1
 MYSQL_ADMIN_URL = os.environ.get("ERASER_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REQUIRE = os.environ.get("ERASER_REQUIRE_SERVICES") == "1"
 BACKENDS = ("sqlite", "postgresql", "mysql")
+#: ``postgresql-plain``: PostgreSQL through a role that is not a superuser, so the
+#: database's own foreign-key triggers check every batch (``fk_checks`` ``auto`` falls
+#: back to ``database``); ``postgresql`` connects as a superuser and gets ``eraser``.
+ENGINE_BACKENDS = (*BACKENDS, "postgresql-plain")
 
 _counter = itertools.count()
 _reachable: dict[str, bool] = {}
@@ -90,14 +94,20 @@ class TargetDB:
         return result
 
 
-def _make_pg() -> Iterator[TargetDB]:
+def _make_pg(plain: bool = False) -> Iterator[TargetDB]:
     need_server("PostgreSQL", PG_ADMIN_URL)
     name = f"eraser_t{os.getpid()}_{next(_counter)}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        if plain:
+            # A role of its own, owning the database (trust authentication: no password).
+            conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER')
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" OWNER TO "{name}"')
     url = sa.make_url(PG_ADMIN_URL).set(database=name)
+    if plain:
+        url = url.set(username=name)
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql('CREATE SCHEMA "other side"')
@@ -109,6 +119,8 @@ def _make_pg() -> Iterator[TargetDB]:
         engine.dispose()
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if plain:
+                conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
         admin.dispose()
 
 
@@ -142,7 +154,7 @@ def _make_sqlite(tmp_path: Path) -> Iterator[TargetDB]:
         engine.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=ENGINE_BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TargetDB]:
     """A fresh target database on each backend in turn."""
     yield from make_db(request.param, tmp_path)
@@ -151,6 +163,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TargetDB]:
 def make_db(backend: str, tmp_path: Path) -> Iterator[TargetDB]:
     if backend == "postgresql":
         yield from _make_pg()
+    elif backend == "postgresql-plain":
+        yield from _make_pg(plain=True)
     elif backend == "mysql":
         yield from _make_mysql()
     else:

@@ -152,17 +152,65 @@ def session_setup(conn: Connection, dialect: str, lock_timeout_ms: int) -> None:
         conn.commit()
 
 
-def begin_batch(conn: Connection, dialect: str, lock_timeout_ms: int, fast_commit: bool) -> None:
+def begin_batch(
+    conn: Connection,
+    dialect: str,
+    lock_timeout_ms: int,
+    fast_commit: bool,
+    checks_off: bool = False,
+) -> None:
     """Start one batch transaction: bound how long a statement waits for a row lock
-    and, on PostgreSQL, optionally skip waiting for the WAL flush at commit (one round
-    trip for both)."""
+    and, on PostgreSQL, optionally skip waiting for the WAL flush at commit and (with
+    ``checks_off``) the per-row foreign-key triggers of this transaction's own
+    statements, in one round trip."""
     if dialect == POSTGRESQL:
-        conn.execute(
-            sa.select(
-                sa.func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True),
-                sa.func.set_config("synchronous_commit", "off" if fast_commit else "on", True),
-            )
+        settings = [
+            sa.func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True),
+            sa.func.set_config("synchronous_commit", "off" if fast_commit else "on", True),
+        ]
+        if checks_off:
+            settings.append(sa.func.set_config("session_replication_role", "replica", True))
+        conn.execute(sa.select(*settings))
+
+
+def may_switch_off_checks(conn: Connection, dialect: str) -> str | None:
+    """Why this connection's role cannot turn its own foreign-key triggers off for a
+    transaction (``None``: it can). PostgreSQL only: a superuser, or from version 15
+    a role granted ``SET ON PARAMETER session_replication_role``."""
+    if dialect != POSTGRESQL:
+        return "only PostgreSQL has it"
+    row = conn.execute(
+        sa.text(
+            "SELECT r.rolsuper, current_setting('server_version_num')::int"
+            " FROM pg_roles r WHERE r.rolname = current_user"
         )
+    ).one()
+    if row[0]:
+        return None
+    if row[1] < 150000:
+        return "the role is not a superuser (PostgreSQL 15 can grant the setting alone)"
+    granted = conn.execute(
+        sa.text("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+    ).scalar_one()
+    if granted:
+        return None
+    return "the role may not set session_replication_role (GRANT SET ON PARAMETER)"
+
+
+def referencing_constraints(conn: Connection, dialect: str) -> dict[tuple[str, str], int]:
+    """PostgreSQL: how many foreign keys in the whole database reference each table
+    (schema, name), whichever schema they are declared in; partition clones aside."""
+    if dialect != POSTGRESQL:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname, count(*) FROM pg_constraint k"
+            " JOIN pg_class c ON c.oid = k.confrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE k.contype = 'f' AND k.conparentid = 0 GROUP BY 1, 2"
+        )
+    )
+    return {(str(s), str(t)): int(n) for s, t, n in rows}
 
 
 def flush_commits(conn: Connection, dialect: str) -> None:

@@ -122,3 +122,10 @@ class SchemaDriftError(EraserError):
         super().__init__(f"schema changed under the plan: expected {expected}, found {found}")
         self.expected = expected
         self.found = found
+
+
+class ReferenceChecksUnavailable(EraserError):
+    """``fk_checks = "eraser"`` was asked for, but this database or role cannot have it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"fk_checks = 'eraser' is not available: {reason}")

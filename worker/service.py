@@ -94,7 +94,10 @@ def run_service(
     if dry:
         return dry_run(engine, plan, subject)
     options = ExecutionOptions(
-        batch_size=service.batch_size, lock_timeout_ms=service.lock_timeout_ms, deadline=deadline
+        batch_size=service.batch_size,
+        lock_timeout_ms=service.lock_timeout_ms,
+        deadline=deadline,
+        fk_checks=service.fk_checks,
     )
     if lock_wait_seconds is not None:
         options = replace(options, subject_lock_wait_seconds=lock_wait_seconds)

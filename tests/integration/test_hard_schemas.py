@@ -768,7 +768,10 @@ def test_reference_committed_between_child_walk_and_parent_delete(db: TargetDB) 
                 inserted.append("customer")
                 conn.execute(sa.insert(customers), {"id": 11, "tenant_id": 1})
 
-    report = erase(db.engine, plan, SUBJECT, ExecutionOptions(batch_size=10), progress)
+    # The scenario is the database's own check refusing the parent's delete; with
+    # Eraser checking (tests below) the new customer's insert fails instead.
+    options = ExecutionOptions(batch_size=10, fk_checks="database")
+    report = erase(db.engine, plan, SUBJECT, options, progress)
     assert inserted == ["guest order", "customer"]
     assert report.verified
     with db.engine.connect() as conn:

@@ -48,7 +48,20 @@ def test_compose_runs_every_role_on_a_safe_redis() -> None:
     assert "--appendonly yes" in redis
     assert "--maxmemory-policy noeviction" in redis
     assert services["worker"]["healthcheck"]["test"][:4] == ["CMD", "eraser", "health", "worker"]
-    assert any("--basic-auth" in part for part in services["flower"]["entrypoint"])
+
+
+def test_compose_exposes_flower_only_through_the_proxy() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    flower, proxy = services["flower"], services["flower-proxy"]
+    # Flower listens on the loopback of the proxy's network namespace, and nowhere else.
+    assert "ports" not in flower
+    assert flower["network_mode"] == "service:flower-proxy"
+    assert "--address=127.0.0.1" in flower["entrypoint"]
+    assert proxy["command"][0] == "flower-proxy"
+    assert proxy["ports"] == ["127.0.0.1:5555:5555"]
+    assert proxy["environment"]["ERASER_FLOWER_USERS"]
+    port = next(p for p in flower["entrypoint"] if p.startswith("--port="))
+    assert proxy["environment"]["ERASER_FLOWER_UPSTREAM"].endswith(":" + port.split("=")[1])
 
 
 def manifests() -> dict[tuple[str, str], dict[str, Any]]:
@@ -79,10 +92,27 @@ def test_the_kubernetes_manifests_name_what_they_need() -> None:
     assert policy["policyTypes"] == ["Ingress"]
     for key in ("ERASER_DATABASE_URL", "ERASER_BROKER_URL", "ERASER_CERTIFICATE_KEY"):
         assert key in found[("Secret", "eraser")]["stringData"]
+    # Flower would read FLOWER_* variables from the Secret and ask for its own password.
+    assert not any(k.startswith("FLOWER_") for k in found[("Secret", "eraser")]["stringData"])
     for kind, name in found:
         if kind == "Deployment":
             spec = found[(kind, name)]["spec"]["template"]["spec"]
             assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def test_kubernetes_exposes_flower_only_through_the_proxy() -> None:
+    found = manifests()
+    pod = found[("Deployment", "eraser-flower")]["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    flower, proxy = containers["flower"], containers["flower-proxy"]
+    assert "ports" not in flower
+    assert "--address=127.0.0.1" in flower["command"]
+    assert proxy["args"][0] == "flower-proxy"
+    env = {e["name"]: e for e in proxy["env"]}
+    assert env["ERASER_FLOWER_USERS"]["valueFrom"]["secretKeyRef"]["name"] == "eraser"
+    # The Service's target port is the proxy's.
+    service = found[("Service", "eraser-flower")]["spec"]
+    assert [p["name"] for p in proxy["ports"]] == [p["targetPort"] for p in service["ports"]]
 
 
 @pytest.mark.slow
