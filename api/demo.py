@@ -204,7 +204,7 @@ def _job(
     say(f"{label}. {kind}: job {job.id}")
     say("   one task per service, through the Celery chord:")
     started = time.monotonic()
-    request_dispatch(job.id, settings.default_queue)
+    request_dispatch(store, registry, job.id, settings.default_queue)
     seen: set[str] = set()
     while True:
         with store.transaction() as session:

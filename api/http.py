@@ -369,7 +369,7 @@ def create_app(
                 422, "invalid-request", "The request cannot become a job", str(exc)
             ) from None
         if created:
-            request_dispatch(job.id, settings.default_queue)
+            request_dispatch(store, registry, job.id, settings.default_queue)
         view = load(job.id)
         return JSONResponse(view.model_dump(mode="json"), status_code=202 if created else 200)
 

@@ -161,7 +161,7 @@ def _submit(
     )
     job, created = submit(store, registry, request, settings.job_timeout_seconds)
     if created:
-        request_dispatch(job.id, settings.default_queue)
+        request_dispatch(store, registry, job.id, settings.default_queue)
     if not args.wait:
         _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
         return EXIT_OK

@@ -52,7 +52,7 @@ from models.messages import TaskResult
 from models.registry import Registry
 from models.settings import MissingDatabaseUrl, Settings
 from tasks.deadletter import DeadLetterReason, publish_dead_letter, record_dead_letter
-from tasks.finalize import finalize_if_done
+from tasks.finalize import finalize
 from tasks.resources import resources
 from worker.app import app
 from worker.executor import Progress, SliceEnded
@@ -90,6 +90,11 @@ class Outcome:
     finished: bool = False
     #: Dead letter to publish to the broker (its id), after the commit.
     dead_letter_id: int | None = None
+    #: Finished, and the transaction that recorded it saw no other task of the job
+    #: still open: this execution finalizes the job (the chord body does too; this
+    #: covers a lost chord). Two tasks ending at once may each see the other open;
+    #: then the chord body, or the reaper, finalizes.
+    last: bool = False
 
 
 @app.task(name="eraser.erase_service", bind=True, max_retries=None)
@@ -151,8 +156,8 @@ def erase_service(
         except Exception as exc:  # the broker is unreachable: let the message come back
             log.warning("task %s/%s: cannot schedule its next run (%s)", job_id, service, exc)
             raise Reject(requeue=True) from None
-    if outcome.finished:
-        finalize_if_done(res.store, job_id)
+    if outcome.finished and outcome.last:
+        finalize(res.store, job_id, in_worker=True)
     return outcome.result.model_dump()
 
 
@@ -287,7 +292,8 @@ def _claim(
             )
             return _Claim(task.id, lease, subject_kind, subject_value, dry_run)
         result = _result(task)
-    return Outcome(result, finished=True, dead_letter_id=dead_letter)
+        last = _none_open(session, task)
+    return Outcome(result, finished=True, dead_letter_id=dead_letter, last=last)
 
 
 def lose_lease(session: sa.orm.Session, task: Task, now: Any, why: str) -> None:
@@ -431,6 +437,19 @@ def _end_attempt(
     )
 
 
+def _none_open(session: sa.orm.Session, task: Task) -> bool:
+    """Whether no other task of ``task``'s job is open (one statement, in the
+    transaction that just ended ``task``)."""
+    terminal = [s.value for s in TaskStatus if s.terminal]
+    session.flush()
+    open_tasks = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Task)
+        .where(Task.job_id == task.job_id, Task.id != task.id, Task.status.not_in(terminal))
+    )
+    return not open_tasks
+
+
 def _superseded(job_id: str, service: str) -> Outcome:
     log.warning("task %s/%s: lease taken over by another execution; stopping", job_id, service)
     return Outcome(TaskResult(job_id=job_id, service=service, status="running"), superseded=True)
@@ -456,7 +475,8 @@ def _record_success(
         task.finished_at = task.heartbeat_at = utcnow()
         _end_attempt(session, claim, AttemptOutcome.SUCCEEDED, report.total_rows)
         log.info("task %s/%s succeeded: %d rows", job_id, service, task.total_rows)
-        return Outcome(_result(task), finished=True)
+        last = _none_open(session, task)
+        return Outcome(_result(task), finished=True, last=last)
 
 
 def _record_slice(
@@ -521,7 +541,8 @@ def _record_fault(
             error = fault.description
         _end_attempt(session, claim, AttemptOutcome.FAILED, done, error)
         letter = fail_task(session, task, reason, error, exc)
-        return Outcome(_result(task), finished=True, dead_letter_id=letter)
+        last = _none_open(session, task)
+        return Outcome(_result(task), finished=True, dead_letter_id=letter, last=last)
 
 
 def _schedule(task: Task, delay: float, fault: Fault, job_id: str, service: str) -> Outcome:

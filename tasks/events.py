@@ -67,6 +67,33 @@ def completion_event(store: JobStore, registry: Registry, job_id: str) -> dict[s
         return event
 
 
+def publish_event(event: dict[str, Any]) -> None:
+    """Put a completion event on the ``eraser.events`` exchange."""
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            event,
+            exchange=EVENTS_EXCHANGE,
+            routing_key="eraser.events",
+            declare=[EVENTS_QUEUE],
+            serializer="json",
+            retry=True,
+        )
+
+
+def announce_here(job_id: str) -> None:
+    """In a worker: publish the completion event in this process when there is no
+    webhook to call (no task hop for a publish); with a webhook, which may be slow
+    and is retried, the ``announce_job`` task does it."""
+    res = resources()
+    if res.settings.webhook_url or not res.settings.events:
+        if res.settings.webhook_url:
+            announce_job.apply_async((job_id,), queue=res.settings.default_queue)
+        return
+    event = completion_event(res.store, res.registry, job_id)
+    if event is not None:
+        publish_event(event)
+
+
 def sign_body(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -79,15 +106,7 @@ def announce_job(self: CeleryTask[Any, Any], job_id: str, published: bool = Fals
     if event is None:
         return
     if settings.events and not published:
-        with app.producer_or_acquire() as producer:
-            producer.publish(
-                event,
-                exchange=EVENTS_EXCHANGE,
-                routing_key="eraser.events",
-                declare=[EVENTS_QUEUE],
-                serializer="json",
-                retry=True,
-            )
+        publish_event(event)
         published = True
     if settings.webhook_url:
         body = json.dumps(event, sort_keys=True).encode()

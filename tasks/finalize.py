@@ -19,7 +19,7 @@ log = logging.getLogger("eraser.finalize")
 
 @app.task(name="eraser.finalize_job")
 def finalize_job(_results: list[Any], job_id: str) -> dict[str, Any]:
-    status = finalize(resources().store, job_id)
+    status = finalize(resources().store, job_id, in_worker=True)
     return {"job_id": job_id, "status": status}
 
 
@@ -55,8 +55,9 @@ def finalize_if_done(store: JobStore, job_id: str) -> str | None:
     return finalize(store, job_id)
 
 
-def finalize(store: JobStore, job_id: str) -> str:
-    """Recompute and store the job's status and totals; returns the status."""
+def finalize(store: JobStore, job_id: str, in_worker: bool = False) -> str:
+    """Recompute and store the job's status and totals; returns the status. A worker
+    (``in_worker``) announces the outcome itself when that is only a publish."""
     with store.transaction() as session:
         job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
         if job is None:
@@ -84,15 +85,18 @@ def finalize(store: JobStore, job_id: str) -> str:
             log.info("job %s %s: %d rows", job_id, status.value, total)
         announce = changed and status.terminal
     if announce:
-        _announce(job_id)
+        _announce(job_id, in_worker)
     return status.value
 
 
-def _announce(job_id: str) -> None:
-    """Ask a worker to publish the completion event (and call the webhook)."""
-    from tasks.events import announce_job  # noqa: PLC0415 - events imports this module
+def _announce(job_id: str, in_worker: bool) -> None:
+    """Publish the completion event (and call the webhook), or ask a worker to."""
+    from tasks.events import announce_here, announce_job  # noqa: PLC0415 - a cycle
 
     try:
+        if in_worker:
+            announce_here(job_id)
+            return
         announce_job.apply_async((job_id,), queue=get_settings().default_queue)
     except Exception as exc:  # the job is final either way; the event is best effort
         log.warning("completion event for job %s not sent: %s", job_id, type(exc).__name__)

@@ -49,7 +49,7 @@ def submit_request(**fields: Any) -> dict[str, Any]:
     except SubmitError as exc:
         return _reject(str(exc))
     if created:
-        request_dispatch(job.id, res.settings.default_queue)
+        request_dispatch(res.store, res.registry, job.id, res.settings.default_queue)
     log.info("request submitted as job %s (created %s)", job.id, created)
     return {"job_id": job.id, "created": created}
 

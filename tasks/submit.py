@@ -4,8 +4,10 @@ only after it commits is the chord sent to the broker."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from celery import chord
@@ -122,20 +124,46 @@ def _same_request(job: Job, fingerprint: str) -> Job:
 
 @app.task(name="eraser.dispatch_job", ignore_result=True)
 def dispatch_job(job_id: str) -> None:
-    """Build and send the job's chord, from a worker.
-
-    Submitters send this small message (``ignore_result``) instead of the chord
-    itself: a chord sent from a client process makes the Redis result backend
-    subscribe to every task's result there, for nothing, as the job store is where
-    outcomes are read.
-    """
+    """Build and send the job's chord, from a worker (for messages sent by earlier
+    versions, which dispatched through this hop)."""
     res = resources()
     dispatch(res.store, res.registry, job_id, res.settings.default_queue)
 
 
-def request_dispatch(job_id: str, default_queue: str) -> None:
-    """Ask a worker to dispatch a committed job (call only after the commit)."""
-    dispatch_job.apply_async((job_id,), queue=default_queue, ignore_result=True)
+def request_dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: str) -> bool:
+    """Send a committed job's chord from here (call only after the commit). A broker
+    that cannot take it loses nothing: the job stays undispatched in the job store,
+    and the reaper sends it. Returns whether it was sent now."""
+    try:
+        with not_watching_results():
+            return dispatch(store, registry, job_id, default_queue)
+    except Exception as exc:
+        log.warning("job %s not dispatched now (%s); the reaper will", job_id, type(exc).__name__)
+        return False
+
+
+@contextmanager
+def not_watching_results() -> Iterator[None]:
+    """Send tasks without watching their results. The Redis result backend subscribes
+    to every task it sends, in the sending process, to be ready for a ``get()``;
+    nothing here ever waits on a Celery result (outcomes are read from the job
+    store), so a client would only pile up subscriptions. The backend is one object
+    per thread: switching this off is local to the calling thread."""
+    backend = app.backend
+    own = "on_task_call" in vars(backend)
+    previous = vars(backend).get("on_task_call")
+    backend.on_task_call = _no_watch
+    try:
+        yield
+    finally:
+        if own:
+            backend.on_task_call = previous
+        else:
+            del backend.on_task_call
+
+
+def _no_watch(_producer: object, _task_id: str) -> dict[str, Any]:
+    return {}
 
 
 def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: str) -> bool:

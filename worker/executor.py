@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -75,6 +76,9 @@ _FK_RACE_ATTEMPTS = 5
 #: Rows referencing one batch of parents go in one transaction of up to this many
 #: batches' worth (a typical fan-out fits in one statement; a huge one is split).
 _CHILD_BATCH_FACTOR = 4
+#: With Eraser checking references, a batch takes the rows referencing it along in its
+#: transaction: up to this many batches' worth of rows in all, else it is made smaller.
+_TXN_ROWS_FACTOR = 16
 
 #: EXISTS checks per verification statement.
 _CHECKS_PER_STATEMENT = 30
@@ -323,12 +327,12 @@ class _Shortcut:
     The triggers cost about three quarters of a batched erasure on PostgreSQL: each
     removed parent row runs two index lookups per referencing constraint (``NO
     ACTION``: is another row now holding the key, and does a child still point at
-    it). Eraser does the same check once per batch and per constraint, set-wise, in
+    it). Eraser does the same work once per batch and per constraint, set-wise, in
     the transaction that removes the batch:
 
         BEGIN; SET LOCAL session_replication_role = replica;
         DELETE FROM parent WHERE key IN (batch) RETURNING referenced columns;
-        DELETE FROM leaf_child WHERE fk = ANY(referenced);   -- ``sweep``
+        DELETE FROM child WHERE fk = ANY(referenced) ...;   -- ``sweep``, recursively
         UPDATE set_null_child SET fk = NULL WHERE fk = ANY(referenced);  -- ``clear``
         SELECT 1 FROM other_child WHERE fk = ANY(referenced) LIMIT 1;    -- ``probe``
         COMMIT
@@ -338,17 +342,23 @@ class _Shortcut:
     parent row (``FOR KEY SHARE``, the database's own insert check, which stays on
     in the writer's session): one that did so before waits for, or was waited for
     by, the DELETE, so its row is committed and seen by the following statements,
-    each with a fresh snapshot; one that comes later waits for the COMMIT and then
-    fails on the missing parent. Only references the database declares are
-    concerned, and every one of them into the table is known (the database-wide
-    count of constraints must match the catalog's). A probe that finds a row rolls
-    the batch back, and the batch goes the database's way (which then reports it).
+    each with a fresh snapshot (read committed, which is checked); one that comes
+    later waits for the COMMIT and then fails on the missing parent. The same holds
+    one level down for every swept child. Only references the database declares
+    are concerned, and every one of them into the table is known (the database-wide
+    count of constraints must match the catalog's). A probe that finds a row, or a
+    swept row whose subject column names another subject, rolls the batch back, and
+    the batch goes the database's way (which then reports it).
+
+    A batch with everything it sweeps stays under ``_TXN_ROWS_FACTOR`` batches of
+    rows: past that it is rolled back and retried smaller, and a reference too wide
+    even for one row is walked in batches of its own first.
 
     Only for tables, and children, without triggers of their own (replica mode
     would skip them) and outside cycles and partitioned tables.
     """
 
-    #: Children removed with their parent: erased rows without references into them.
+    #: Children removed with their parent (and their own children with them).
     sweep: tuple[ForeignKey, ...]
     #: ``ON DELETE SET NULL`` references, cleared as the database would.
     clear: tuple[ForeignKey, ...]
@@ -367,14 +377,23 @@ def _shortcuts(conn: Connection, plan: Plan, mode: str) -> dict[TableName, _Shor
     if mode == "database" or (mode == "auto" and dialect != POSTGRESQL):
         return {}
     refusal = may_switch_off_checks(conn, dialect)
+    level = "read committed"
+    if refusal is None:
+        level = conn.execute(
+            sa.text("SELECT current_setting('transaction_isolation')")
+        ).scalar_one()
+    if level != "read committed":
+        # Each statement after the batch's DELETE must see rows committed meanwhile;
+        # a transaction snapshot would hide a writer the DELETE waited for.
+        refusal = f"the connection's transactions are {level}, not read committed"
     if refusal is not None:
         if mode == "eraser":
             raise ReferenceChecksUnavailable(refusal)
         return {}
     declared = referencing_constraints(conn, dialect)
     found: dict[TableName, _Shortcut] = {}
-    for table in plan.order:
-        shortcut = _shortcut(plan, table, declared)
+    for table in plan.order:  # children first: a child's shortcut is known before
+        shortcut = _shortcut(plan, table, declared, found)
         if shortcut is not None:
             found[table] = shortcut
     return found
@@ -386,14 +405,17 @@ def _plain_table(plan: Plan, table: TableName) -> bool:
 
 
 def _shortcut(
-    plan: Plan, table: TableName, declared: dict[tuple[str, str], int]
+    plan: Plan,
+    table: TableName,
+    declared: dict[tuple[str, str], int],
+    found: dict[TableName, _Shortcut],
 ) -> _Shortcut | None:
     if plan.actions[table] not in (TableAction.DELETE, TableAction.UNLINK):
         return None
-    if not _plain_table(plan, table) or plan.info(table).key_columns() is None:
+    if not _plain_table(plan, table):
         return None
     incoming = plan.catalog.incoming(table)
-    real = [fk for fk in incoming if not (fk.name or "").startswith("virtual:")]
+    real = [fk for fk in incoming if not _is_virtual(fk)]
     if len(real) != declared.get((table.schema, table.name), 0):
         return None  # a reference from a schema the catalog did not read
     sweep: list[ForeignKey] = []
@@ -408,17 +430,46 @@ def _shortcut(
             if set(fk.clearable) != set(fk.child_columns) or referenced & set(fk.child_columns):
                 return None
             clear.append(fk)
-        elif plan.actions.get(child) in (TableAction.DELETE, TableAction.UNLINK) and not (
-            plan.catalog.incoming(child)
-        ):
+        elif child in found and not any(_is_virtual(f) for f in plan.catalog.incoming(child)):
+            # Removed with the parent, and the rows referencing it with it, recursively.
             sweep.append(fk)
         else:
             probe.append(fk)
     return _Shortcut(tuple(sweep), tuple(clear), tuple(probe))
 
 
+def _is_virtual(fk: ForeignKey) -> bool:
+    return (fk.name or "").startswith("virtual:")
+
+
 class _StillReferenced(Exception):
     """A probe found a row referencing the batch: roll back, let the database decide."""
+
+
+@dataclass
+class _Gone:
+    """What one DELETE removed, as the sweeps below it need it."""
+
+    count: int
+    #: Referenced column -> its values, one per removed row (aligned across columns).
+    columns: dict[str, list[Any]]
+    #: Whether a removed row belonged to another subject.
+    foreign: bool
+    #: The greatest key removed (keyset walks).
+    last: tuple[Any, ...] | None
+
+
+def _arrayable(type_: sa.types.TypeEngine[Any]) -> bool:
+    """Types whose arrays the PostgreSQL driver decodes by itself."""
+    return isinstance(type_, (sa.Integer, sa.String)) and not isinstance(type_, sa.Enum)
+
+
+class _Overflow(Exception):
+    """A batch with everything swept along would exceed a short transaction's rows."""
+
+    def __init__(self, widest: ForeignKey | None) -> None:
+        super().__init__("transaction budget exceeded")
+        self.widest = widest
 
 
 @dataclass
@@ -464,6 +515,13 @@ class _Walker:
         self._wide: set[ForeignKey] = set()
         #: Tables with at least one batch committed with Eraser checking references.
         self.checked: set[TableName] = set()
+        #: Rows written by the current transaction (of its own table, and in all), and
+        #: by each swept reference in it.
+        self._txn_top = 0
+        self._txn_rows = 0
+        self._txn_swept: dict[ForeignKey, int] = {}
+        #: Batch sizes made smaller for tables whose batches swept too many rows along.
+        self._batch: dict[TableName, int] = {}
         #: Anchor tables whose walk has finished in this pass.
         self._done: set[TableName] = set()
         # Only tables the erasure touches: an unrelated table the engine could not
@@ -610,6 +668,17 @@ class _Walker:
                     raise
 
     def _erase_rows_once(self, table: TableName, rows: list[_Row], optimistic: bool) -> None:
+        cleared: set[ForeignKey] = set()
+        while True:
+            try:
+                self._erase_rows_after(table, rows, optimistic, cleared)
+                return
+            except _Overflow:
+                continue  # a reference now goes in batches of its own: clear it first
+
+    def _erase_rows_after(
+        self, table: TableName, rows: list[_Row], optimistic: bool, cleared: set[ForeignKey]
+    ) -> None:
         depth = len(self.stack)
         frame = _Frame(table, {r.rid for r in rows})
         self.stack.append(frame)
@@ -618,9 +687,12 @@ class _Walker:
             for edge in self.plan.children.get(table, []):
                 if edge.mode is not EdgeMode.DELETE and not removing:
                     continue
+                if edge.fk in cleared:
+                    continue
                 if optimistic and (self._already_cleared(edge) or self._swept(table, edge)):
                     continue
                 self._clear_edge(edge, rows)
+                cleared.add(edge.fk)
         finally:
             self.stack.pop()
         if frame.deferred_to is not None and frame.deferred_to < depth:
@@ -639,6 +711,11 @@ class _Walker:
                     self._remove_checked(table, rows, shortcut)
                 self.checked.add(table)
                 return
+            except _Overflow as over:
+                if over.widest is None:
+                    raise _StillReferenced() from None  # cannot happen: nothing swept
+                self._wide.add(over.widest)
+                raise
             except _StillReferenced:
                 pass  # rolled back: the database checks this batch, and reports it
         with self._transaction() as conn:
@@ -935,38 +1012,91 @@ class _Walker:
     def _walk_direct(self, table: TableName, where: ColumnElement[bool], ordered: bool) -> bool:
         """Remove the rows of ``table`` matching ``where`` batch by batch, each batch in
         one transaction with the rows referencing it (``_Shortcut``). False when a batch
-        met a reference it may not clear: the caller goes on the general way."""
+        met a reference it may not clear, or one too wide for a short transaction even
+        for a single row: the caller goes on the general way."""
         target = self._t(table)
         rid = self.rid[table]
         shortcut = self.shortcuts[table]
-        n = self.opts.batch_size
-        referenced = shortcut.referenced
         keys = rid.select_columns(target) if ordered else []
         last: tuple[Any, ...] | None = None
         while True:
+            n = self._batch.get(table, self.opts.batch_size)
             cond = where if last is None else sa.and_(where, rid.after(target, last))
             sub = sa.select(row_address()).select_from(target).where(cond).limit(n)
             if ordered:
                 sub = sub.order_by(*rid.order_by(target))
             chosen = row_address() == sa.any_(sa.func.array(sub.scalar_subquery()))
-            stmt = (
-                sa.delete(target).where(chosen).returning(*keys, *[target.c[c] for c in referenced])
-            )
+            stmt = sa.delete(target).where(chosen)
             try:
                 with self._transaction(checks_off=True):
-                    raw = self.conn.execute(stmt).all()
-                    self._record(table, self.plan.actions[table], len(raw))
-                    k = len(keys)
-                    gone = [dict(zip(referenced, r[k:], strict=True)) for r in raw]
+                    gone = self._delete(stmt, target, shortcut.referenced, None, keys, rid.sort_key)
+                    self._record(table, self.plan.actions[table], gone.count)
+                    self._txn_rows = self._txn_top = gone.count
                     self._references_gone(shortcut, gone)
             except _StillReferenced:
                 return False
-            if raw:
+            except _Overflow as over:
+                if n > 1:
+                    # Rows swept per row of this table, at least: aim at 3/4 of the budget.
+                    top, total = self._txn_top, max(self._txn_rows, 1)
+                    budget = self.opts.batch_size * _TXN_ROWS_FACTOR
+                    self._batch[table] = max(1, min(n // 2, int(0.75 * top * budget / total)))
+                    continue
+                if over.widest is not None:
+                    self._wide.add(over.widest)
+                return False
+            if gone.count:
                 self.checked.add(table)
-            if len(raw) < n:
+            if gone.count < n:
                 return True
             if ordered:
-                last = max((tuple(r[: len(keys)]) for r in raw), key=rid.sort_key)
+                last = gone.last
+
+    def _delete(
+        self,
+        stmt: sa.Delete,
+        target: sa.Table,
+        referenced: Sequence[str],
+        foreign: ColumnElement[bool] | None,
+        keys: Sequence[ColumnElement[Any]] = (),
+        sort_key: Callable[[tuple[Any, ...]], Any] = tuple,
+    ) -> _Gone:
+        """Run ``stmt`` and bring back what the sweeps need: the count, the removed rows'
+        ``referenced`` columns, whether any row matched ``foreign``, and the greatest of
+        ``keys``. Where the types allow it, PostgreSQL aggregates them into one row of
+        arrays, which the driver decodes in C (a row per removed row costs the walk
+        about a fifth of its time)."""
+        cols = [target.c[c] for c in referenced]
+        flag = [] if foreign is None else [foreign.label("foreign")]
+        # (The greatest of several key columns is not each column's greatest.)
+        simple = len(keys) <= 1 and all(_arrayable(c.type) for c in [*cols, *keys])
+        if simple and (cols or keys or flag):
+            named = [c.label(f"c{i}") for i, c in enumerate(cols)]
+            named += [k.label(f"k{i}") for i, k in enumerate(keys)]
+            gone_rows = stmt.returning(*named, *flag).cte("gone")
+            aggregates: list[ColumnElement[Any]] = [sa.func.count()]
+            aggregates += [
+                sa.func.array_agg(gone_rows.c[f"c{i}"], type_=postgresql.ARRAY(c.type))
+                for i, c in enumerate(cols)
+            ]
+            aggregates += [sa.func.max(gone_rows.c[f"k{i}"]) for i in range(len(keys))]
+            if flag:
+                aggregates.append(sa.func.bool_or(gone_rows.c.foreign))
+            row = self.conn.execute(sa.select(*aggregates)).one()
+            count = int(row[0])
+            values = {c: list(row[1 + i] or []) for i, c in enumerate(referenced)}
+            at = 1 + len(cols)
+            last = tuple(row[at : at + len(keys)]) if keys else None
+            return _Gone(count, values, bool(flag and row[-1]), last)
+        if not (cols or keys or flag):
+            return _Gone(int(self.conn.execute(stmt).rowcount), {}, False, None)
+        raw = self.conn.execute(stmt.returning(*cols, *keys, *flag)).all()
+        values = {c: [r[i] for r in raw] for i, c in enumerate(referenced)}
+        k = len(cols)
+        last = None
+        if keys and raw:
+            last = max((tuple(r[k : k + len(keys)]) for r in raw), key=sort_key)
+        return _Gone(len(raw), values, bool(flag and any(r[-1] for r in raw)), last)
 
     def _remove_checked(self, table: TableName, rows: list[_Row], shortcut: _Shortcut) -> None:
         """Remove a batch with the database's reference triggers off and check the
@@ -977,49 +1107,67 @@ class _Walker:
         guard = self.preds.guard(table, target)
         if guard is not None:
             where = sa.and_(where, guard)
-        referenced = shortcut.referenced
-        stmt = sa.delete(target).where(where).returning(*[target.c[c] for c in referenced])
-        gone = [dict(zip(referenced, r, strict=True)) for r in self.conn.execute(stmt)]
-        self._record(table, self.plan.actions[table], len(gone))
+        gone = self._delete(sa.delete(target).where(where), target, shortcut.referenced, None)
+        self._record(table, self.plan.actions[table], gone.count)
+        self._txn_rows = gone.count
         self._references_gone(shortcut, gone)
 
-    def _references_gone(self, shortcut: _Shortcut, gone: list[dict[str, Any]]) -> None:
-        """Inside the transaction that removed ``gone`` (their referenced columns), with
-        the reference triggers off: sweep, clear and probe every reference into them."""
-        if not gone:
+    def _references_gone(
+        self, shortcut: _Shortcut, gone: _Gone, top: ForeignKey | None = None
+    ) -> None:
+        """Inside the transaction that removed ``gone``, with the reference triggers
+        off: sweep (recursively), clear and probe every reference into those rows.
+        Raises ``_Overflow`` past the transaction's row budget, naming the reference
+        of the batch's own table that swept the most rows (``top``)."""
+        if not gone.count:
             return
         n = self.opts.batch_size
-        cap = n * _CHILD_BATCH_FACTOR
+        budget = n * _TXN_ROWS_FACTOR
 
         def chunks(fk: ForeignKey) -> Iterator[ColumnElement[bool]]:
             child = self._t(fk.child)
             cols = [child.c[c] for c in fk.child_columns]
-            refs = _sorted_keys(
-                {
-                    key
-                    for row in gone
-                    if None not in (key := tuple(row[c] for c in fk.parent_columns))
-                }
-            )
+            if len(cols) == 1:
+                flat = sorted({v for v in gone.columns[fk.parent_columns[0]] if v is not None})
+                for i in range(0, len(flat), n):
+                    array = sa.bindparam(
+                        None, flat[i : i + n], type_=postgresql.ARRAY(cols[0].type)
+                    )
+                    yield cols[0] == sa.any_(array)
+                return
+            rows = zip(*(gone.columns[c] for c in fk.parent_columns), strict=True)
+            refs = _sorted_keys({key for key in rows if None not in key})
             for chunk in _chunks(refs, n):
                 yield key_in(cols, chunk, self.dialect)
 
         for fk in shortcut.sweep:
+            if fk in self._wide:
+                self._probe_all(fk, chunks(fk))
+                continue
             child = self._t(fk.child)
             child_guard = self.preds.guard(fk.child, child)
+            inner = self.shortcuts[fk.child]
+            # A referencing row of another subject (its subject column says so) is
+            # removed too, but seen: the transaction is rolled back and the batch goes
+            # the database's way, which reports it. One statement instead of a second
+            # look-up of the same keys.
+            foreign = None if child_guard is None else sa.not_(child_guard)
             for refs in chunks(fk):
-                cond = refs if child_guard is None else sa.and_(refs, child_guard)
-                sub = sa.select(row_address()).select_from(child).where(cond).limit(cap + 1)
+                room = budget - self._txn_rows
+                sub = sa.select(row_address()).select_from(child).where(refs).limit(room + 1)
                 chosen = row_address() == sa.any_(sa.func.array(sub.scalar_subquery()))
-                removed = int(self.conn.execute(sa.delete(child).where(chosen)).rowcount)
-                if removed > cap:
-                    # Too many for one short transaction: from now on these rows are
-                    # removed in batches of their own before their parents.
-                    self._wide.add(fk)
+                swept = self._delete(
+                    sa.delete(child).where(chosen), child, inner.referenced, foreign
+                )
+                if swept.foreign:
                     raise _StillReferenced()
-                self._record(fk.child, self.plan.actions[fk.child], removed)
-                if child_guard is not None:
-                    self._probe(child, refs)
+                self._txn_rows += swept.count
+                through = top or fk
+                self._txn_swept[through] = self._txn_swept.get(through, 0) + swept.count
+                if swept.count > room:
+                    raise _Overflow(max(self._txn_swept, key=self._txn_swept.__getitem__))
+                self._record(fk.child, self.plan.actions[fk.child], swept.count)
+                self._references_gone(inner, swept, through)
         for fk in shortcut.clear:
             child = self._t(fk.child)
             for refs in chunks(fk):
@@ -1027,9 +1175,12 @@ class _Walker:
                 count = int(self.conn.execute(nulled).rowcount)
                 self._record(fk.child, TableAction.NULLIFY, count)
         for fk in shortcut.probe:
-            child = self._t(fk.child)
-            for refs in chunks(fk):
-                self._probe(child, refs)
+            self._probe_all(fk, chunks(fk))
+
+    def _probe_all(self, fk: ForeignKey, refs: Iterable[ColumnElement[bool]]) -> None:
+        child = self._t(fk.child)
+        for cond in refs:
+            self._probe(child, cond)
 
     def _probe(self, child: sa.Table, refs: ColumnElement[bool]) -> None:
         found = self.conn.execute(sa.select(sa.literal(1)).select_from(child).where(refs).limit(1))
@@ -1162,6 +1313,8 @@ class _Walker:
     def _transaction(self, checks_off: bool = False) -> Iterator[Connection]:
         """One short transaction; its counts (and progress) are kept only once it commits."""
         self._pending.clear()
+        self._txn_rows = 0
+        self._txn_swept.clear()
         with self.conn.begin():
             begin_batch(
                 self.conn,
