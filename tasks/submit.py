@@ -198,8 +198,15 @@ def send_chord(registry: Registry, job: Job, tasks: Sequence[Task], default_queu
 def stamp(job: Job, tasks: Sequence[Task]) -> None:
     now = utcnow()
     job.dispatched_at = now
-    for t in tasks:
-        t.queued_at = now
+    session = sa.orm.object_session(job)
+    if session is None or not tasks:
+        for t in tasks:
+            t.queued_at = now
+        return
+    # One UPDATE for all the tasks, not one per task row.
+    session.execute(
+        sa.update(Task).where(Task.id.in_([t.id for t in tasks])).values(queued_at=now)
+    )
 
 
 def send_chord_for(
