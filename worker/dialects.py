@@ -197,6 +197,26 @@ def may_switch_off_checks(conn: Connection, dialect: str) -> str | None:
     return "the role may not set session_replication_role (GRANT SET ON PARAMETER)"
 
 
+def checks_off_unsafe(conn: Connection, dialect: str) -> set[tuple[str, str]]:
+    """PostgreSQL: tables (schema, name) whose rows must not be removed with this
+    session's triggers off: those with rewrite rules on writes (replica mode skips
+    them too), and, unless the role bypasses row-level security, those with it on (a
+    policy could hide from Eraser's own look-ups rows the database's check sees)."""
+    if dialect != POSTGRESQL:
+        return set()
+    rows = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid"
+            "   AND r.ev_type <> '1')"
+            " OR (c.relrowsecurity AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles"
+            "   WHERE rolname = current_user))"
+        )
+    )
+    return {(str(s), str(t)) for s, t in rows}
+
+
 def referencing_constraints(conn: Connection, dialect: str) -> dict[tuple[str, str], int]:
     """PostgreSQL: how many foreign keys in the whole database reference each table
     (schema, name), whichever schema they are declared in; partition clones aside."""

@@ -43,6 +43,7 @@ from worker.dialects import (
     RowIdentity,
     begin_batch,
     begin_read_only,
+    checks_off_unsafe,
     defer_constraints,
     end_read_only,
     flush_commits,
@@ -391,17 +392,23 @@ def _shortcuts(conn: Connection, plan: Plan, mode: str) -> dict[TableName, _Shor
             raise ReferenceChecksUnavailable(refusal)
         return {}
     declared = referencing_constraints(conn, dialect)
+    unsafe = checks_off_unsafe(conn, dialect)
     found: dict[TableName, _Shortcut] = {}
     for table in plan.order:  # children first: a child's shortcut is known before
-        shortcut = _shortcut(plan, table, declared, found)
+        shortcut = _shortcut(plan, table, declared, found, unsafe)
         if shortcut is not None:
             found[table] = shortcut
     return found
 
 
-def _plain_table(plan: Plan, table: TableName) -> bool:
+def _plain_table(plan: Plan, table: TableName, unsafe: set[tuple[str, str]]) -> bool:
     info = plan.info(table)
-    return not info.triggers and not info.partitioned and table not in plan.cycle_of
+    return (
+        not info.triggers
+        and not info.partitioned
+        and table not in plan.cycle_of
+        and (table.schema, table.name) not in unsafe
+    )
 
 
 def _shortcut(
@@ -409,10 +416,11 @@ def _shortcut(
     table: TableName,
     declared: dict[tuple[str, str], int],
     found: dict[TableName, _Shortcut],
+    unsafe: set[tuple[str, str]],
 ) -> _Shortcut | None:
     if plan.actions[table] not in (TableAction.DELETE, TableAction.UNLINK):
         return None
-    if not _plain_table(plan, table):
+    if not _plain_table(plan, table, unsafe):
         return None
     incoming = plan.catalog.incoming(table)
     real = [fk for fk in incoming if not _is_virtual(fk)]
@@ -423,7 +431,11 @@ def _shortcut(
     probe: list[ForeignKey] = []
     for fk in real:
         child = fk.child
-        if fk.is_self_reference or fk.on_delete == SET_DEFAULT or not _plain_table(plan, child):
+        if (
+            fk.is_self_reference
+            or fk.on_delete == SET_DEFAULT
+            or not _plain_table(plan, child, unsafe)
+        ):
             return None
         if fk.on_delete == SET_NULL:
             referenced = {c for ref in plan.catalog.incoming(child) for c in ref.parent_columns}
