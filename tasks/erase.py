@@ -58,7 +58,7 @@ from worker.app import app
 from worker.executor import Progress, SliceEnded
 from worker.faults import Fault, FaultKind, classify
 from worker.planner import REMOVING
-from worker.service import PlanCache, run_service
+from worker.service import PlanCache, nothing_here, run_service
 
 log = logging.getLogger("eraser.erase")
 
@@ -192,6 +192,10 @@ def execute_task(
     """Run one execution of a task and record its outcome; never raises for a failed
     erasure (the failure is the result)."""
     delivery = delivery or Delivery()
+    if plans is not None:
+        quick = _nothing_here(store, registry, job_id, service, delivery, engine_for, plans)
+        if quick is not None:
+            return quick
     claimed = _claim(store, settings, job_id, service, delivery)
     if isinstance(claimed, Outcome):
         return claimed
@@ -235,6 +239,114 @@ def execute_task(
         )
         return _record_fault(store, settings, claim, job_id, service, fault, None, report.tables)
     return _record_success(store, claim, job_id, service, report.tables, report)
+
+
+# --- nothing to erase ----------------------------------------------------------------------
+
+
+def _nothing_here(
+    store: JobStore,
+    registry: Registry,
+    job_id: str,
+    service: str,
+    delivery: Delivery,
+    engine_for: Callable[[str], sa.Engine],
+    plans: PlanCache,
+) -> Outcome | None:
+    """The common case, cheaply: the service holds nothing of the subject. One read of
+    the task, the engine's read-only check (no lock), then one transaction records
+    the execution as claimed and succeeded at once, provided nobody touched the task
+    meanwhile. None: the general path (claim, erase, record) takes over; it also
+    covers failures here, which it meets again and records."""
+    started = utcnow()
+    with store.engine.connect() as plain:
+        # A plain read, outside a transaction: the update below re-checks it.
+        found = (
+            plain.execution_options(isolation_level="AUTOCOMMIT")
+            .execute(
+                sa.select(
+                    Task.id,
+                    Task.status,
+                    Task.lease_id,
+                    Task.attempts,
+                    Task.total_rows,
+                    Task.rows,
+                    Job.subject_kind,
+                    Job.subject_value,
+                    Job.dry_run,
+                )
+                .join(Job, Job.id == Task.job_id)
+                .where(Task.job_id == job_id, Task.service == service)
+            )
+            .first()
+        )
+    if found is None or found.dry_run or found.lease_id is not None or found.total_rows:
+        return None
+    if TaskStatus(found.status).terminal or found.status == TaskStatus.RUNNING:
+        return None
+    try:
+        columns = registry.subject_columns(service, found.subject_kind)
+        report = nothing_here(
+            engine_for(service),
+            service,
+            registry.services[service],
+            found.subject_kind,
+            columns,
+            found.subject_value,
+            plans,
+        )
+    except Exception as exc:  # the general path meets it again, and records it
+        log.debug("task %s/%s: quick check failed (%s)", job_id, service, type(exc).__name__)
+        return None
+    if report is None:
+        return None
+    now = utcnow()
+    lease = new_id()
+    with store.transaction() as session:
+        done = session.execute(
+            sa.update(Task)
+            .where(
+                Task.id == found.id,
+                Task.status == found.status,
+                Task.attempts == found.attempts,
+                Task.lease_id.is_(None),
+            )
+            .values(
+                status=TaskStatus.SUCCEEDED,
+                attempts=found.attempts + 1,
+                rows=_merged(found.rows or [], report.tables),
+                total_rows=0,
+                verified=report.verified,
+                plan_fingerprint=report.schema_fingerprint,
+                error=None,
+                celery_id=delivery.celery_id,
+                retry_at=None,
+                heartbeat_at=now,
+                started_at=sa.func.coalesce(Task.started_at, started),
+                finished_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return None  # rolled back: someone else moved it; the general path decides
+        session.add(
+            Attempt(
+                task_id=found.id,
+                number=found.attempts + 1,
+                lease_id=lease,
+                celery_id=delivery.celery_id,
+                worker=delivery.worker,
+                started_at=started,
+                finished_at=now,
+                outcome=AttemptOutcome.SUCCEEDED,
+                rows=0,
+            )
+        )
+        session.flush()
+        last = _none_open_id(session, job_id, found.id)
+    log.info("task %s/%s succeeded: nothing of the subject here", job_id, service)
+    result = TaskResult(job_id=job_id, service=service, status=TaskStatus.SUCCEEDED, total_rows=0)
+    return Outcome(result, finished=True, last=last)
 
 
 # --- claiming ------------------------------------------------------------------------------
@@ -440,12 +552,16 @@ def _end_attempt(
 def _none_open(session: sa.orm.Session, task: Task) -> bool:
     """Whether no other task of ``task``'s job is open (one statement, in the
     transaction that just ended ``task``)."""
-    terminal = [s.value for s in TaskStatus if s.terminal]
     session.flush()
+    return _none_open_id(session, task.job_id, task.id)
+
+
+def _none_open_id(session: sa.orm.Session, job_id: str, task_id: int) -> bool:
+    terminal = [s.value for s in TaskStatus if s.terminal]
     open_tasks = session.scalar(
         sa.select(sa.func.count())
         .select_from(Task)
-        .where(Task.job_id == task.job_id, Task.id != task.id, Task.status.not_in(terminal))
+        .where(Task.job_id == job_id, Task.id != task_id, Task.status.not_in(terminal))
     )
     return not open_tasks
 
@@ -565,24 +681,28 @@ def backoff(retry: int, base: float, cap: float) -> float:
     return random.uniform(min(base / 2, ceiling), ceiling)  # noqa: S311 - not security
 
 
+def _merged(previous: Sequence[dict[str, Any]], tables: Sequence[TableOutcome]) -> list[Any]:
+    """Per-table counts recorded before plus this execution's, sorted."""
+    merged: dict[tuple[str, str], int] = {
+        (str(r["table"]), str(r["action"])): int(r["rows"]) for r in previous
+    }
+    for t in tables:
+        key = (t.table, str(t.action))
+        merged[key] = merged.get(key, 0) + t.rows
+    return [
+        {"table": table, "action": action, "rows": rows}
+        for (table, action), rows in sorted(merged.items())
+    ]
+
+
 def _merge_rows(
     task: Task, tables: Sequence[TableOutcome], removing_total: int | None = None
 ) -> int:
     """Add this execution's per-table counts to what earlier executions recorded;
     returns this execution's rows. Counts of earlier slices are kept: their rows are
     gone and cannot be counted again."""
-    merged: dict[tuple[str, str], int] = {
-        (str(r["table"]), str(r["action"])): int(r["rows"]) for r in task.rows
-    }
-    done = 0
-    for t in tables:
-        key = (t.table, str(t.action))
-        merged[key] = merged.get(key, 0) + t.rows
-        done += t.rows
-    task.rows = [
-        {"table": table, "action": action, "rows": rows}
-        for (table, action), rows in sorted(merged.items())
-    ]
+    task.rows = _merged(task.rows, tables)
+    done = sum(t.rows for t in tables)
     previous = task.total_rows
     if removing_total is None:
         task.total_rows = previous + _removing(tables)

@@ -32,7 +32,12 @@ class Resources:
         with self._lock:
             if service not in self._engines:
                 url = service_url(self.registry.services[service].url_env)
-                self._engines[service] = create_engine(url, pool_size=2, max_overflow=2)
+                # No ping at checkout (a round trip per use): a connection the server
+                # dropped fails its task with a transient error, which is retried,
+                # and the pool is renewed.
+                self._engines[service] = create_engine(
+                    url, pool_size=2, max_overflow=2, pool_pre_ping=False
+                )
             return self._engines[service]
 
     def dispose(self) -> None:
@@ -56,7 +61,7 @@ def resources() -> Resources:
             _current = Resources(
                 settings=settings,
                 registry=load_registry(settings.config),
-                store=JobStore(create_engine(settings.database_url)),
+                store=JobStore(create_engine(settings.database_url, pool_pre_ping=False)),
             )
         return _current
 

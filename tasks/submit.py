@@ -178,13 +178,33 @@ def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: st
         if job is None or job.dispatched_at is not None:
             return False
         pending = [t for t in job.tasks if t.status == TaskStatus.PENDING]
-        # Stamped in the same transaction: if the commit fails after the send, a
-        # second dispatch can happen, and erase_service ignores tasks already done.
-        send_chord(registry, job, pending, default_queue)
+        services = [t.service for t in pending]
+        stamp(job, pending)
         if pending:
             job.status = JobStatus.RUNNING
+    # Sent after the stamp is committed: the stamp locks the task rows, which the
+    # first tasks would otherwise wait for. A send that fails takes the stamp back
+    # (the reaper then dispatches the job); should that fail too, the reaper finds
+    # the tasks queued with nothing in their queue and sends them again.
+    try:
+        send_chord_for(registry, job_id, services, default_queue)
+    except Exception:
+        _unstamp(store, job_id)
+        raise
     log.info("dispatched job %s to %d service(s)", job_id, len(pending))
     return True
+
+
+def _unstamp(store: JobStore, job_id: str) -> None:
+    try:
+        with store.transaction() as session:
+            session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(dispatched_at=None, status=JobStatus.PENDING)
+            )
+    except Exception as exc:
+        log.warning("job %s: dispatch not taken back (%s)", job_id, type(exc).__name__)
 
 
 def send_chord(registry: Registry, job: Job, tasks: Sequence[Task], default_queue: str) -> None:
@@ -204,9 +224,7 @@ def stamp(job: Job, tasks: Sequence[Task]) -> None:
             t.queued_at = now
         return
     # One UPDATE for all the tasks, not one per task row.
-    session.execute(
-        sa.update(Task).where(Task.id.in_([t.id for t in tasks])).values(queued_at=now)
-    )
+    session.execute(sa.update(Task).where(Task.id.in_([t.id for t in tasks])).values(queued_at=now))
 
 
 def send_chord_for(

@@ -221,7 +221,7 @@ _PG_USER_SCHEMAS = (
 #: new ``xmin``) or removes rows, which changes the count or the sums. Sums rather
 #: than a hash of the sorted rows: no sort, no string building (it runs per task).
 _PG_VERSION = """
-SELECT count(*) || ':' || coalesce(sum(o), 0) || ':' || coalesce(sum(x), 0) FROM (
+SELECT count(*) || ':' || coalesce(sum(o), 0) || ':' || coalesce(sum(x), 0) AS version FROM (
   SELECT c.oid::bigint, c.xmin::text::bigint FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE {where} AND c.relkind IN ('r', 'p', 'i')
@@ -255,8 +255,26 @@ SELECT CONCAT_WS(':',
    WHERE k.TABLE_SCHEMA IN :schemas),
   (SELECT CONCAT(COUNT(*), '/', COALESCE(SUM(CRC32(CONCAT_WS('|', TRIGGER_SCHEMA,
       TRIGGER_NAME, EVENT_OBJECT_TABLE, EVENT_MANIPULATION))), 0))
-   FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA IN :schemas))
+   FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA IN :schemas)) AS version
 """
+
+
+def catalog_version_column(dialect: str, schemas: Sequence[str] | None) -> sa.ColumnElement[Any]:
+    """``catalog_version`` as a scalar subquery, to read in another statement."""
+    if dialect == SQLITE:
+        query = sa.text("SELECT schema_version AS version FROM pragma_schema_version()")
+    elif dialect == POSTGRESQL:
+        if schemas:
+            sql = _PG_VERSION.format(where="n.nspname = ANY(:schemas)")
+            query = sa.text(sql).bindparams(schemas=list(schemas))
+        else:
+            query = sa.text(_PG_VERSION.format(where=_PG_USER_SCHEMAS))
+    else:
+        query = sa.text(_MYSQL_VERSION).bindparams(
+            sa.bindparam("schemas", list(schemas or []), expanding=True)
+        )
+    sub = query.columns(sa.column("version")).subquery("catalog_version")
+    return sa.select(sa.cast(sub.c.version, sa.String)).scalar_subquery()
 
 
 def catalog_version(conn: Connection, dialect: str, schemas: Sequence[str] | None) -> str:

@@ -218,6 +218,23 @@ def erase(
         return _report(plan, walker.outcomes(), remaining == 0, passes, started, checked)
 
 
+def nothing_to_erase(
+    engine: Engine, plan: Plan, subject: object, version: ColumnElement[Any] | None = None
+) -> tuple[ErasureReport | None, Any]:
+    """The report of an erasure with nothing to do, or None when the subject has rows
+    here: one read statement, outside any transaction, no lock. Most services hold
+    nothing of a given subject. ``version`` (the schema's version token) is read in
+    the same statement and returned with it, for the caller to check the plan."""
+    started = time.monotonic()
+    with engine.connect() as plain:
+        conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+        walker = _Walker(conn, plan, subject, ExecutionOptions(), None, started)
+        left, value = walker.verify_with(version)
+    if left:
+        return None, value
+    return _report(plan, walker.outcomes(), True, 0, started, []), value
+
+
 def _report(
     plan: Plan,
     outcomes: list[TableOutcome],
@@ -565,6 +582,12 @@ class _Walker:
         column(s) only (an index lookup); the others with their whole membership
         predicate. See ``_verifiable_directly`` for why that is the same question.
         """
+        with self.conn.begin():
+            return self.verify_with(None)[0]
+
+    def verify_with(self, extra: ColumnElement[Any] | None) -> tuple[int, Any]:
+        """``verify`` inside the caller's transaction (or autocommit), with ``extra``
+        read in the same statement; returns the count and ``extra``'s value."""
         checks: list[ColumnElement[bool]] = []
         for table in self.plan.order:
             action = self.plan.actions[table]
@@ -580,12 +603,19 @@ class _Walker:
                 where = self.preds.remaining(table)
             checks.append(sa.exists(sa.select(sa.literal(1)).select_from(target).where(where)))
         left = 0
-        with self.conn.begin():
-            # One round trip: a statement of EXISTS columns, a few dozen at a time.
-            for i in range(0, len(checks), _CHECKS_PER_STATEMENT):
-                row = self.conn.execute(sa.select(*checks[i : i + _CHECKS_PER_STATEMENT])).one()
-                left += sum(1 for found in row if found)
-        return left
+        value: Any = None
+        # One round trip: a statement of EXISTS columns, a few dozen at a time.
+        for i in range(0, max(len(checks), 1), _CHECKS_PER_STATEMENT):
+            columns: list[ColumnElement[Any]] = list(checks[i : i + _CHECKS_PER_STATEMENT])
+            if i == 0 and extra is not None:
+                columns.insert(0, extra)
+            if not columns:
+                break
+            row = tuple(self.conn.execute(sa.select(*columns)).one())
+            if i == 0 and extra is not None:
+                value, row = row[0], row[1:]
+            left += sum(1 for found in row if found)
+        return left, value
 
     def outcomes(self) -> list[TableOutcome]:
         result = []

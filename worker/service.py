@@ -11,8 +11,20 @@ import sqlalchemy as sa
 
 from models.erasure import ErasureReport
 from models.registry import Service
-from worker.catalog import MYSQL, catalog_version, dialect_name, reflect
-from worker.executor import ExecutionOptions, ProgressCallback, dry_run, erase
+from worker.catalog import (
+    MYSQL,
+    catalog_version,
+    catalog_version_column,
+    dialect_name,
+    reflect,
+)
+from worker.executor import (
+    ExecutionOptions,
+    ProgressCallback,
+    dry_run,
+    erase,
+    nothing_to_erase,
+)
 from worker.planner import Plan, build_plan
 
 
@@ -35,6 +47,11 @@ class PlanCache:
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def peek(self, name: str, subject_kind: str) -> tuple[list[str] | None, str, Plan] | None:
+        """The kept (schemas, version, plan), not checked against the database."""
+        with self._lock:
+            return self._entries.get((name, subject_kind))
+
     def get(
         self,
         engine: sa.Engine,
@@ -50,8 +67,7 @@ class PlanCache:
             with engine.connect() as conn:
                 return catalog_version(conn, dialect, schemas)
 
-        with self._lock:
-            entry = self._entries.get(key)
+        entry = self.peek(name, subject_kind)
         if entry is not None and current(entry[0]) == entry[1]:
             return entry[2]
         schemas = list(service.schemas) or None
@@ -67,6 +83,29 @@ class PlanCache:
             with self._lock:
                 self._entries[key] = (schemas, after, plan)
         return plan
+
+
+def nothing_here(
+    engine: sa.Engine,
+    name: str,
+    service: Service,
+    subject_kind: str,
+    subject_columns: Sequence[str],
+    subject: str,
+    plans: PlanCache,
+) -> ErasureReport | None:
+    """The report of an erasure that finds nothing of the subject in this service
+    (read-only, no lock), or None when there is something to erase."""
+    kept = plans.peek(name, subject_kind)
+    if kept is not None:
+        # The kept plan, checked against the schema's version in the same statement.
+        schemas, version, plan = kept
+        token = catalog_version_column(dialect_name(engine), schemas)
+        report, seen = nothing_to_erase(engine, plan, subject, token)
+        if str(seen) == version:
+            return report
+    plan = plans.get(engine, name, service, subject_kind, subject_columns)
+    return nothing_to_erase(engine, plan, subject)[0]
 
 
 def run_service(
