@@ -41,9 +41,8 @@ from tasks.submit import (
     SubmitError,
     cancel_job,
     replay_dead_letter,
-    request_dispatch,
     retry_job,
-    submit,
+    submit_and_dispatch,
 )
 from worker.app import app as celery_app
 
@@ -361,15 +360,15 @@ def create_app(
             reason=body.reason,
         )
         try:
-            job, created = submit(store, registry, request, settings.job_timeout_seconds)
+            job, created = submit_and_dispatch(
+                store, registry, request, settings.job_timeout_seconds, settings.default_queue
+            )
         except IdempotencyConflict as exc:
             raise Problem(409, "idempotency-conflict", "Idempotency key reused", str(exc)) from None
         except SubmitError as exc:
             raise Problem(
                 422, "invalid-request", "The request cannot become a job", str(exc)
             ) from None
-        if created:
-            request_dispatch(store, registry, job.id, settings.default_queue)
         view = load(job.id)
         return JSONResponse(view.model_dump(mode="json"), status_code=202 if created else 200)
 

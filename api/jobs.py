@@ -22,7 +22,7 @@ from models.settings import Settings, get_settings
 from tasks.embedded import EmbeddedWorker, announce, is_embedded
 from tasks.queues import all_queues
 from tasks.resources import Resources, use_resources
-from tasks.submit import request_dispatch, submit
+from tasks.submit import submit_and_dispatch
 from worker.database import create_engine
 
 EXIT_OK = 0
@@ -159,9 +159,9 @@ def _submit(
         requested_by=args.requested_by,
         reason=args.reason,
     )
-    job, created = submit(store, registry, request, settings.job_timeout_seconds)
-    if created:
-        request_dispatch(store, registry, job.id, settings.default_queue)
+    job, created = submit_and_dispatch(
+        store, registry, request, settings.job_timeout_seconds, settings.default_queue
+    )
     if not args.wait:
         _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
         return EXIT_OK

@@ -24,7 +24,7 @@ Two workers run, both prefork with concurrency 2, prefetch multiplier 1 and late
 Printed, all measured in the same run:
 
 1. submit -> ``succeeded`` of a 12-service Eraser job as a client sees it:
-   ``submit()`` + ``request_dispatch()`` in this process (as ``eraser submit`` does),
+   ``submit_and_dispatch()`` in this process (as ``eraser submit`` and the API do),
    then the job store is polled every 2 ms (``POLL_SECONDS``) for a terminal status;
    ``--jobs`` jobs (default 50), one at a time, after warm-up jobs. Next to it, a bare
    chord of 12 no-op tasks: apply -> the body's result is read (``AsyncResult.get``).
@@ -505,7 +505,7 @@ class EraserClient:
     store, broker and registry: the Celery app reads its settings when imported."""
 
     def __init__(self) -> None:
-        from tasks.submit import request_dispatch, submit  # noqa: PLC0415 - see above
+        from tasks.submit import submit, submit_and_dispatch  # noqa: PLC0415 - see above
         from worker.app import app  # noqa: PLC0415
 
         get_settings.cache_clear()
@@ -514,7 +514,7 @@ class EraserClient:
         self.registry = load_registry(self.settings.config)
         self.store = JobStore(create_engine(self.settings.database_url))
         self._submit = submit
-        self._request_dispatch = request_dispatch
+        self._submit_and_dispatch = submit_and_dispatch
         self.poll_engine = create_engine(
             self.settings.database_url, pool_size=1, isolation_level="AUTOCOMMIT"
         )
@@ -547,12 +547,15 @@ class EraserClient:
         return job
 
     def submit(self, services: Sequence[str] = ()) -> tuple[str, float, float]:
-        """Submit and request dispatch; returns (job id, perf after submit, after send)."""
-        job, created = self._submit(self.store, self.registry, self.request(services))
+        """Submit and dispatch as ``eraser submit`` does (the job and its dispatch
+        stamp in one transaction, then the chord); returns (job id, perf when done,
+        the same)."""
+        job, created = self._submit_and_dispatch(
+            self.store, self.registry, self.request(services), 86400, self.settings.default_queue
+        )
         assert created
-        submitted = time.perf_counter()
-        self._request_dispatch(self.store, self.registry, job.id, self.settings.default_queue)
-        return job.id, submitted, time.perf_counter()
+        sent = time.perf_counter()
+        return job.id, sent, sent
 
     def status(self, job_id: str) -> str:
         row = self.poll.exec_driver_sql(
@@ -736,10 +739,8 @@ def disturbance(accounts: Sequence[CpuAccount]) -> list[str]:
 
 
 STAGES = (
-    ("submit(): job store transaction (client)", "submit"),
-    ("request_dispatch(): chord sent, dispatch committed (client)", "send"),
-    ("dispatch committed -> dispatched_at (stamped before)", "dispatch"),
-    ("chord sent -> first erase_service starts", "queue"),
+    ("submit_and_dispatch(): job committed, chord sent (client)", "submit"),
+    ("dispatch stamp (in that commit) -> first task starts", "queue"),
     ("erase phase: first task start -> last task end", "erase"),
     ("last task end -> finalize_job committed", "finalize"),
     ("committed -> client sees it (poll)", "poll"),
@@ -764,9 +765,7 @@ def stage_breakdown(
         first, last = min(starts), max(ends)
         busy_fraction.append(sum(runtimes) / (CONCURRENCY * max(last - first, 1e-9)))
         dispatched = epoch(job.dispatched_at)
-        stages["submit"].append(run.submitted - run.start)
-        stages["send"].append(run.dispatch_sent - run.submitted)
-        stages["dispatch"].append(dispatched - clock.wall(run.dispatch_sent))
+        stages["submit"].append(run.dispatch_sent - run.start)
         stages["queue"].append(first - dispatched)
         stages["erase"].append(last - first)
         stages["finalize"].append(epoch(job.finished_at) - last)
@@ -784,8 +783,6 @@ def stage_breakdown(
         return lines
     tasks = len(next(iter(jobs.values())).tasks) if jobs else 0
     lines += [
-        "    (dispatched_at is stamped after the chord is sent, before the commit: a task"
-        " may start first, so 'chord sent -> first start' can be ~0 or negative)",
         f"    erase_service as recorded (started_at -> finished_at): {summary(task_runtimes)}",
         f"    sum of the {tasks} task runtimes per job: p50"
         f" {percentile(task_sums, 50) * 1000:.1f} ms (/{CONCURRENCY} ="

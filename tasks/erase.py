@@ -302,48 +302,83 @@ def _nothing_here(
         return None
     now = utcnow()
     lease = new_id()
-    with store.transaction() as session:
-        done = session.execute(
-            sa.update(Task)
-            .where(
-                Task.id == found.id,
-                Task.status == found.status,
-                Task.attempts == found.attempts,
-                Task.lease_id.is_(None),
-            )
-            .values(
-                status=TaskStatus.SUCCEEDED,
-                attempts=found.attempts + 1,
-                rows=_merged(found.rows or [], report.tables),
-                total_rows=0,
-                verified=report.verified,
-                plan_fingerprint=report.schema_fingerprint,
-                error=None,
-                celery_id=delivery.celery_id,
-                retry_at=None,
-                heartbeat_at=now,
-                started_at=sa.func.coalesce(Task.started_at, started),
-                finished_at=now,
-            )
-            .execution_options(synchronize_session=False)
+    update = (
+        sa.update(Task)
+        .where(
+            Task.id == found.id,
+            Task.status == found.status,
+            Task.attempts == found.attempts,
+            Task.lease_id.is_(None),
         )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return None  # rolled back: someone else moved it; the general path decides
-        session.add(
-            Attempt(
-                task_id=found.id,
-                number=found.attempts + 1,
-                lease_id=lease,
-                celery_id=delivery.celery_id,
-                worker=delivery.worker,
-                started_at=started,
-                finished_at=now,
-                outcome=AttemptOutcome.SUCCEEDED,
-                rows=0,
-            )
+        .values(
+            status=TaskStatus.SUCCEEDED,
+            attempts=found.attempts + 1,
+            rows=_merged(found.rows or [], report.tables),
+            total_rows=0,
+            verified=report.verified,
+            plan_fingerprint=report.schema_fingerprint,
+            error=None,
+            celery_id=delivery.celery_id,
+            retry_at=None,
+            heartbeat_at=now,
+            started_at=sa.func.coalesce(Task.started_at, started),
+            finished_at=now,
         )
-        session.flush()
-        last = _none_open_id(session, job_id, found.id)
+    )
+    attempt = {
+        "task_id": found.id,
+        "number": found.attempts + 1,
+        "lease_id": lease,
+        "celery_id": delivery.celery_id,
+        "worker": delivery.worker,
+        "started_at": started,
+        "finished_at": now,
+        "outcome": AttemptOutcome.SUCCEEDED.value,
+        "rows": 0,
+        "tables": {},
+    }
+    terminal = [st.value for st in TaskStatus if st.terminal]
+    still_open = (
+        sa.select(sa.func.count())
+        .select_from(Task)
+        .where(Task.job_id == job_id, Task.id != found.id, Task.status.not_in(terminal))
+    )
+    if store.engine.dialect.name == "postgresql":
+        # One statement, one round trip: the update, the attempt row (only if the
+        # update matched) and the count of the job's other open tasks.
+        moved = update.returning(Task.id).cte("moved")
+        columns = list(attempt)
+        values = [
+            moved.c.id if c == "task_id" else sa.literal(v, Attempt.__table__.c[c].type)
+            for c, v in attempt.items()
+        ]
+        recorded = (
+            sa.insert(Attempt)
+            .from_select(columns, sa.select(*values).select_from(moved))
+            .returning(Attempt.id)
+            .cte("recorded")
+        )
+        with store.engine.connect() as plain:
+            done, others = (
+                plain.execution_options(isolation_level="AUTOCOMMIT")
+                .execute(
+                    sa.select(
+                        sa.select(sa.func.count()).select_from(recorded).scalar_subquery(),
+                        still_open.scalar_subquery(),
+                    )
+                )
+                .one()
+            )
+        if done != 1:
+            return None  # someone else moved the task; the general path decides
+        last = not others
+    else:
+        with store.transaction() as session:
+            updated = session.execute(update.execution_options(synchronize_session=False))
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # rolled back: someone else moved it; the general path decides
+            session.execute(sa.insert(Attempt).values(**attempt))
+            last = not session.scalar(still_open)
     log.info("task %s/%s succeeded: nothing of the subject here", job_id, service)
     result = TaskResult(job_id=job_id, service=service, status=TaskStatus.SUCCEEDED, total_rows=0)
     return Outcome(result, finished=True, last=last)

@@ -23,7 +23,7 @@ from models.messages import ErasureRequest
 from tasks.deadletter import DEAD_LETTER_QUEUE
 from tasks.queues import Queue
 from tasks.resources import resources
-from tasks.submit import SubmitError, request_dispatch, submit
+from tasks.submit import SubmitError, submit_and_dispatch
 from worker.app import app
 
 log = logging.getLogger("eraser.requests")
@@ -40,7 +40,13 @@ def submit_request(**fields: Any) -> dict[str, Any]:
     res = resources()
     try:
         request = ErasureRequest.model_validate(fields)
-        job, created = submit(res.store, res.registry, request, res.settings.job_timeout_seconds)
+        job, created = submit_and_dispatch(
+            res.store,
+            res.registry,
+            request,
+            res.settings.job_timeout_seconds,
+            res.settings.default_queue,
+        )
     except ValidationError as exc:
         problems = [
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
@@ -48,8 +54,6 @@ def submit_request(**fields: Any) -> dict[str, Any]:
         return _reject("invalid request: " + "; ".join(problems))
     except SubmitError as exc:
         return _reject(str(exc))
-    if created:
-        request_dispatch(res.store, res.registry, job.id, res.settings.default_queue)
     log.info("request submitted as job %s (created %s)", job.id, created)
     return {"job_id": job.id, "created": created}
 

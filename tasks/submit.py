@@ -51,9 +51,13 @@ def submit(
     registry: Registry,
     request: ErasureRequest,
     timeout_seconds: float = 86400,
+    *,
+    dispatching: bool = False,
 ) -> tuple[Job, bool]:
     """Create the job and its tasks; returns (job, created). The reaper fails what is
-    left of the job ``timeout_seconds`` after submission.
+    left of the job ``timeout_seconds`` after submission. ``dispatching``: the caller
+    sends the chord right after the commit (``submit_and_dispatch``), so the job is
+    stamped dispatched in the same transaction.
 
     A repeated idempotency key returns the first job (``created`` False), also when
     two submissions race: the unique key lets exactly one insert win.
@@ -91,6 +95,12 @@ def submit(
                 deadline_at=utcnow() + timedelta(seconds=timeout_seconds),
             )
             job.tasks = [Task(service=s) for s in services]
+            if dispatching:
+                now = utcnow()
+                job.dispatched_at = now
+                job.status = JobStatus.RUNNING
+                for task in job.tasks:
+                    task.queued_at = now
             session.add(job)
             session.flush()
             session.add(
@@ -109,6 +119,30 @@ def submit(
             raise
         return _same_request(existing, fingerprint), False
     return job, True
+
+
+def submit_and_dispatch(
+    store: JobStore,
+    registry: Registry,
+    request: ErasureRequest,
+    timeout_seconds: float,
+    default_queue: str,
+) -> tuple[Job, bool]:
+    """``submit``, then send the new job's chord from here, without a second
+    transaction. A broker that cannot take the chord loses nothing: the stamp is
+    taken back and the reaper dispatches the job (or, should that fail too, finds
+    its tasks queued with nothing in their queue and sends them again)."""
+    job, created = submit(store, registry, request, timeout_seconds, dispatching=True)
+    if created:
+        try:
+            with not_watching_results():
+                send_chord_for(registry, job.id, list(job.services), default_queue)
+        except Exception as exc:
+            _unstamp(store, job.id)
+            log.warning(
+                "job %s not dispatched now (%s); the reaper will", job.id, type(exc).__name__
+            )
+    return job, created
 
 
 def _by_key(store: JobStore, key: str) -> Job | None:
