@@ -48,23 +48,28 @@ def completion_event(store: JobStore, registry: Registry, job_id: str) -> dict[s
         job = session.scalar(sa.select(Job).where(Job.id == job_id))
         if job is None:
             return None
-        event: dict[str, Any] = {
-            "event": "job.finished",
-            "job_id": job.id,
-            "subject_kind": job.subject_kind,
-            "status": job.status,
-            "dry_run": job.dry_run,
-            "total_rows": job.total_rows,
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-            "services": {
-                t.service: {"status": t.status, "rows": t.total_rows, "verified": t.verified}
-                for t in job.tasks
-            },
-        }
-        kind = registry.subjects.get(job.subject_kind)
-        if kind is not None and kind.events_include_value:
-            event["subject_value"] = job.subject_value
-        return event
+        return event_of(job, registry)
+
+
+def event_of(job: Job, registry: Registry) -> dict[str, Any]:
+    """The completion event of ``job`` (loaded with its tasks)."""
+    event: dict[str, Any] = {
+        "event": "job.finished",
+        "job_id": job.id,
+        "subject_kind": job.subject_kind,
+        "status": job.status,
+        "dry_run": job.dry_run,
+        "total_rows": job.total_rows,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "services": {
+            t.service: {"status": t.status, "rows": t.total_rows, "verified": t.verified}
+            for t in job.tasks
+        },
+    }
+    kind = registry.subjects.get(job.subject_kind)
+    if kind is not None and kind.events_include_value:
+        event["subject_value"] = job.subject_value
+    return event
 
 
 def publish_event(event: dict[str, Any]) -> None:
@@ -80,16 +85,17 @@ def publish_event(event: dict[str, Any]) -> None:
         )
 
 
-def announce_here(job_id: str) -> None:
+def announce_here(job_id: str, event: dict[str, Any] | None = None) -> None:
     """In a worker: publish the completion event in this process when there is no
     webhook to call (no task hop for a publish); with a webhook, which may be slow
-    and is retried, the ``announce_job`` task does it."""
+    and is retried, the ``announce_job`` task does it. ``event``: already built."""
     res = resources()
     if res.settings.webhook_url or not res.settings.events:
         if res.settings.webhook_url:
             announce_job.apply_async((job_id,), queue=res.settings.default_queue)
         return
-    event = completion_event(res.store, res.registry, job_id)
+    if event is None:
+        event = completion_event(res.store, res.registry, job_id)
     if event is not None:
         publish_event(event)
 

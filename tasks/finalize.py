@@ -58,8 +58,15 @@ def finalize_if_done(store: JobStore, job_id: str) -> str | None:
 def finalize(store: JobStore, job_id: str, in_worker: bool = False) -> str:
     """Recompute and store the job's status and totals; returns the status. A worker
     (``in_worker``) announces the outcome itself when that is only a publish."""
+    event: dict[str, Any] | None = None
     with store.transaction() as session:
-        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
+        # The tasks in the same statement; only the job row is locked.
+        job = session.scalar(
+            sa.select(Job)
+            .options(sa.orm.joinedload(Job.tasks))
+            .where(Job.id == job_id)
+            .with_for_update(of=Job)
+        )
         if job is None:
             return "missing"
         status = job_status([TaskStatus(t.status) for t in job.tasks])
@@ -84,18 +91,23 @@ def finalize(store: JobStore, job_id: str, in_worker: bool = False) -> str:
             )
             log.info("job %s %s: %d rows", job_id, status.value, total)
         announce = changed and status.terminal
+        if announce and in_worker:
+            from tasks.events import event_of  # noqa: PLC0415 - events imports this module
+
+            session.flush()
+            event = event_of(job, resources().registry)
     if announce:
-        _announce(job_id, in_worker)
+        _announce(job_id, in_worker, event)
     return status.value
 
 
-def _announce(job_id: str, in_worker: bool) -> None:
+def _announce(job_id: str, in_worker: bool, event: dict[str, Any] | None = None) -> None:
     """Publish the completion event (and call the webhook), or ask a worker to."""
     from tasks.events import announce_here, announce_job  # noqa: PLC0415 - a cycle
 
     try:
         if in_worker:
-            announce_here(job_id)
+            announce_here(job_id, event)
             return
         announce_job.apply_async((job_id,), queue=get_settings().default_queue)
     except Exception as exc:  # the job is final either way; the event is best effort
