@@ -754,10 +754,10 @@ class _Walker:
                 self.checked.add(table)
                 return
             except _Overflow as over:
-                if over.widest is None:
-                    raise _StillReferenced() from None  # cannot happen: nothing swept
-                self._wide.add(over.widest)
-                raise
+                if over.widest is not None:
+                    self._wide.add(over.widest)
+                    raise  # that reference is cleared first, then the batch again
+                # (an overflow always names a reference; if not, the database's way)
             except _StillReferenced:
                 pass  # rolled back: the database checks this batch, and reports it
         with self._transaction() as conn:
