@@ -101,8 +101,11 @@ def nothing_here(
         # The kept plan, checked against the schema's version in the same statement.
         schemas, version, plan = kept
         token = catalog_version_column(dialect_name(engine), schemas)
-        report, seen = nothing_to_erase(engine, plan, subject, token)
-        if str(seen) == version:
+        try:
+            report, seen = nothing_to_erase(engine, plan, subject, token)
+        except sa.exc.DBAPIError:
+            seen = None  # the kept plan names what the schema no longer has: plan again
+        if seen is not None and str(seen) == version:
             return report
     plan = plans.get(engine, name, service, subject_kind, subject_columns)
     return nothing_to_erase(engine, plan, subject)[0]
