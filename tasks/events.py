@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -48,22 +49,26 @@ def completion_event(store: JobStore, registry: Registry, job_id: str) -> dict[s
         job = session.scalar(sa.select(Job).where(Job.id == job_id))
         if job is None:
             return None
-        return event_of(job, registry)
+        tasks = [(t.service, t.status, t.total_rows, t.verified) for t in job.tasks]
+        return event_of(job, tasks, registry)
 
 
-def event_of(job: Job, registry: Registry) -> dict[str, Any]:
-    """The completion event of ``job`` (loaded with its tasks)."""
+def event_of(
+    job: Any, tasks: Sequence[tuple[str, str, int, bool]], registry: Registry
+) -> dict[str, Any]:
+    """The completion event of ``job`` (anything with the job's columns as attributes:
+    the mapped object or a row) and its tasks (service, status, rows, verified)."""
     event: dict[str, Any] = {
         "event": "job.finished",
         "job_id": job.id,
         "subject_kind": job.subject_kind,
-        "status": job.status,
+        "status": str(job.status),
         "dry_run": job.dry_run,
         "total_rows": job.total_rows,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "services": {
-            t.service: {"status": t.status, "rows": t.total_rows, "verified": t.verified}
-            for t in job.tasks
+            service: {"status": status, "rows": rows, "verified": verified}
+            for service, status, rows, verified in tasks
         },
     }
     kind = registry.subjects.get(job.subject_kind)
