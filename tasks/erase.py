@@ -26,6 +26,7 @@ import os
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -243,6 +244,45 @@ def execute_task(
 
 # --- nothing to erase ----------------------------------------------------------------------
 
+#: Task statuses a quick execution may take over.
+_QUICK = (TaskStatus.PENDING.value, TaskStatus.RETRYING.value)
+
+
+@dataclass(frozen=True)
+class _JobFields:
+    """What an execution needs of its job; fixed when the job is created."""
+
+    subject_kind: str
+    subject_value: str
+    dry_run: bool
+
+
+class _JobCache:
+    """The last few hundred jobs' fixed fields, per worker process: a job's tasks run
+    one after another in the same processes, and each would read them again."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: OrderedDict[str, _JobFields] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str) -> _JobFields | None:
+        with self._lock:
+            found = self._items.get(job_id)
+            if found is not None:
+                self._items.move_to_end(job_id)
+            return found
+
+    def put(self, job_id: str, fields: _JobFields) -> None:
+        with self._lock:
+            self._items[job_id] = fields
+            self._items.move_to_end(job_id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_JOB_FIELDS = _JobCache()
+
 
 def _nothing_here(
     store: JobStore,
@@ -259,40 +299,43 @@ def _nothing_here(
     meanwhile. None: the general path (claim, erase, record) takes over; it also
     covers failures here, which it meets again and records."""
     started = utcnow()
-    with store.engine.connect() as plain:
-        # A plain read, outside a transaction: the update below re-checks it.
-        found = (
-            plain.execution_options(isolation_level="AUTOCOMMIT")
-            .execute(
-                sa.select(
-                    Task.id,
-                    Task.status,
-                    Task.lease_id,
-                    Task.attempts,
-                    Task.total_rows,
-                    Task.rows,
-                    Job.subject_kind,
-                    Job.subject_value,
-                    Job.dry_run,
+    job = _JOB_FIELDS.get(job_id)
+    if job is None:
+        with store.engine.connect() as plain:
+            # A plain read, outside a transaction: the update below re-checks it.
+            found = (
+                plain.execution_options(isolation_level="AUTOCOMMIT")
+                .execute(
+                    sa.select(
+                        Task.status,
+                        Task.lease_id,
+                        Task.total_rows,
+                        Job.subject_kind,
+                        Job.subject_value,
+                        Job.dry_run,
+                    )
+                    .join(Job, Job.id == Task.job_id)
+                    .where(Task.job_id == job_id, Task.service == service)
                 )
-                .join(Job, Job.id == Task.job_id)
-                .where(Task.job_id == job_id, Task.service == service)
+                .first()
             )
-            .first()
-        )
-    if found is None or found.dry_run or found.lease_id is not None or found.total_rows:
-        return None
-    if TaskStatus(found.status).terminal or found.status == TaskStatus.RUNNING:
+        if found is None:
+            return None
+        job = _JobFields(found.subject_kind, found.subject_value, found.dry_run)
+        _JOB_FIELDS.put(job_id, job)
+        if found.lease_id is not None or found.total_rows or found.status not in _QUICK:
+            return None
+    if job.dry_run:
         return None
     try:
-        columns = registry.subject_columns(service, found.subject_kind)
+        columns = registry.subject_columns(service, job.subject_kind)
         report = nothing_here(
             engine_for(service),
             service,
             registry.services[service],
-            found.subject_kind,
+            job.subject_kind,
             columns,
-            found.subject_value,
+            job.subject_value,
             plans,
         )
     except Exception as exc:  # the general path meets it again, and records it
@@ -302,18 +345,22 @@ def _nothing_here(
         return None
     now = utcnow()
     lease = new_id()
+    # The task may have moved since it was read (or was not read: its job's fields
+    # were known): the update takes it only if no execution holds it, it is still
+    # open, and no earlier execution of it removed rows.
     update = (
         sa.update(Task)
         .where(
-            Task.id == found.id,
-            Task.status == found.status,
-            Task.attempts == found.attempts,
+            Task.job_id == job_id,
+            Task.service == service,
+            Task.status.in_(_QUICK),
             Task.lease_id.is_(None),
+            Task.total_rows == 0,
         )
         .values(
             status=TaskStatus.SUCCEEDED,
-            attempts=found.attempts + 1,
-            rows=_merged(found.rows or [], report.tables),
+            attempts=Task.attempts + 1,
+            rows=_merged([], report.tables),
             total_rows=0,
             verified=report.verified,
             plan_fingerprint=report.schema_fingerprint,
@@ -325,9 +372,7 @@ def _nothing_here(
             finished_at=now,
         )
     )
-    attempt = {
-        "task_id": found.id,
-        "number": found.attempts + 1,
+    attempt: dict[str, Any] = {
         "lease_id": lease,
         "celery_id": delivery.celery_id,
         "worker": delivery.worker,
@@ -341,16 +386,17 @@ def _nothing_here(
     still_open = (
         sa.select(sa.func.count())
         .select_from(Task)
-        .where(Task.job_id == job_id, Task.id != found.id, Task.status.not_in(terminal))
+        .where(Task.job_id == job_id, Task.service != service, Task.status.not_in(terminal))
     )
     if store.engine.dialect.name == "postgresql":
         # One statement, one round trip: the update, the attempt row (only if the
         # update matched) and the count of the job's other open tasks.
-        moved = update.returning(Task.id).cte("moved")
-        columns = list(attempt)
+        moved = update.returning(Task.id, Task.attempts).cte("moved")
+        columns = ["task_id", "number", *attempt]
         values = [
-            moved.c.id if c == "task_id" else sa.literal(v, Attempt.__table__.c[c].type)
-            for c, v in attempt.items()
+            moved.c.id,
+            moved.c.attempts,
+            *[sa.literal(v, Attempt.__table__.c[c].type) for c, v in attempt.items()],
         ]
         recorded = (
             sa.insert(Attempt)
@@ -374,10 +420,16 @@ def _nothing_here(
         last = not others
     else:
         with store.transaction() as session:
-            updated = session.execute(update.execution_options(synchronize_session=False))
-            if updated.rowcount != 1:  # type: ignore[attr-defined]
-                return None  # rolled back: someone else moved it; the general path decides
-            session.execute(sa.insert(Attempt).values(**attempt))
+            took = session.execute(
+                update.returning(Task.id, Task.attempts).execution_options(
+                    synchronize_session=False
+                )
+            ).first()
+            if took is None:
+                return None  # the general path decides
+            session.execute(
+                sa.insert(Attempt).values(task_id=took.id, number=took.attempts, **attempt)
+            )
             last = not session.scalar(still_open)
     log.info("task %s/%s succeeded: nothing of the subject here", job_id, service)
     result = TaskResult(job_id=job_id, service=service, status=TaskStatus.SUCCEEDED, total_rows=0)
