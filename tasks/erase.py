@@ -382,12 +382,7 @@ def _nothing_here(
         "rows": 0,
         "tables": {},
     }
-    terminal = [st.value for st in TaskStatus if st.terminal]
-    still_open = (
-        sa.select(sa.func.count())
-        .select_from(Task)
-        .where(Task.job_id == job_id, Task.service != service, Task.status.not_in(terminal))
-    )
+    still_open = _open_others(job_id, Task.service != service)
     if store.engine.dialect.name == "postgresql":
         # One statement, one round trip: the update, the attempt row (only if the
         # update matched) and the count of the job's other open tasks.
@@ -640,17 +635,17 @@ def _none_open(session: sa.orm.Session, task: Task) -> bool:
     """Whether no other task of ``task``'s job is open (one statement, in the
     transaction that just ended ``task``)."""
     session.flush()
-    return _none_open_id(session, task.job_id, task.id)
+    return not session.scalar(_open_others(task.job_id, Task.id != task.id))
 
 
-def _none_open_id(session: sa.orm.Session, job_id: str, task_id: int) -> bool:
+def _open_others(job_id: str, others: sa.ColumnElement[bool]) -> sa.Select[int]:
+    """How many of the job's tasks matching ``others`` are still open."""
     terminal = [s.value for s in TaskStatus if s.terminal]
-    open_tasks = session.scalar(
+    return (
         sa.select(sa.func.count())
         .select_from(Task)
-        .where(Task.job_id == job_id, Task.id != task_id, Task.status.not_in(terminal))
+        .where(Task.job_id == job_id, others, Task.status.not_in(terminal))
     )
-    return not open_tasks
 
 
 def _superseded(job_id: str, service: str) -> Outcome:

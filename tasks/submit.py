@@ -136,12 +136,9 @@ def submit_and_dispatch(
     if created:
         try:
             with not_watching_results():
-                send_chord_for(registry, job.id, list(job.services), default_queue)
+                _send_stamped(store, registry, job.id, list(job.services), default_queue)
         except Exception as exc:
-            _unstamp(store, job.id)
-            log.warning(
-                "job %s not dispatched now (%s); the reaper will", job.id, type(exc).__name__
-            )
+            _not_now(job.id, exc)
     return job, created
 
 
@@ -172,8 +169,12 @@ def request_dispatch(store: JobStore, registry: Registry, job_id: str, default_q
         with not_watching_results():
             return dispatch(store, registry, job_id, default_queue)
     except Exception as exc:
-        log.warning("job %s not dispatched now (%s); the reaper will", job_id, type(exc).__name__)
+        _not_now(job_id, exc)
         return False
+
+
+def _not_now(job_id: str, exc: Exception) -> None:
+    log.warning("job %s not dispatched now (%s); the reaper will", job_id, type(exc).__name__)
 
 
 @contextmanager
@@ -217,16 +218,24 @@ def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: st
         if pending:
             job.status = JobStatus.RUNNING
     # Sent after the stamp is committed: the stamp locks the task rows, which the
-    # first tasks would otherwise wait for. A send that fails takes the stamp back
-    # (the reaper then dispatches the job); should that fail too, the reaper finds
-    # the tasks queued with nothing in their queue and sends them again.
+    # first tasks would otherwise wait for.
+    _send_stamped(store, registry, job_id, services, default_queue)
+    log.info("dispatched job %s to %d service(s)", job_id, len(pending))
+    return True
+
+
+def _send_stamped(
+    store: JobStore, registry: Registry, job_id: str, services: list[str], default_queue: str
+) -> None:
+    """Send the chord of a job whose dispatch stamp is committed. A send that fails
+    takes the stamp back (the reaper then dispatches the job) and raises; should
+    that fail too, the reaper finds the tasks queued with nothing in their queue and
+    sends them again."""
     try:
         send_chord_for(registry, job_id, services, default_queue)
     except Exception:
         _unstamp(store, job_id)
         raise
-    log.info("dispatched job %s to %d service(s)", job_id, len(pending))
-    return True
 
 
 def _unstamp(store: JobStore, job_id: str) -> None:

@@ -282,17 +282,7 @@ def catalog_version(conn: Connection, dialect: str, schemas: Sequence[str] | Non
     instead of a reflection): PostgreSQL's catalog rows get a new ``xmin`` on every DDL,
     SQLite counts schema changes, and on MySQL the definitions are hashed. Used to keep a
     plan until the schema it was made from changes."""
-    if dialect == SQLITE:
-        return str(conn.exec_driver_sql("PRAGMA schema_version").scalar())
-    if dialect == POSTGRESQL:
-        if schemas:
-            sql = _PG_VERSION.format(where="n.nspname = ANY(:schemas)")
-            stmt = sa.text(sql).bindparams(schemas=list(schemas))
-        else:
-            stmt = sa.text(_PG_VERSION.format(where=_PG_USER_SCHEMAS))
-        return str(conn.execute(stmt).scalar())
-    stmt = sa.text(_MYSQL_VERSION).bindparams(sa.bindparam("schemas", expanding=True))
-    return str(conn.execute(stmt, {"schemas": list(schemas or [])}).scalar())
+    return str(conn.execute(sa.select(catalog_version_column(dialect, schemas))).scalar())
 
 
 def dialect_name(engine: Engine | Connection) -> str:

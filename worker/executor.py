@@ -273,37 +273,6 @@ def _count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[
     )
 
 
-def _verifiable_directly(plan: Plan) -> set[TableName]:
-    """Tables whose remaining subject rows, if any, must hold the subject's value in
-    their own subject column(s) once the erasure has run.
-
-    A row belongs to the subject through its own column (depth 0) or by referencing
-    an existing row that belongs to it (depth d + 1). Take the largest set S of
-    removed tables (delete, unlink) such that every reference that carries
-    membership into a table of S comes from a table of S. If no table of S holds a
-    depth-0 row, none holds a depth-1 row (it would reference a depth-0 row of S),
-    and so on: S is empty of the subject exactly when its own columns say so.
-    Anonymized tables (whose rows stay) and shared tables are outside S, and so is
-    every table they lead to: those are checked with their whole predicate. This
-    turns the verification from scans of every table into index lookups.
-    """
-    removed = (TableAction.DELETE, TableAction.UNLINK)
-    into: dict[TableName, list[TableName]] = {}
-    for parent in plan.actions:
-        for edge in plan.children.get(parent, []):
-            if edge.mode is EdgeMode.DELETE:
-                into.setdefault(edge.fk.child, []).append(parent)
-    chosen = {t for t, a in plan.actions.items() if a in removed and t not in plan.orphan_links}
-    changed = True
-    while changed:
-        changed = False
-        for table in sorted(chosen):
-            if any(parent not in chosen for parent in into.get(table, [])):
-                chosen.discard(table)
-                changed = True
-    return chosen
-
-
 def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     """Refuse, before any write, when kept rows or another subject's rows would be hit."""
     for parent, action in sorted(plan.actions.items()):
@@ -536,8 +505,6 @@ class _Walker:
         self.counts: dict[tuple[TableName, TableAction], int] = {}
         self.stack: list[_Frame] = []
         self._pending: dict[tuple[TableName, TableAction], int] = {}
-        #: Tables verified through their own subject column(s).
-        self.by_own_column = _verifiable_directly(plan)
         #: Parent tables whose batches go with Eraser checking the references.
         self.shortcuts: dict[TableName, _Shortcut] = {}
         #: Sweep references found too wide for one transaction: cleared beforehand.
@@ -578,9 +545,9 @@ class _Walker:
     def verify(self) -> int:
         """How many tables still hold rows of the subject (0 means verified).
 
-        A table in ``self.by_own_column`` is checked through its own subject
-        column(s) only (an index lookup); the others with their whole membership
-        predicate. See ``_verifiable_directly`` for why that is the same question.
+        A table in ``plan.verifiable_by_own_column`` is checked through its own
+        subject column(s) only (an index lookup); the others with their whole
+        membership predicate. See there for why that is the same question.
         """
         with self.conn.begin():
             return self.verify_with(None)[0]
@@ -594,7 +561,7 @@ class _Walker:
             if action is TableAction.DELETE_IF_ORPHANED or action is TableAction.KEEP:
                 continue
             target = self._t(table)
-            if table in self.by_own_column:
+            if table in self.plan.verifiable_by_own_column:
                 direct = self.preds.direct(table, target)
                 if not direct:
                     continue

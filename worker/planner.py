@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -141,6 +142,37 @@ class Plan:
 
     def info(self, table: TableName) -> TableInfo:
         return self.catalog.tables[table]
+
+    @cached_property
+    def verifiable_by_own_column(self) -> frozenset[TableName]:
+        """Tables whose remaining subject rows, if any, must hold the subject's value in
+        their own subject column(s) once the erasure has run.
+
+        A row belongs to the subject through its own column (depth 0) or by referencing
+        an existing row that belongs to it (depth d + 1). Take the largest set S of
+        removed tables (delete, unlink) such that every reference that carries
+        membership into a table of S comes from a table of S. If no table of S holds a
+        depth-0 row, none holds a depth-1 row (it would reference a depth-0 row of S),
+        and so on: S is empty of the subject exactly when its own columns say so.
+        Anonymized tables (whose rows stay) and shared tables are outside S, and so is
+        every table they lead to: those are checked with their whole predicate. This
+        turns the verification from scans of every table into index lookups.
+        """
+        removed = (TableAction.DELETE, TableAction.UNLINK)
+        into: dict[TableName, list[TableName]] = {}
+        for parent in self.actions:
+            for edge in self.children.get(parent, []):
+                if edge.mode is EdgeMode.DELETE:
+                    into.setdefault(edge.fk.child, []).append(parent)
+        chosen = {t for t, a in self.actions.items() if a in removed and t not in self.orphan_links}
+        changed = True
+        while changed:
+            changed = False
+            for table in sorted(chosen):
+                if any(parent not in chosen for parent in into.get(table, [])):
+                    chosen.discard(table)
+                    changed = True
+        return frozenset(chosen)
 
     def as_dict(self) -> dict[str, Any]:
         return {

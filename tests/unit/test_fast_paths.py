@@ -30,10 +30,9 @@ from kombu.exceptions import OperationalError
 
 import tasks.erase
 import tasks.submit
-from models import migrate
 from models.jobstore import Attempt, AuditEvent, Job, JobStore, Task, TaskStatus, utcnow
 from models.messages import ErasureRequest, TaskResult
-from models.registry import Registry, load_registry
+from models.registry import Registry
 from models.settings import Settings
 from tasks.erase import Delivery, Outcome, erase_service, execute_task
 from tasks.events import EVENTS_QUEUE, completion_event
@@ -50,10 +49,10 @@ from tasks.submit import (
     submit_and_dispatch,
 )
 from tests.conftest import TargetDB, make_db
+from tests.unit import test_resilience
 from tests.unit.test_resilience import (
     OTHER,
     QUEUE,
-    REGISTRY,
     SUBJECT,
     Targets,
     _attempts,
@@ -69,7 +68,6 @@ from tests.unit.test_resilience import (
     _update_task,
 )
 from worker.app import app
-from worker.database import create_engine
 from worker.service import PlanCache, nothing_here
 
 #: A subject that no target holds: every task of its jobs has nothing to erase.
@@ -113,26 +111,10 @@ def _purge() -> dict[str, int]:
         }
 
 
-@pytest.fixture
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    """A migrated job store: SQLite unless the test asks for ``postgresql``."""
-    backend = getattr(request, "param", "sqlite")
-    if backend == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-        migrate.upgrade(engine)
-        yield JobStore(engine)
-        engine.dispose()
-        return
-    for db in make_db(backend, tmp_path):
-        migrate.upgrade(db.engine)
-        yield JobStore(db.engine)
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    path = tmp_path / "services.toml"
-    path.write_text(REGISTRY, encoding="utf-8")
-    return load_registry(path)
+# The resilience tests' fixtures: a migrated job store (SQLite unless a test asks for
+# ``postgresql``) and the registry.
+store = test_resilience.store
+registry = test_resilience.registry
 
 
 @pytest.fixture
