@@ -687,6 +687,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 _VERB = re.compile(r"^\s*(\w+)")
 _FROM = re.compile(r"\bFROM\s+(?:\w+\.)?\"?(\w+)", re.IGNORECASE)
+_CTE_WRITE = re.compile(
+    r"^WITH\s+\w+\s+AS\s*\(\s*(DELETE\s+FROM|UPDATE)\s+(?:\w+\.)?\"?(\w+)", re.IGNORECASE
+)
 _COUNT_FROM = re.compile(r"count\(\*\)(?:\s+AS\s+\w+)?\s+FROM\s+(?:\w+\.)?\"?(\w+)", re.IGNORECASE)
 
 
@@ -700,6 +703,10 @@ def statement_kind(sql: str) -> str:
         return "catalog queries (reflect)"
     if "ADVISORY" in upper:
         return "per-subject advisory lock"
+    cte = _CTE_WRITE.match(text)
+    if cte:
+        # What a removed batch's keys come back as: one row of aggregates.
+        return f"{' '.join(cte.group(1).upper().split())} {cte.group(2)} (keys aggregated)"
     count = _COUNT_FROM.search(text)
     if count:
         return f"SELECT count(*) FROM {count.group(1)} (preflight/verify)"
@@ -823,7 +830,7 @@ class EngineProbe:
         tx = self.open.get(conn)
         if tx is not None:
             tx.kinds.append(kind)
-            if kind.startswith("DELETE") or kind.endswith("FOR UPDATE"):
+            if kind.startswith(("DELETE", "UPDATE")) or kind.endswith("FOR UPDATE"):
                 tx.wrote = True
 
     def reset(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -106,8 +106,7 @@ class RowIdentity:
         if self.kind == "key":
             return key_in([table.c[c] for c in self.columns], values, dialect)
         if self.kind == "ctid":
-            array = sa.bindparam(None, [v[0] for v in values], type_=postgresql.ARRAY(sa.Text))
-            return _ctid() == sa.any_(sa.cast(array, postgresql.ARRAY(_Tid())))
+            return _ctid() == sa.any_(pg_array([v[0] for v in values], _Tid()))
         return sa.literal_column("rowid").in_([v[0] for v in values])
 
 
@@ -120,10 +119,60 @@ def key_in(
         col = columns[0]
         flat = [v[0] for v in values]
         if dialect == POSTGRESQL:
-            array = sa.bindparam(None, flat, type_=postgresql.ARRAY(col.type))
-            return col == sa.any_(array)
+            return col == sa.any_(pg_array(flat, col.type))
         return col.in_(flat)
     return sa.tuple_(*columns).in_([tuple(v) for v in values])
+
+
+def pg_array(values: Sequence[Any], element: sa.types.TypeEngine[Any]) -> ColumnElement[Any]:
+    """A PostgreSQL array of ``values`` for ``= ANY(...)``, as one parameter.
+
+    Integers, strings and row addresses go as one array literal, ``CAST('{1,2,3}' AS
+    BIGINT[])``: the server reads it with the array type's input function. psycopg2
+    would otherwise send a list as ``ARRAY[1,2,3]``, an expression of one constant per
+    element, which for a 2,000-key batch costs about 2 ms of driver CPU and as much
+    server parsing, on every statement (measured; the plan is the same). Integers are
+    cast to BIGINT[], which compares with every integer column through the index, so a
+    parent key wider than its referencing column cannot overflow the cast; strings to
+    TEXT[], which ``varchar`` compares as. Anything else (``char(n)``, numerics, dates,
+    enums, ...) is bound as the driver adapts it."""
+    as_type: sa.types.TypeEngine[Any] | None = None
+    text: Callable[[Any], str] | None = None
+    if isinstance(element, sa.Integer) and not isinstance(element, sa.Enum):
+        as_type, text = sa.BigInteger(), _int_element
+    elif isinstance(element, _Tid):
+        as_type, text = _Tid(), _quoted_element
+    elif isinstance(element, sa.String) and not isinstance(element, (sa.CHAR, sa.NCHAR, sa.Enum)):
+        as_type, text = sa.Text(), _quoted_element
+    if as_type is not None and text is not None:
+        try:
+            literal = "{" + ",".join(text(v) for v in values) + "}"
+        except _NotLiteral:
+            pass
+        else:
+            return sa.cast(sa.bindparam(None, literal, type_=sa.Text), postgresql.ARRAY(as_type))
+    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(element))
+
+
+class _NotLiteral(Exception):
+    """A value this array literal cannot carry as it is: bind the list instead."""
+
+
+def _int_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if type(value) is not int:
+        raise _NotLiteral()
+    return str(value)
+
+
+def _quoted_element(value: Any) -> str:
+    """One element of an array literal: double-quoted, ``\\`` and ``"`` escaped."""
+    if value is None:
+        return "NULL"
+    if not isinstance(value, str):
+        raise _NotLiteral()
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 #: MySQL/MariaDB: a parent row is still referenced / a referenced row is missing.

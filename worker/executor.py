@@ -50,6 +50,7 @@ from worker.dialects import (
     is_foreign_key_violation,
     key_in,
     may_switch_off_checks,
+    pg_array,
     referencing_constraints,
     row_address,
     session_setup,
@@ -995,6 +996,11 @@ class _Walker:
             count = int(self.conn.execute(stmt).rowcount)
             self._record(table, action, count)
             return count, None
+        if rid.kind == "key":
+            # The count and the greatest key, not a row per removed row.
+            gone = self._delete(stmt, target, (), None, rid.select_columns(target), rid.sort_key)
+            self._record(table, action, gone.count)
+            return gone.count, gone.last
         keys = [tuple(r) for r in self.conn.execute(stmt.returning(*rid.select_columns(target)))]
         self._record(table, action, len(keys))
         return len(keys), max(keys, key=rid.sort_key) if keys else None
@@ -1063,7 +1069,7 @@ class _Walker:
 
     def _delete(
         self,
-        stmt: sa.Delete,
+        stmt: sa.Delete | sa.Update,
         target: sa.Table,
         referenced: Sequence[str],
         foreign: ColumnElement[bool] | None,
@@ -1139,10 +1145,7 @@ class _Walker:
             if len(cols) == 1:
                 flat = sorted({v for v in gone.columns[fk.parent_columns[0]] if v is not None})
                 for i in range(0, len(flat), n):
-                    array = sa.bindparam(
-                        None, flat[i : i + n], type_=postgresql.ARRAY(cols[0].type)
-                    )
-                    yield cols[0] == sa.any_(array)
+                    yield cols[0] == sa.any_(pg_array(flat[i : i + n], cols[0].type))
                 return
             rows = zip(*(gone.columns[c] for c in fk.parent_columns), strict=True)
             refs = _sorted_keys({key for key in rows if None not in key})
