@@ -469,6 +469,9 @@ class WriterResult:
     lock_samples: int = 0
     writer_lock_waits: int = 0
     eraser_lock_waits: int = 0
+    #: Time the writer process and its PostgreSQL backend spent runnable but waiting
+    #: for a CPU (Linux ``/proc/<pid>/schedstat``; None elsewhere).
+    run_queue_ms: float | None = None
 
     @property
     def ops(self) -> int:
@@ -538,6 +541,9 @@ def _writer_main(
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("SET lock_timeout = '2s'")
+    cur.execute("SELECT pg_backend_pid()")
+    pids = (os.getpid(), int(cur.fetchone()[0]))
+    waited = run_queue_ns(pids)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     inserts = 0
@@ -547,9 +553,11 @@ def _writer_main(
     with sampler:
         inserts = _write_loop(cur, rng, customers, orders, pause_s, stop, latencies, errors)
     seconds = time.perf_counter() - started
+    after = run_queue_ns(pids)
     conn.close()
     out.put(
         {
+            "run_queue_ms": None if waited is None or after is None else (after - waited) / 1e6,
             "latencies_ms": latencies,
             "errors": errors,
             "inserts": inserts,
@@ -559,6 +567,18 @@ def _writer_main(
             "eraser_lock_waits": sampler.eraser_waits,
         }
     )
+
+
+def run_queue_ns(pids: Sequence[int]) -> int | None:
+    """Total time ``pids`` have spent waiting on a run queue (Linux schedstat)."""
+    try:
+        total = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        return total
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _write_loop(
@@ -1137,6 +1157,12 @@ def print_writer(label: str, idle: WriterResult, busy: WriterResult) -> bool:
         f" {busy.writer_lock_waits} of {busy.lock_samples} samples, Eraser in"
         f" {busy.eraser_lock_waits}"
     )
+    if idle.run_queue_ms is not None and busy.run_queue_ms is not None:
+        print(
+            f"    waiting for a CPU (writer + its backend, run queue): {busy.run_queue_ms:.0f} ms"
+            f" in {busy.seconds:.1f} s during vs {idle.run_queue_ms:.0f} ms in"
+            f" {idle.seconds:.1f} s idle"
+        )
     return ratio < 3
 
 

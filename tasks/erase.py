@@ -59,6 +59,7 @@ from worker.app import app
 from worker.executor import Progress, SliceEnded
 from worker.faults import Fault, FaultKind, classify
 from worker.planner import REMOVING
+from worker.prepared import Prepared
 from worker.service import PlanCache, nothing_here, run_service
 
 log = logging.getLogger("eraser.erase")
@@ -284,6 +285,98 @@ class _JobCache:
 _JOB_FIELDS = _JobCache()
 
 
+def _open_others(
+    job_id: str | sa.BindParameter[Any], others: sa.ColumnElement[bool]
+) -> sa.Select[int]:
+    """How many of the job's tasks matching ``others`` are still open."""
+    terminal = [s.value for s in TaskStatus if s.terminal]
+    return (
+        sa.select(sa.func.count())
+        .select_from(Task)
+        .where(Task.job_id == job_id, others, Task.status.not_in(_listed(terminal)))
+    )
+
+
+def _listed(values: Sequence[str]) -> list[sa.ColumnElement[str]]:
+    """``IN`` values written into the statement (a statement to prepare has no lists
+    expanded at run time)."""
+    return [sa.literal(v, Task.status.type) for v in values]
+
+
+def _param(column: sa.ColumnElement[Any], name: str | None = None) -> sa.BindParameter[Any]:
+    # Not a column's own name: insert() and update() keep those for their VALUES.
+    return sa.bindparam(f"q_{name or column.key}", type_=column.type)
+
+
+_T = Task.__table__.c
+_A = Attempt.__table__.c
+#: The quick path's update of its task, with the values as parameters (built once). The
+#: task may have moved since it was read (or was not read: its job's fields were
+#: known): the update takes it only if no execution holds it, it is still open, and no
+#: earlier execution of it removed rows.
+_QUICK_UPDATE = (
+    sa.update(Task)
+    .where(
+        Task.job_id == _param(_T.job_id),
+        Task.service == _param(_T.service),
+        Task.status.in_(_listed(_QUICK)),
+        Task.lease_id.is_(None),
+        Task.total_rows == 0,
+    )
+    .values(
+        status=TaskStatus.SUCCEEDED,
+        attempts=Task.attempts + 1,
+        rows=_param(_T.rows),
+        total_rows=0,
+        verified=_param(_T.verified),
+        plan_fingerprint=_param(_T.plan_fingerprint),
+        error=None,
+        celery_id=_param(_T.celery_id),
+        retry_at=None,
+        heartbeat_at=_param(_T.heartbeat_at, "now"),
+        started_at=sa.func.coalesce(Task.started_at, _param(_T.started_at, "started")),
+        finished_at=_param(_T.finished_at, "now"),
+    )
+)
+#: The execution's attempt row, succeeded at once.
+_QUICK_ATTEMPT_VALUES: dict[str, Any] = {
+    "lease_id": _param(_A.lease_id),
+    "celery_id": _param(_A.celery_id),
+    "worker": _param(_A.worker),
+    "started_at": _param(_A.started_at, "started"),
+    "finished_at": _param(_A.finished_at, "now"),
+    "outcome": sa.literal(AttemptOutcome.SUCCEEDED.value, _A.outcome.type),
+    "rows": sa.literal(0, _A.rows.type),
+    "tables": sa.literal({}, _A.tables.type),
+}
+_QUICK_ATTEMPT = sa.insert(Attempt).values(**_QUICK_ATTEMPT_VALUES)
+#: How many of the job's other tasks are still open.
+_QUICK_OTHERS = _open_others(_param(_T.job_id), Task.service != _param(_T.service))
+_QUICK_RECORDS: dict[int, Prepared] = {}
+
+
+def _quick_record(dialect: sa.Dialect) -> Prepared:
+    """PostgreSQL: the update, the attempt row (only if the update matched) and the
+    count of the job's other open tasks as one statement, prepared."""
+    prepared = _QUICK_RECORDS.get(id(dialect))
+    if prepared is None:
+        moved = _QUICK_UPDATE.returning(Task.id, Task.attempts).cte("moved")
+        columns = ["task_id", "number", *_QUICK_ATTEMPT_VALUES]
+        values = [moved.c.id, moved.c.attempts, *_QUICK_ATTEMPT_VALUES.values()]
+        recorded = (
+            sa.insert(Attempt)
+            .from_select(columns, sa.select(*values).select_from(moved))
+            .returning(Attempt.id)
+            .cte("recorded")
+        )
+        statement = sa.select(
+            sa.select(sa.func.count()).select_from(recorded).scalar_subquery(),
+            _QUICK_OTHERS.scalar_subquery(),
+        )
+        prepared = _QUICK_RECORDS[id(dialect)] = Prepared(statement, dialect)
+    return prepared
+
+
 def _nothing_here(
     store: JobStore,
     registry: Registry,
@@ -344,88 +437,41 @@ def _nothing_here(
     if report is None:
         return None
     now = utcnow()
-    lease = new_id()
-    # The task may have moved since it was read (or was not read: its job's fields
-    # were known): the update takes it only if no execution holds it, it is still
-    # open, and no earlier execution of it removed rows.
-    update = (
-        sa.update(Task)
-        .where(
-            Task.job_id == job_id,
-            Task.service == service,
-            Task.status.in_(_QUICK),
-            Task.lease_id.is_(None),
-            Task.total_rows == 0,
-        )
-        .values(
-            status=TaskStatus.SUCCEEDED,
-            attempts=Task.attempts + 1,
-            rows=_merged([], report.tables),
-            total_rows=0,
-            verified=report.verified,
-            plan_fingerprint=report.schema_fingerprint,
-            error=None,
-            celery_id=delivery.celery_id,
-            retry_at=None,
-            heartbeat_at=now,
-            started_at=sa.func.coalesce(Task.started_at, started),
-            finished_at=now,
-        )
-    )
-    attempt: dict[str, Any] = {
-        "lease_id": lease,
-        "celery_id": delivery.celery_id,
-        "worker": delivery.worker,
-        "started_at": started,
-        "finished_at": now,
-        "outcome": AttemptOutcome.SUCCEEDED.value,
-        "rows": 0,
-        "tables": {},
+    params: dict[str, Any] = {
+        "q_job_id": job_id,
+        "q_service": service,
+        "q_rows": _merged([], report.tables),
+        "q_verified": report.verified,
+        "q_plan_fingerprint": report.schema_fingerprint,
+        "q_celery_id": delivery.celery_id,
+        "q_worker": delivery.worker,
+        "q_lease_id": new_id(),
+        "q_started": started,
+        "q_now": now,
     }
-    still_open = _open_others(job_id, Task.service != service)
     if store.engine.dialect.name == "postgresql":
         # One statement, one round trip: the update, the attempt row (only if the
-        # update matched) and the count of the job's other open tasks.
-        moved = update.returning(Task.id, Task.attempts).cte("moved")
-        columns = ["task_id", "number", *attempt]
-        values = [
-            moved.c.id,
-            moved.c.attempts,
-            *[sa.literal(v, Attempt.__table__.c[c].type) for c, v in attempt.items()],
-        ]
-        recorded = (
-            sa.insert(Attempt)
-            .from_select(columns, sa.select(*values).select_from(moved))
-            .returning(Attempt.id)
-            .cte("recorded")
-        )
+        # update matched) and the count of the job's other open tasks; built once and
+        # prepared once per connection.
         with store.engine.connect() as plain:
-            done, others = (
-                plain.execution_options(isolation_level="AUTOCOMMIT")
-                .execute(
-                    sa.select(
-                        sa.select(sa.func.count()).select_from(recorded).scalar_subquery(),
-                        still_open.scalar_subquery(),
-                    )
-                )
-                .one()
-            )
+            conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            row = _quick_record(store.engine.dialect).run(conn, params).one()
+        done, others = tuple(row)
         if done != 1:
             return None  # someone else moved the task; the general path decides
         last = not others
     else:
         with store.transaction() as session:
             took = session.execute(
-                update.returning(Task.id, Task.attempts).execution_options(
+                _QUICK_UPDATE.returning(Task.id, Task.attempts).execution_options(
                     synchronize_session=False
-                )
+                ),
+                params,
             ).first()
             if took is None:
                 return None  # the general path decides
-            session.execute(
-                sa.insert(Attempt).values(task_id=took.id, number=took.attempts, **attempt)
-            )
-            last = not session.scalar(still_open)
+            session.execute(_QUICK_ATTEMPT.values(task_id=took.id, number=took.attempts), params)
+            last = not session.scalar(_QUICK_OTHERS, params)
     log.info("task %s/%s succeeded: nothing of the subject here", job_id, service)
     result = TaskResult(job_id=job_id, service=service, status=TaskStatus.SUCCEEDED, total_rows=0)
     return Outcome(result, finished=True, last=last)
@@ -636,16 +682,6 @@ def _none_open(session: sa.orm.Session, task: Task) -> bool:
     transaction that just ended ``task``)."""
     session.flush()
     return not session.scalar(_open_others(task.job_id, Task.id != task.id))
-
-
-def _open_others(job_id: str, others: sa.ColumnElement[bool]) -> sa.Select[int]:
-    """How many of the job's tasks matching ``others`` are still open."""
-    terminal = [s.value for s in TaskStatus if s.terminal]
-    return (
-        sa.select(sa.func.count())
-        .select_from(Task)
-        .where(Task.job_id == job_id, others, Task.status.not_in(terminal))
-    )
 
 
 def _superseded(job_id: str, service: str) -> Outcome:

@@ -72,6 +72,7 @@ from worker.planner import (
     is_not,
     key_in_select,
 )
+from worker.prepared import Prepared
 
 #: Attempts at removing a batch when writers keep adding references to it.
 _FK_RACE_ATTEMPTS = 5
@@ -226,14 +227,92 @@ def nothing_to_erase(
     here: one read statement, outside any transaction, no lock. Most services hold
     nothing of a given subject. ``version`` (the schema's version token) is read in
     the same statement and returned with it, for the caller to check the plan."""
-    started = time.monotonic()
-    with engine.connect() as plain:
-        conn = plain.execution_options(isolation_level="AUTOCOMMIT")
-        walker = _Walker(conn, plan, subject, ExecutionOptions(), None, started)
-        left, value = walker.verify_with(version)
-    if left:
-        return None, value
-    return _report(plan, walker.outcomes(), True, 0, started, []), value
+    return NothingCheck(plan, version, engine.dialect).run(engine, subject)
+
+
+class NothingCheck:
+    """``nothing_to_erase`` for one plan, built once and run for many subjects.
+
+    The verification's ``EXISTS`` checks (and the schema's version token, when given)
+    with the subject in parameters; on PostgreSQL each statement is prepared once per
+    connection (``worker.prepared``)."""
+
+    def __init__(self, plan: Plan, version: ColumnElement[Any] | None, dialect: sa.Dialect) -> None:
+        self.plan = plan
+        self.preds = Predicates(plan, None, parametric=True)
+        self.with_version = version is not None
+        self.statements = _verification(plan, self.preds, version)
+        self.prepared: list[Prepared] | None = None
+        if plan.catalog.dialect == POSTGRESQL:
+            self.prepared = [Prepared(stmt, dialect) for stmt in self.statements]
+
+    def run(self, engine: Engine, subject: object) -> tuple[ErasureReport | None, Any]:
+        started = time.monotonic()
+        params = self.preds.bind_values(subject)
+        left = 0
+        value: Any = None
+        with engine.connect() as plain:
+            conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            for i, statement in enumerate(self.statements):
+                if self.prepared is not None:
+                    row = tuple(self.prepared[i].run(conn, params).one())
+                else:
+                    row = tuple(conn.execute(statement, params).one())
+                if i == 0 and self.with_version:
+                    value, row = row[0], row[1:]
+                left += sum(1 for found in row if found)
+        if left:
+            return None, value
+        return _report(self.plan, _outcomes(self.plan, {}), True, 0, started, []), value
+
+
+def _outcomes(plan: Plan, counts: dict[tuple[TableName, TableAction], int]) -> list[TableOutcome]:
+    """Rows per table and action, in plan order; kept tables left out."""
+    result = []
+    for table in plan.order:
+        action = plan.actions[table]
+        if action is TableAction.KEEP:
+            continue
+        rows = counts.get((table, action), 0)
+        result.append(TableOutcome(table=str(table), action=action, rows=rows))
+    for table in plan.nullified:
+        rows = counts.get((table, TableAction.NULLIFY), 0)
+        result.append(TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows))
+    return result
+
+
+def _verification(
+    plan: Plan, preds: Predicates, extra: ColumnElement[Any] | None
+) -> list[sa.Select[Any]]:
+    """The verification's statements: one ``EXISTS`` column per table that could hold
+    the subject's rows (``extra`` first, in the first statement), a few dozen a
+    statement.
+
+    A table in ``plan.verifiable_by_own_column`` is checked through its own subject
+    column(s) only (an index lookup); the others with their whole membership
+    predicate. See there for why that is the same question."""
+    checks: list[ColumnElement[bool]] = []
+    for table in plan.order:
+        action = plan.actions[table]
+        if action is TableAction.DELETE_IF_ORPHANED or action is TableAction.KEEP:
+            continue
+        target = plan.info(table).table
+        if table in plan.verifiable_by_own_column:
+            direct = preds.direct(table, target)
+            if not direct:
+                continue
+            where = sa.or_(*direct)
+        else:
+            where = preds.remaining(table)
+        checks.append(sa.exists(sa.select(sa.literal(1)).select_from(target).where(where)))
+    statements = []
+    for i in range(0, max(len(checks), 1), _CHECKS_PER_STATEMENT):
+        columns: list[ColumnElement[Any]] = list(checks[i : i + _CHECKS_PER_STATEMENT])
+        if i == 0 and extra is not None:
+            columns.insert(0, extra)
+        if columns:
+            statements.append(sa.select(*columns))
+    return statements
 
 
 def _report(
@@ -556,47 +635,18 @@ class _Walker:
     def verify_with(self, extra: ColumnElement[Any] | None) -> tuple[int, Any]:
         """``verify`` inside the caller's transaction (or autocommit), with ``extra``
         read in the same statement; returns the count and ``extra``'s value."""
-        checks: list[ColumnElement[bool]] = []
-        for table in self.plan.order:
-            action = self.plan.actions[table]
-            if action is TableAction.DELETE_IF_ORPHANED or action is TableAction.KEEP:
-                continue
-            target = self._t(table)
-            if table in self.plan.verifiable_by_own_column:
-                direct = self.preds.direct(table, target)
-                if not direct:
-                    continue
-                where = sa.or_(*direct)
-            else:
-                where = self.preds.remaining(table)
-            checks.append(sa.exists(sa.select(sa.literal(1)).select_from(target).where(where)))
         left = 0
         value: Any = None
         # One round trip: a statement of EXISTS columns, a few dozen at a time.
-        for i in range(0, max(len(checks), 1), _CHECKS_PER_STATEMENT):
-            columns: list[ColumnElement[Any]] = list(checks[i : i + _CHECKS_PER_STATEMENT])
-            if i == 0 and extra is not None:
-                columns.insert(0, extra)
-            if not columns:
-                break
-            row = tuple(self.conn.execute(sa.select(*columns)).one())
+        for i, statement in enumerate(_verification(self.plan, self.preds, extra)):
+            row = tuple(self.conn.execute(statement).one())
             if i == 0 and extra is not None:
                 value, row = row[0], row[1:]
             left += sum(1 for found in row if found)
         return left, value
 
     def outcomes(self) -> list[TableOutcome]:
-        result = []
-        for table in self.plan.order:
-            action = self.plan.actions[table]
-            if action is TableAction.KEEP:
-                continue
-            rows = self.counts.get((table, action), 0)
-            result.append(TableOutcome(table=str(table), action=action, rows=rows))
-        for table in self.plan.nullified:
-            rows = self.counts.get((table, TableAction.NULLIFY), 0)
-            result.append(TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows))
-        return result
+        return _outcomes(self.plan, self.counts)
 
     def _anchor_where(self, table: TableName) -> ColumnElement[bool]:
         target = self.plan.info(table).table

@@ -623,9 +623,13 @@ class Predicates:
 
     plan: Plan
     subject: object
+    #: Put the subject's value in named parameters (``bind_values`` gives them) rather
+    #: than literals: for a statement built once and run for many subjects.
+    parametric: bool = False
     _values: dict[tuple[TableName, str], Any] = field(default_factory=dict)
     _ctes: dict[tuple[TableName, int], sa.CTE] = field(default_factory=dict)
     _cte_count: int = 0
+    _params: dict[tuple[TableName, str], str] = field(default_factory=dict)
 
     def subject_value(self, table: TableName, column: str) -> Any:
         key = (table, column)
@@ -633,6 +637,21 @@ class Predicates:
             col = self.plan.info(table).columns[column]
             self._values[key] = coerce_subject(self.subject, col.type, f"{table}.{column}")
         return self._values[key]
+
+    def bind_values(self, subject: object) -> dict[str, Any]:
+        """A parametric statement's parameters for ``subject``, converted per column
+        (``InvalidSubjectValue`` when a column's type cannot hold it)."""
+        values = {}
+        for (table, column), name in self._params.items():
+            col = self.plan.info(table).columns[column]
+            values[name] = coerce_subject(subject, col.type, f"{table}.{column}")
+        return values
+
+    def _subject_param(self, table: TableName, col: str, type_: Any) -> ColumnElement[Any]:
+        if not self.parametric:
+            return sa.literal(self.subject_value(table, col), type_)
+        name = self._params.setdefault((table, col), f"eraser_subject_{len(self._params)}")
+        return sa.bindparam(name, type_=type_)
 
     def direct(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
         return [self.equals(table, alias, col) for col in self.plan.anchors.get(table, ())]
@@ -643,7 +662,7 @@ class Predicates:
         ``'a '`` equals ``'a'``: the indexed comparison is kept and a binary one is
         added, so only the exact value matches."""
         column = alias.c[col]
-        value = sa.literal(self.subject_value(table, col), column.type)
+        value = self._subject_param(table, col, column.type)
         match = column == value
         if self.plan.catalog.dialect == MYSQL and isinstance(column.type, sa.String):
             return sa.and_(match, sa.func.binary(column) == sa.func.binary(value))

@@ -20,6 +20,7 @@ from worker.catalog import (
 )
 from worker.executor import (
     ExecutionOptions,
+    NothingCheck,
     ProgressCallback,
     dry_run,
     erase,
@@ -46,6 +47,23 @@ class PlanCache:
         default_factory=dict
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The quick check of each kept plan, with the schema's version in it.
+    _checks: dict[tuple[str, str], tuple[Plan, NothingCheck]] = field(default_factory=dict)
+
+    def check(
+        self, engine: sa.Engine, name: str, subject_kind: str, schemas: list[str] | None, plan: Plan
+    ) -> NothingCheck:
+        """``plan``'s quick check, built on first use and kept with the plan."""
+        key = (name, subject_kind)
+        with self._lock:
+            kept = self._checks.get(key)
+        if kept is not None and kept[0] is plan:
+            return kept[1]
+        token = catalog_version_column(dialect_name(engine), schemas)
+        check = NothingCheck(plan, token, engine.dialect)
+        with self._lock:
+            self._checks[key] = (plan, check)
+        return check
 
     def peek(self, name: str, subject_kind: str) -> tuple[list[str] | None, str, Plan] | None:
         """The kept (schemas, version, plan), not checked against the database."""
@@ -100,9 +118,9 @@ def nothing_here(
     if kept is not None:
         # The kept plan, checked against the schema's version in the same statement.
         schemas, version, plan = kept
-        token = catalog_version_column(dialect_name(engine), schemas)
+        check = plans.check(engine, name, subject_kind, schemas, plan)
         try:
-            report, seen = nothing_to_erase(engine, plan, subject, token)
+            report, seen = check.run(engine, subject)
         except sa.exc.DBAPIError:
             seen = None  # the kept plan names what the schema no longer has: plan again
         if seen is not None and str(seen) == version:

@@ -34,7 +34,7 @@ from models.jobstore import Attempt, AuditEvent, Job, JobStore, Task, TaskStatus
 from models.messages import ErasureRequest, TaskResult
 from models.registry import Registry
 from models.settings import Settings
-from tasks.erase import Delivery, Outcome, erase_service, execute_task
+from tasks.erase import Delivery, Outcome, _quick_record, erase_service, execute_task
 from tasks.events import EVENTS_QUEUE, completion_event
 from tasks.finalize import finalize
 from tasks.queues import Queue
@@ -281,10 +281,14 @@ def test_with_a_kept_plan_the_target_sees_one_read_and_the_job_store_two_stateme
     assert "schema_version" in statement
     if store.engine.dialect.name == "postgresql":
         # The plain read of the task, then the claim, the attempt and the count at once.
+        # The record is prepared once per connection (its PREPARE goes outside the
+        # statement events), then run as EXECUTE.
         read, record = jobs
         assert read.lstrip().upper().startswith("SELECT")
-        assert "UPDATE eraser_tasks" in record
-        assert "INSERT INTO eraser_task_attempts" in record
+        prepared = _quick_record(store.engine.dialect)
+        assert record == prepared.execute_sql
+        assert "UPDATE eraser_tasks" in prepared.sql
+        assert "INSERT INTO eraser_task_attempts" in prepared.sql
     assert _history(store, job_id, "shop") == [(1, "succeeded")]
 
 
