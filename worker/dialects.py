@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,11 +145,13 @@ def pg_array(values: Sequence[Any], element: sa.types.TypeEngine[Any]) -> Column
     elif isinstance(element, sa.String) and not isinstance(element, (sa.CHAR, sa.NCHAR, sa.Enum)):
         as_type, text = sa.Text(), _quoted_element
     if as_type is not None and text is not None:
-        try:
-            literal = "{" + ",".join(text(v) for v in values) + "}"
-        except _NotLiteral:
-            pass
+        literal: str | None = None
+        if text is _int_element and set(map(type, values)) <= {int}:
+            literal = "{" + ",".join(map(str, values)) + "}"  # the common case, at C speed
         else:
+            with suppress(_NotLiteral):
+                literal = "{" + ",".join(text(v) for v in values) + "}"
+        if literal is not None:
             return sa.cast(sa.bindparam(None, literal, type_=sa.Text), postgresql.ARRAY(as_type))
     return sa.bindparam(None, list(values), type_=postgresql.ARRAY(element))
 
