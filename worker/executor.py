@@ -200,6 +200,12 @@ def erase(
     lock_parts = [*lock_scope, *subject_lock_parts(plan, subject)]
     with engine.connect() as conn:
         session_setup(conn, dialect, opts.lock_timeout_ms)
+        if opts.fk_checks == "eraser":
+            # Asked for explicitly: refused at once, not only once the subject has rows.
+            with conn.begin():
+                refusal = reference_checks_refusal(conn, dialect)
+            if refusal is not None:
+                raise ReferenceChecksUnavailable(refusal)
         walker = _Walker(conn, plan, subject, opts, progress, started)
         if walker.verify() == 0:
             # Nothing of the subject here (common: most services hold nothing of a
@@ -438,21 +444,26 @@ class _Shortcut:
         return list(dict.fromkeys(cols))
 
 
+def reference_checks_refusal(conn: Connection, dialect: str) -> str | None:
+    """Why Eraser may not check references itself on ``conn`` (``fk_checks`` "eraser"),
+    or None when it may."""
+    refusal = may_switch_off_checks(conn, dialect)
+    if refusal is not None:
+        return refusal
+    level = conn.execute(sa.text("SELECT current_setting('transaction_isolation')")).scalar_one()
+    if level != "read committed":
+        # Each statement after the batch's DELETE must see rows committed meanwhile;
+        # a transaction snapshot would hide a writer the DELETE waited for.
+        return f"the connection's transactions are {level}, not read committed"
+    return None
+
+
 def _shortcuts(conn: Connection, plan: Plan, mode: str) -> dict[TableName, _Shortcut]:
     """The tables whose batches may be removed with Eraser checking the references."""
     dialect = plan.catalog.dialect
     if mode == "database" or (mode == "auto" and dialect != POSTGRESQL):
         return {}
-    refusal = may_switch_off_checks(conn, dialect)
-    level = "read committed"
-    if refusal is None:
-        level = conn.execute(
-            sa.text("SELECT current_setting('transaction_isolation')")
-        ).scalar_one()
-    if level != "read committed":
-        # Each statement after the batch's DELETE must see rows committed meanwhile;
-        # a transaction snapshot would hide a writer the DELETE waited for.
-        refusal = f"the connection's transactions are {level}, not read committed"
+    refusal = reference_checks_refusal(conn, dialect)
     if refusal is not None:
         if mode == "eraser":
             raise ReferenceChecksUnavailable(refusal)

@@ -18,6 +18,7 @@ from worker.catalog import (
     dialect_name,
     reflect,
 )
+from worker.exceptions import ReferenceChecksUnavailable
 from worker.executor import (
     ExecutionOptions,
     NothingCheck,
@@ -25,6 +26,7 @@ from worker.executor import (
     dry_run,
     erase,
     nothing_to_erase,
+    reference_checks_refusal,
 )
 from worker.planner import Plan, build_plan
 
@@ -49,6 +51,17 @@ class PlanCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: The quick check of each kept plan, with the schema's version in it.
     _checks: dict[tuple[str, str], tuple[Plan, NothingCheck]] = field(default_factory=dict)
+    #: Services whose role may switch the database's reference checks off.
+    _reference_checks: set[str] = field(default_factory=set)
+
+    def may_check_references(self, name: str) -> bool:
+        """Whether ``name``'s role was seen allowed to check references itself."""
+        with self._lock:
+            return name in self._reference_checks
+
+    def confirm_reference_checks(self, name: str) -> None:
+        with self._lock:
+            self._reference_checks.add(name)
 
     def check(
         self, engine: sa.Engine, name: str, subject_kind: str, schemas: list[str] | None, plan: Plan
@@ -113,7 +126,16 @@ def nothing_here(
     plans: PlanCache,
 ) -> ErasureReport | None:
     """The report of an erasure that finds nothing of the subject in this service
-    (read-only, no lock), or None when there is something to erase."""
+    (read-only, no lock), or None when there is something to erase. A service that
+    asks for Eraser's own reference checks (``fk_checks = "eraser"``) is refused here
+    as ``erase()`` refuses it (``ReferenceChecksUnavailable``), confirmed once per
+    process."""
+    if service.fk_checks == "eraser" and not plans.may_check_references(name):
+        with engine.connect() as conn:
+            refusal = reference_checks_refusal(conn, dialect_name(engine))
+        if refusal is not None:
+            raise ReferenceChecksUnavailable(refusal)
+        plans.confirm_reference_checks(name)
     kept = plans.peek(name, subject_kind)
     if kept is not None:
         # The kept plan, checked against the schema's version in the same statement.

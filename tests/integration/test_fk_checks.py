@@ -31,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.erasure import ErasureReport, TableAction
+from models.registry import Service
 from tests.conftest import PG_ADMIN_URL, TargetDB, make_db
 from worker.catalog import reflect
 from worker.database import create_engine
@@ -38,6 +39,7 @@ from worker.dialects import is_foreign_key_violation
 from worker.exceptions import ReferenceChecksUnavailable
 from worker.executor import ExecutionOptions, Progress, ProgressCallback, erase
 from worker.planner import build_plan
+from worker.service import PlanCache, nothing_here
 
 SUBJECT = 1
 Row = dict[str, Any]
@@ -348,6 +350,35 @@ def test_a_plain_role_gets_the_database_checks_until_granted_the_setting(
     assert "public.orders" in report.checked_by_eraser
     assert shop.snapshot(db) == shop.expected({SUBJECT, 2})
     assert orphans(db.engine)[1] == {}
+
+
+@pytest.mark.postgres
+def test_an_explicit_request_is_refused_even_when_the_subject_has_no_rows(
+    pg_plain: TargetDB,
+) -> None:
+    """``fk_checks = "eraser"`` on a role that cannot have it is a configuration error:
+    it must show on the first erasure, not on the first one that finds rows (the
+    engine's own early exit, and the worker's quick path, both skip the walk)."""
+    db = pg_plain
+    shop = Shop()
+    shop.load(db)
+    absent = 999
+    with pytest.raises(ReferenceChecksUnavailable):
+        run_erase(db, absent, "eraser", subject_columns=SHOP_SUBJECT)
+    assert run_erase(db, absent, "auto", subject_columns=SHOP_SUBJECT).total_rows == 0
+
+    service = Service(url_env="UNUSED", fk_checks="eraser")
+    plans = PlanCache()
+    with pytest.raises(ReferenceChecksUnavailable):
+        nothing_here(db.engine, "shop", service, "tenant", SHOP_SUBJECT, str(absent), plans)
+    with granted_replication_role(db):
+        report = nothing_here(
+            db.engine, "shop", service, "tenant", SHOP_SUBJECT, str(absent), plans
+        )
+        assert report is not None
+        assert report.total_rows == 0
+        assert report.verified
+        assert run_erase(db, absent, "eraser", subject_columns=SHOP_SUBJECT).verified
 
 
 @pytest.mark.postgres
