@@ -611,6 +611,7 @@ def coerce_subject(value: object, column_type: sa.types.TypeEngine[Any], column:
 # --- predicates (SQL) ------------------------------------------------------------------
 
 _UNROLL_FACTOR = 3
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -644,13 +645,20 @@ class Predicates:
         values = {}
         for (table, column), name in self._params.items():
             col = self.plan.info(table).columns[column]
-            values[name] = coerce_subject(subject, col.type, f"{table}.{column}")
+            value = coerce_subject(subject, col.type, f"{table}.{column}")
+            if isinstance(value, int) and not _BIGINT_MIN <= value <= _BIGINT_MAX:
+                value = None  # no integer column holds it: it matches nothing, as NULL
+            values[name] = value
         return values
 
     def _subject_param(self, table: TableName, col: str, type_: Any) -> ColumnElement[Any]:
         if not self.parametric:
             return sa.literal(self.subject_value(table, col), type_)
         name = self._params.setdefault((table, col), f"eraser_subject_{len(self._params)}")
+        if isinstance(type_, sa.Integer) and not isinstance(type_, sa.Enum):
+            # A parameter typed like a narrow column would fail on a wider value (a
+            # subject kind held as int here and bigint elsewhere): compare as bigint.
+            type_ = sa.BigInteger()
         return sa.bindparam(name, type_=type_)
 
     def direct(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:

@@ -10,9 +10,11 @@ typed parameters (``$1::VARCHAR``), and sent as ``PREPARE`` the first time a poo
 connection runs it; after that each run is ``EXECUTE name(values)``.
 
 A connection pooler in transaction mode may hand the ``EXECUTE`` to a backend that
-never saw the ``PREPARE``: that error (``26000``) prepares it there and runs it again,
-once. The names are derived from the SQL text, so a statement prepared twice on one
-backend (``42P05``) is the same statement, and is used.
+never saw the ``PREPARE``: that run (``26000``) goes unprepared, and after a few such
+misses the statement is always run unprepared. The names are derived from the SQL
+text, so a statement prepared twice on one backend (``42P05``) is the same statement,
+and is used. Statements left behind by replaced plans are deallocated once a
+connection holds many.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 _PREPARED = "eraser.prepared"
 _NOT_PREPARED = "26000"
 _ALREADY_PREPARED = "42P05"
+#: After this many EXECUTEs on a backend without the statement, run it unprepared.
+_MISSES_BEFORE_PLAIN = 3
+#: Prepared statements a connection keeps before it deallocates them all.
+_MOST_PER_CONNECTION = 64
 
 
 class Prepared:
@@ -40,11 +46,16 @@ class Prepared:
     keep those compiled into the statement. Values are converted by the running
     dialect's own bind processors (JSON is serialized as it would be unprepared)."""
 
-    def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
+    def __init__(
+        self, statement: sa.Select[Any] | sa.Update | sa.Delete | sa.Insert, dialect: Dialect
+    ) -> None:
         # Compiled by a PostgreSQL dialect that numbers its parameters and casts each to
         # its type, so PREPARE knows every parameter's type; the values themselves go
         # through the connection's dialect (psycopg2).
         compiler = _numbered.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+        self.statement = statement
+        #: EXECUTEs that found the statement missing on their backend.
+        self.misses = 0
         compiled = statement.compile(dialect=compiler)
         if not isinstance(compiled, SQLCompiler):
             raise TypeError(f"not a SQL statement: {type(statement).__name__}")
@@ -70,18 +81,26 @@ class Prepared:
         return tuple(out)
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult[Any]:
-        """Run it on ``conn`` (autocommit, or inside the caller's transaction)."""
+        """Run it on ``conn``, which must be in autocommit mode (a failed PREPARE would
+        end the caller's transaction). Errors are SQLAlchemy's ``DBAPIError``s, as they
+        would be unprepared."""
+        if not _autocommit(conn):
+            raise RuntimeError("a prepared statement runs on an autocommit connection")
+        if self.misses >= _MISSES_BEFORE_PLAIN:
+            return conn.execute(self.statement, dict(params))
         values = self.values(params)
         self._prepare(conn)
         try:
             return conn.exec_driver_sql(self.execute_sql, values)
         except sa.exc.DBAPIError as exc:
-            if _sqlstate(exc) != _NOT_PREPARED or not _autocommit(conn):
-                raise  # (inside a transaction the failed statement has ended it)
-            # Another backend (a pooler in transaction mode): prepare it there too.
+            if _sqlstate(exc) != _NOT_PREPARED:
+                raise
+            # The backend does not have it (a pooler in transaction mode sent the
+            # EXECUTE elsewhere, or a DISCARD ALL): run this one unprepared, prepare
+            # again next time; a pool where that keeps happening runs it unprepared.
+            self.misses += 1
             self._prepared(conn).discard(self.name)
-            self._prepare(conn)
-            return conn.exec_driver_sql(self.execute_sql, values)
+            return conn.execute(self.statement, dict(params))
 
     def _prepared(self, conn: Connection) -> set[str]:
         info = conn.connection.info
@@ -92,13 +111,29 @@ class Prepared:
         names = self._prepared(conn)
         if self.name in names:
             return
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        sql = f"PREPARE {self.name} AS {self.sql}"
+        if len(names) >= _MOST_PER_CONNECTION:
+            # Plans replaced after schema changes leave their statements behind.
+            sql = f"DEALLOCATE ALL; {sql}"
+            names.clear()
+        dbapi = conn.connection.dbapi_connection
+        cursor = dbapi.cursor()  # type: ignore[union-attr]
         try:
             # No parameters: the driver leaves the text (and its % signs) alone.
-            cursor.execute(f"PREPARE {self.name} AS {self.sql}")
-        except Exception as exc:
+            cursor.execute(sql)
+        except conn.dialect.loaded_dbapi.Error as exc:
             if getattr(exc, "pgcode", None) != _ALREADY_PREPARED:
-                raise
+                gone = conn.dialect.is_disconnect(exc, dbapi, cursor)
+                if gone:
+                    conn.invalidate(exc)
+                raise sa.exc.DBAPIError.instance(
+                    sql,
+                    None,
+                    exc,
+                    conn.dialect.loaded_dbapi.Error,
+                    connection_invalidated=gone,
+                    dialect=conn.dialect,
+                ) from exc
         finally:
             cursor.close()
         names.add(self.name)
