@@ -728,15 +728,62 @@ class _Walker:
 
         A writer may commit a new referencing row between the two; the database then
         refuses the delete (a foreign-key violation, nothing written), so the
-        references are cleared again, a bounded number of times.
+        references are cleared again, a bounded number of times. The last time, a
+        second connection holds the rows locked while their references are cleared
+        (``_erase_rows_holding``), so that writers wait instead of racing.
         """
         for attempt in range(1, _FK_RACE_ATTEMPTS + 1):
             try:
-                self._erase_rows_once(table, rows, optimistic=attempt == 1)
+                if attempt == _FK_RACE_ATTEMPTS and self._may_hold(table):
+                    self._erase_rows_holding(table, rows)
+                else:
+                    self._erase_rows_once(table, rows, optimistic=attempt == 1)
                 return
             except sa.exc.IntegrityError as exc:
                 if attempt == _FK_RACE_ATTEMPTS or not is_foreign_key_violation(exc):
                     raise
+
+    def _may_hold(self, table: TableName) -> bool:
+        """Whether a batch of ``table`` can be held locked from a second connection
+        while its references are cleared: row locks (not SQLite, whose writers queue
+        anyway) and no cycle (whose batches are removed together, as a group)."""
+        return self.dialect in (POSTGRESQL, MYSQL) and table not in self.plan.cycle_of
+
+    def _erase_rows_holding(self, table: TableName, rows: list[_Row]) -> None:
+        """Lock ``rows`` (``FOR UPDATE``) in a transaction of a second connection, clear
+        their references on this one, then remove them in the held transaction.
+
+        A writer adding a reference to a locked row needs a share lock on it, so it
+        waits and then fails, the row being gone; a writer that held such a lock first
+        has committed before the lock was granted, and its row is cleared with the
+        others. The references are cleared in their usual short transactions, which
+        never lock the held rows, so nothing waits on itself."""
+        main = self.conn
+        held = main.engine.connect()
+        try:
+            session_setup(held, self.dialect, self.opts.lock_timeout_ms)
+            self.conn = held
+            with self._transaction():
+                target = self._t(table)
+                rid = self.rid[table]
+                where = rid.matches(target, [r.rid for r in rows], self.dialect)
+                lock = sa.select(*rid.select_columns(target)).where(where).with_for_update()
+                held.execute(lock).all()
+                self.conn = main
+                try:
+                    cleared: set[ForeignKey] = set()
+                    while True:
+                        try:
+                            self._clear_references(table, rows, False, cleared)
+                            break
+                        except _Overflow:
+                            continue  # that reference goes in batches of its own
+                finally:
+                    self.conn = held
+                self._remove_rows(held, table, rows)
+        finally:
+            self.conn = main
+            held.close()
 
     def _erase_rows_once(self, table: TableName, rows: list[_Row], optimistic: bool) -> None:
         cleared: set[ForeignKey] = set()
@@ -747,9 +794,11 @@ class _Walker:
             except _Overflow:
                 continue  # a reference now goes in batches of its own: clear it first
 
-    def _erase_rows_after(
+    def _clear_references(
         self, table: TableName, rows: list[_Row], optimistic: bool, cleared: set[ForeignKey]
-    ) -> None:
+    ) -> _Frame | None:
+        """Clear (remove or null) the rows referencing ``rows``. Returns their frame, or
+        None when a cycle deferred their removal to a batch further up."""
         depth = len(self.stack)
         frame = _Frame(table, {r.rid for r in rows})
         self.stack.append(frame)
@@ -774,6 +823,14 @@ class _Walker:
                 parent = self.stack[depth - 1]
                 if parent.deferred_to is None or frame.deferred_to < parent.deferred_to:
                     parent.deferred_to = frame.deferred_to
+            return None
+        return frame
+
+    def _erase_rows_after(
+        self, table: TableName, rows: list[_Row], optimistic: bool, cleared: set[ForeignKey]
+    ) -> None:
+        frame = self._clear_references(table, rows, optimistic, cleared)
+        if frame is None:
             return
         shortcut = self.shortcuts.get(table)
         if shortcut is not None and not frame.group:

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from models.erasure import ErasureReport, TableAction
 from models.registry import Service
 from tests.conftest import PG_ADMIN_URL, TargetDB, make_db
+from worker import executor as executor_module
 from worker.catalog import reflect
 from worker.database import create_engine
 from worker.dialects import is_foreign_key_violation
@@ -674,6 +675,63 @@ def test_references_written_during_the_erasure_are_never_left_dangling(
     for table in ("notes", "tasks", "task_steps"):
         new = {n for t, n in written if t == table}
         assert {r[0] for r in after[table]} == {r[0] for r in before[table]} | new, table
+
+
+@pytest.mark.parametrize("fk_checks", ["database", "auto"])
+@pytest.mark.postgres
+def test_a_batch_held_locked_makes_racing_writers_wait(
+    pg: TargetDB, fk_checks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last attempt against writers that keep adding references holds the batch
+    locked from a second connection while its references are cleared. Made the only
+    attempt here, every batch not removed by a shortcut goes that way, under the same
+    racing writers: no failure, nothing dangling, the writers' references to erased
+    accounts refused or removed."""
+    monkeypatch.setattr(executor_module, "_FK_RACE_ATTEMPTS", 1)
+    load_accounts(pg, 3300, steps_trigger=True)
+    with pg.engine.connect() as conn:
+        accounts = conn.execute(sa.text("SELECT id, tenant_id FROM accounts")).all()
+    subject_accounts = [a for a, t in accounts if t == SUBJECT]
+    other_accounts = [a for a, t in accounts if t == OTHER]
+    plan = build_plan(reflect(pg.engine), ["tenant_id"])
+    held = []
+    original = executor_module._Walker._erase_rows_holding
+
+    def counted(self: Any, table: Any, rows: Any) -> None:
+        held.append(len(rows))
+        original(self, table, rows)
+
+    monkeypatch.setattr(executor_module._Walker, "_erase_rows_holding", counted)
+    stop = threading.Event()
+    writers = [
+        Writer(pg.url, subject_accounts, other_accounts, frontier, seed, stop)
+        for seed, frontier in ((3, True), (4, False))
+    ]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in writers]
+    try:
+        for t in threads:
+            t.start()
+        for w in writers:
+            assert w.warmed_up.wait(THREAD_DEADLINE_SECONDS)
+        report = erase(
+            pg.engine, plan, SUBJECT, ExecutionOptions(batch_size=100, fk_checks=fk_checks)
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(THREAD_DEADLINE_SECONDS)
+    for w in writers:
+        assert w.error is None, repr(w.error)
+        assert w.errors == [], w.errors[:3]
+    assert sum(held) > 0  # the held way was taken
+    assert sum(w.refused for w in writers) > 0
+    assert report.verified
+    assert orphans(pg.engine) == (3, {})
+    assert count(pg.engine, "SELECT count(*) FROM accounts WHERE tenant_id = :t", t=SUBJECT) == 0
+    for table in ("notes", "tasks", "task_steps"):
+        ids = [n for w in writers for t, n, _ in w.subject_rows if t == table]
+        left = count(pg.engine, f"SELECT count(*) FROM {table} WHERE id = ANY(:ids)", ids=ids)
+        assert left == 0, table
 
 
 def backends_waiting_on_a_lock(db: TargetDB) -> int:
