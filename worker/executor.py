@@ -771,13 +771,8 @@ class _Walker:
                 held.execute(lock).all()
                 self.conn = main
                 try:
-                    cleared: set[ForeignKey] = set()
-                    while True:
-                        try:
-                            self._clear_references(table, rows, False, cleared)
-                            break
-                        except _Overflow:
-                            continue  # that reference goes in batches of its own
+                    # (Each reference's own walk keeps its transactions within budget.)
+                    self._clear_references(table, rows, False, set())
                 finally:
                     self.conn = held
                 self._remove_rows(held, table, rows)

@@ -596,6 +596,57 @@ class Writer:
         return rng.choice(self.subject_accounts)
 
 
+def accounts_by_tenant(db: TargetDB) -> tuple[list[int], list[int]]:
+    """The ids of the subject's accounts and of the other tenant's."""
+    with db.engine.connect() as conn:
+        accounts = conn.execute(sa.text("SELECT id, tenant_id FROM accounts")).all()
+    return [a for a, t in accounts if t == SUBJECT], [a for a, t in accounts if t == OTHER]
+
+
+@dataclass
+class Race:
+    report: ErasureReport
+    writers: list[Writer]
+    #: When the erasure started and ended (``time.monotonic()``).
+    started: float
+    ended: float
+    still_running: bool
+
+
+def erase_while_writing(db: TargetDB, fk_checks: str, seeds: tuple[int, int]) -> Race:
+    """Erase the subject (batches of 100) while two writers run: one aims at the
+    accounts the erasure is about to reach, one at random. Each writer's own failures
+    are asserted away: nothing but refused references to accounts already erased."""
+    subject_accounts, other_accounts = accounts_by_tenant(db)
+    plan = build_plan(reflect(db.engine), ["tenant_id"])
+    stop = threading.Event()
+    writers = [
+        Writer(db.url, subject_accounts, other_accounts, frontier, seed, stop)
+        for seed, frontier in zip(seeds, (True, False), strict=True)
+    ]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in writers]
+    try:
+        for t in threads:
+            t.start()
+        for w in writers:
+            assert w.warmed_up.wait(THREAD_DEADLINE_SECONDS)
+        started = time.monotonic()
+        report = erase(
+            db.engine, plan, SUBJECT, ExecutionOptions(batch_size=100, fk_checks=fk_checks)
+        )
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(THREAD_DEADLINE_SECONDS)
+    for w in writers:
+        assert w.error is None, repr(w.error)
+        # The other tenant's inserts never fail, nor does anything but a refused
+        # reference to an account already erased.
+        assert w.errors == [], w.errors[:3]
+    return Race(report, writers, started, ended, any(t.is_alive() for t in threads))
+
+
 @pytest.mark.parametrize(
     "steps_trigger",
     [
@@ -612,40 +663,12 @@ def test_references_written_during_the_erasure_are_never_left_dangling(
     pg: TargetDB, steps_trigger: bool
 ) -> None:
     load_accounts(pg, 3300, steps_trigger)
-    with pg.engine.connect() as conn:
-        accounts = conn.execute(sa.text("SELECT id, tenant_id FROM accounts")).all()
-    subject_accounts = [a for a, t in accounts if t == SUBJECT]
-    other_accounts = [a for a, t in accounts if t == OTHER]
+    subject_accounts, _ = accounts_by_tenant(pg)
     assert len(subject_accounts) == 3000
     before = others_rows(pg.engine)
-    plan = build_plan(reflect(pg.engine), ["tenant_id"])
-
-    stop = threading.Event()
-    writers = [
-        Writer(pg.url, subject_accounts, other_accounts, frontier, seed, stop)
-        for seed, frontier in ((1, True), (2, False))
-    ]
-    threads = [threading.Thread(target=w.run, daemon=True) for w in writers]
-    try:
-        for t in threads:
-            t.start()
-        for w in writers:
-            assert w.warmed_up.wait(THREAD_DEADLINE_SECONDS)
-        started = time.monotonic()
-        report = erase(
-            pg.engine, plan, SUBJECT, ExecutionOptions(batch_size=100, fk_checks="eraser")
-        )
-        ended = time.monotonic()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(THREAD_DEADLINE_SECONDS)
-    for w in writers:
-        assert w.error is None, repr(w.error)
-        # The other tenant's inserts never fail, nor does anything but a refused
-        # reference to an account already erased.
-        assert w.errors == [], w.errors[:3]
-    assert not any(t.is_alive() for t in threads)
+    race = erase_while_writing(pg, "eraser", seeds=(1, 2))
+    report, writers, started, ended = race.report, race.writers, race.started, race.ended
+    assert not race.still_running
 
     # The race happened: references to the subject's accounts were committed while
     # the erasure ran (and others were refused once their account was gone).
@@ -689,11 +712,6 @@ def test_a_batch_held_locked_makes_racing_writers_wait(
     accounts refused or removed."""
     monkeypatch.setattr(executor_module, "_FK_RACE_ATTEMPTS", 1)
     load_accounts(pg, 3300, steps_trigger=True)
-    with pg.engine.connect() as conn:
-        accounts = conn.execute(sa.text("SELECT id, tenant_id FROM accounts")).all()
-    subject_accounts = [a for a, t in accounts if t == SUBJECT]
-    other_accounts = [a for a, t in accounts if t == OTHER]
-    plan = build_plan(reflect(pg.engine), ["tenant_id"])
     held = []
     original = executor_module._Walker._erase_rows_holding
 
@@ -702,27 +720,8 @@ def test_a_batch_held_locked_makes_racing_writers_wait(
         original(self, table, rows)
 
     monkeypatch.setattr(executor_module._Walker, "_erase_rows_holding", counted)
-    stop = threading.Event()
-    writers = [
-        Writer(pg.url, subject_accounts, other_accounts, frontier, seed, stop)
-        for seed, frontier in ((3, True), (4, False))
-    ]
-    threads = [threading.Thread(target=w.run, daemon=True) for w in writers]
-    try:
-        for t in threads:
-            t.start()
-        for w in writers:
-            assert w.warmed_up.wait(THREAD_DEADLINE_SECONDS)
-        report = erase(
-            pg.engine, plan, SUBJECT, ExecutionOptions(batch_size=100, fk_checks=fk_checks)
-        )
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(THREAD_DEADLINE_SECONDS)
-    for w in writers:
-        assert w.error is None, repr(w.error)
-        assert w.errors == [], w.errors[:3]
+    race = erase_while_writing(pg, fk_checks, seeds=(3, 4))
+    report, writers = race.report, race.writers
     assert sum(held) > 0  # the held way was taken
     assert sum(w.refused for w in writers) > 0
     assert report.verified
