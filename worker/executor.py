@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -73,6 +72,19 @@ from worker.planner import (
     key_in_select,
 )
 from worker.prepared import Prepared
+from worker.serverloop import (
+    MIN_SERVER_VERSION,
+    OVERFLOW,
+    PREFIX,
+    REFERENCED,
+    LoopSpec,
+    Node,
+    Reference,
+    ServerLoop,
+    Sweep,
+    aggregated,
+    loop_type,
+)
 
 #: Attempts at removing a batch when writers keep adding references to it.
 _FK_RACE_ATTEMPTS = 5
@@ -82,6 +94,9 @@ _CHILD_BATCH_FACTOR = 4
 #: With Eraser checking references, a batch takes the rows referencing it along in its
 #: transaction: up to this many batches' worth of rows in all, else it is made smaller.
 _TXN_ROWS_FACTOR = 16
+
+#: How long one call of the server-side loop runs its batches before reporting back.
+_LOOP_SECONDS = 0.2
 
 #: EXISTS checks per verification statement.
 _CHECKS_PER_STATEMENT = 30
@@ -113,6 +128,9 @@ class ExecutionOptions:
     deadline: float | None = None
     #: Who checks references into removed rows: one of ``FK_CHECKS``.
     fk_checks: str = "auto"
+    #: PostgreSQL: run the batches of the common walks inside the server, several to a
+    #: round trip (``worker.serverloop``); off, every statement is a round trip.
+    server_batches: bool = True
 
     def __post_init__(self) -> None:
         if self.fk_checks not in FK_CHECKS:
@@ -129,6 +147,9 @@ class Progress:
     total_rows: int
     elapsed_seconds: float
     rows_by_table: dict[str, int]
+    #: The longest batch transaction the server-side loop ran for this report (0 for
+    #: a batch run from the client).
+    server_batch_seconds: float = 0.0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -553,6 +574,22 @@ def _arrayable(type_: sa.types.TypeEngine[Any]) -> bool:
     return isinstance(type_, (sa.Integer, sa.String)) and not isinstance(type_, sa.Enum)
 
 
+#: Actions the server-side loop carries out (it removes rows; anonymizing goes by client).
+_LOOP_ACTIONS = (TableAction.DELETE, TableAction.UNLINK)
+
+
+class _NoLoop(Exception):
+    """A reference the server-side loop does not carry: the walk goes by client."""
+
+
+@dataclass(frozen=True)
+class _Loop:
+    server: ServerLoop
+    #: The (table, action) of each of the loop's counters.
+    slots: list[tuple[TableName, TableAction]]
+    leaf: bool
+
+
 class _Overflow(Exception):
     """A batch with everything swept along would exceed a short transaction's rows."""
 
@@ -611,6 +648,8 @@ class _Walker:
         self._batch: dict[TableName, int] = {}
         #: Anchor tables whose walk has finished in this pass.
         self._done: set[TableName] = set()
+        #: Whether the server-side loop can run here at all (known on first use).
+        self._loop_ok: bool | None = None
         # Only tables the erasure touches: an unrelated table the engine could not
         # address (a partitioned table without a key) must not stop the erasure.
         touched = [*plan.actions, *plan.nullified]
@@ -687,6 +726,9 @@ class _Walker:
             where = sa.and_(where, sa.not_(self.preds.anonymized(table, self._t(table))))
         ordered = ordered or table in self.plan.cycle_of
         if self._is_leaf(table) or rid.kind == "none":
+            loop = self._server_loop(table, where, leaf=True) if ordered else None
+            if loop is not None and self._walk_in_server(table, loop):
+                return
             limit = n if ordered else n * _CHILD_BATCH_FACTOR
             last: tuple[Any, ...] | None = None
             while True:
@@ -1142,6 +1184,9 @@ class _Walker:
         one transaction with the rows referencing it (``_Shortcut``). False when a batch
         met a reference it may not clear, or one too wide for a short transaction even
         for a single row: the caller goes on the general way."""
+        loop = self._server_loop(table, where, leaf=False) if ordered else None
+        if loop is not None:
+            return self._walk_in_server(table, loop)
         target = self._t(table)
         rid = self.rid[table]
         shortcut = self.shortcuts[table]
@@ -1180,6 +1225,135 @@ class _Walker:
             if ordered:
                 last = gone.last
 
+    # --- batches run in the server ------------------------------------------------------
+
+    def _server_loop(
+        self, table: TableName, where: ColumnElement[bool], leaf: bool
+    ) -> _Loop | None:
+        """The server-side loop for an ordered walk of ``table``, or None when it goes
+        the client's way (see ``worker.serverloop`` for what the loop covers)."""
+        if not self._loop_possible() or self.plan.actions[table] not in _LOOP_ACTIONS:
+            return None
+        rid = self.rid[table]
+        info = self.plan.info(table)
+        if rid.kind != "key" or len(rid.columns) != 1 or info.partitioned:
+            return None
+        dialect = self.conn.dialect
+        if loop_type(self._t(table).c[rid.columns[0]].type, dialect) is None:
+            return None
+        slots: list[tuple[TableName, TableAction]] = []
+        try:
+            if leaf:
+                root = Node(self._t(table))
+            else:
+                root = self._loop_node(table, self.shortcuts[table], slots)
+            slot = self._slot(slots, table, self.plan.actions[table])
+            spec = LoopSpec(
+                root=root,
+                key=rid.columns[0],
+                where=where,
+                slot=slot,
+                slots=len(slots),
+                checks_off=not leaf,
+                lock_timeout_ms=self.opts.lock_timeout_ms,
+                fast_commit=self.opts.fast_commit,
+                budget=self.opts.batch_size * _TXN_ROWS_FACTOR,
+            )
+            return _Loop(ServerLoop(spec, dialect), slots, leaf)
+        except (_NoLoop, ValueError, sa.exc.CompileError):
+            return None
+
+    def _loop_possible(self) -> bool:
+        if self._loop_ok is None:
+            dialect = self.conn.dialect
+            version = dialect.server_version_info or (0,)
+            names = (
+                c.name for info in self.plan.catalog.tables.values() for c in info.table.columns
+            )
+            self._loop_ok = (
+                self.dialect == POSTGRESQL
+                and dialect.driver == "psycopg2"
+                and tuple(version) >= MIN_SERVER_VERSION
+                and not any(name.lower().startswith(PREFIX) for name in names)
+            )
+        return self.opts.server_batches and self._loop_ok and not self.conn.in_transaction()
+
+    @staticmethod
+    def _slot(
+        slots: list[tuple[TableName, TableAction]], table: TableName, action: TableAction
+    ) -> int:
+        if (table, action) not in slots:
+            slots.append((table, action))
+        return slots.index((table, action))
+
+    def _loop_node(
+        self, table: TableName, shortcut: _Shortcut, slots: list[tuple[TableName, TableAction]]
+    ) -> Node:
+        def reference(fk: ForeignKey) -> Reference:
+            if len(fk.child_columns) != 1 or fk in self._wide:
+                raise _NoLoop()
+            child = self._t(fk.child)
+            for t, c in ((child, fk.child_columns[0]), (self._t(table), fk.parent_columns[0])):
+                if loop_type(t.c[c].type, self.conn.dialect) is None:
+                    raise _NoLoop()
+            return Reference(child, fk.child_columns[0], fk.parent_columns[0])
+
+        sweeps = []
+        for fk in shortcut.sweep:
+            ref = reference(fk)
+            guard = self.preds.guard(fk.child, ref.child)
+            sweeps.append(
+                Sweep(
+                    ref,
+                    self._loop_node(fk.child, self.shortcuts[fk.child], slots),
+                    self._slot(slots, fk.child, self.plan.actions[fk.child]),
+                    None if guard is None else sa.not_(guard),
+                )
+            )
+        clears = tuple(
+            (reference(fk), self._slot(slots, fk.child, TableAction.NULLIFY))
+            for fk in shortcut.clear
+        )
+        probes = tuple(reference(fk) for fk in shortcut.probe)
+        return Node(self._t(table), tuple(shortcut.referenced), tuple(sweeps), clears, probes)
+
+    def _walk_in_server(self, table: TableName, loop: _Loop) -> bool:
+        """Remove the rows of an ordered walk with the server-side loop, a call at a
+        time. False when it gave a batch back that the client's general way must take
+        (as ``_walk_direct``); the batches before it are committed and counted."""
+        last: Any = None
+        shortcut = self.shortcuts.get(table)
+        while True:
+            n = self._batch.get(table, self.opts.batch_size)
+            seconds = _LOOP_SECONDS
+            if self.opts.deadline is not None:
+                seconds = max(0.0, min(seconds, self.opts.deadline - time.monotonic()))
+            run, error = loop.server.run(self.conn, n, last, seconds)
+            self._pending.clear()
+            for (t, action), count in zip(loop.slots, run.counts, strict=True):
+                self._record(t, action, count)
+            if not loop.leaf and run.counts[loop.server.spec.slot]:
+                self.checked.add(table)
+            self._committed(run.longest_seconds, deadline=error is None)
+            if error is not None:
+                raise error
+            if run.batches:
+                last = run.last
+            if run.gave_back == REFERENCED:
+                return False
+            if run.gave_back == OVERFLOW:
+                budget = self.opts.batch_size * _TXN_ROWS_FACTOR
+                if n > 1:
+                    total = max(run.rows, 1)
+                    self._batch[table] = max(1, min(n // 2, int(0.75 * run.top * budget / total)))
+                    continue
+                if shortcut is not None and run.swept:
+                    widest = max(range(len(run.swept)), key=run.swept.__getitem__)
+                    self._wide.add(shortcut.sweep[widest])
+                return False
+            if run.done:
+                return True
+
     def _delete(
         self,
         stmt: sa.Delete | sa.Update,
@@ -1199,18 +1373,7 @@ class _Walker:
         # (The greatest of several key columns is not each column's greatest.)
         simple = len(keys) <= 1 and all(_arrayable(c.type) for c in [*cols, *keys])
         if simple and (cols or keys or flag):
-            named = [c.label(f"c{i}") for i, c in enumerate(cols)]
-            named += [k.label(f"k{i}") for i, k in enumerate(keys)]
-            gone_rows = stmt.returning(*named, *flag).cte("gone")
-            aggregates: list[ColumnElement[Any]] = [sa.func.count()]
-            aggregates += [
-                sa.func.array_agg(gone_rows.c[f"c{i}"], type_=postgresql.ARRAY(c.type))
-                for i, c in enumerate(cols)
-            ]
-            aggregates += [sa.func.max(gone_rows.c[f"k{i}"]) for i in range(len(keys))]
-            if flag:
-                aggregates.append(sa.func.bool_or(gone_rows.c.foreign))
-            row = self.conn.execute(sa.select(*aggregates)).one()
+            row = self.conn.execute(aggregated(stmt, cols, keys, foreign)).one()
             count = int(row[0])
             values = {c: list(row[1 + i] or []) for i, c in enumerate(referenced)}
             at = 1 + len(cols)
@@ -1449,6 +1612,11 @@ class _Walker:
                 checks_off,
             )
             yield self.conn
+        self._committed()
+
+    def _committed(self, server_seconds: float = 0.0, deadline: bool = True) -> None:
+        """Keep the counts of what was just committed, report progress, and end the
+        slice past the deadline."""
         for (table, action), rows in self._pending.items():
             key = (table, action)
             self.counts[key] = self.counts.get(key, 0) + rows
@@ -1461,13 +1629,15 @@ class _Walker:
                         total_rows=sum(c for (_, a), c in self.counts.items() if a in REMOVING),
                         elapsed_seconds=time.monotonic() - self.started,
                         rows_by_table={f"{t}:{a}": c for (t, a), c in self.counts.items()},
+                        server_batch_seconds=server_seconds,
                     )
                 )
         removed = bool(self._pending)
         self._pending.clear()
         # A slice ends only after a batch that changed rows: ending after an empty one
         # could leave every later slice re-checking the same empty start of the walk.
-        if removed and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
+        ended = self.opts.deadline is not None and time.monotonic() >= self.opts.deadline
+        if removed and deadline and ended:
             flush_commits(self.conn, self.dialect)
             raise SliceEnded(self.outcomes())
 

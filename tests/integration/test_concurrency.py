@@ -488,8 +488,9 @@ def _erase_next_to_writer(db: TargetDB, customers: int) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_large_erasure_does_not_block_other_tenants_writers_pg(pg):
-    # 150,001 rows of tenant 1: 10k customers, 40k orders, 100k order items.
-    _erase_next_to_writer(pg, customers=12_000)
+    # 375,001 rows of tenant 1: 25k customers, 100k orders, 250k order items (batches
+    # run in the server take about half a second for them: the writer must overlap).
+    _erase_next_to_writer(pg, customers=30_000)
 
 
 @pytest.mark.mysql

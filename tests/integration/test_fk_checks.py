@@ -954,10 +954,14 @@ TXN_ROWS_CEILING = 20
     ],
 )
 @pytest.mark.postgres
-def test_a_wide_leaf_child_is_removed_in_bounded_transactions(pg: TargetDB, children: int) -> None:
+def test_a_wide_leaf_child_is_removed_in_bounded_transactions(
+    pg: TargetDB, children: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A leaf child taken along with each batch of its parents (``sweep``): however wide
     the fan-out, every row goes, and no transaction takes more than a few batches' worth
-    (progress reports each committed transaction's rows per table)."""
+    (progress reports each committed transaction's rows per table: the server-side loop
+    is made to report after every batch)."""
+    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
     pg.run(
         "CREATE TABLE posts (id int PRIMARY KEY, tenant_id int NOT NULL, title text NOT NULL)",
         "CREATE INDEX ON posts (tenant_id)",

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from models.erasure import ErasureReport, TableAction, TablePolicy
 from tests.conftest import TargetDB, make_db
+from worker import executor as executor_module
 from worker.catalog import reflect
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
 from worker.executor import ExecutionOptions, dry_run, erase
@@ -697,8 +698,12 @@ def test_another_subjects_rows_referencing_refuses_before_touching_anything(
     assert data.snapshot() == before
 
 
-def test_rerun_after_partial_erasure_finishes_the_job(db: TargetDB) -> None:
-    """A crash between batches leaves a consistent state that a re-run completes."""
+def test_rerun_after_partial_erasure_finishes_the_job(
+    db: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between batches leaves a consistent state that a re-run completes. (The
+    server-side loop on PostgreSQL is made to report after every batch.)"""
+    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
     md = sa.MetaData()
     customers = tenant_table(md, "customers")
     orders = child_table(md, "orders", "customer_id", "customers.id")

@@ -1,0 +1,325 @@
+"""The server-side loop (``worker.serverloop``): batches run inside PostgreSQL, in
+``DO`` blocks that commit each batch, on a real server.
+
+* the same data erased by the loop and by the client ends byte for byte the same,
+  with awkward text keys and subject values (quotes, backslashes, dollar quotes,
+  percent signs), nested sweeps, a cleared ``SET NULL`` reference, and no row left
+  pointing at nothing;
+* a call of one batch at a time resumes where the last committed batch ended;
+* another subject's row swept along rolls that batch back, and only that one;
+* an error midway (a lock held by another session) reports the batches committed
+  before it, and a re-run finishes; a deadline ends a slice between calls;
+* a column named like the loop's variables keeps the walk on the client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from models.erasure import ErasureReport, TableAction
+from tests.conftest import TargetDB, make_db
+from tests.integration.test_fk_checks import orphans
+from worker import executor as executor_module
+from worker.catalog import reflect
+from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
+from worker.planner import build_plan
+from worker.serverloop import LoopRun, ServerLoop
+
+pytestmark = pytest.mark.postgres
+
+#: Subject and keys with everything a literal in a dollar-quoted block must survive.
+SUBJECT = "it's \\ $$ %s $eraser_0$ 'x"
+OTHERS = ("plain", "o'ther $$")
+TABLES = ("tenants", "Customer", "orders", "order line", "line_notes", "visits", "reviews")
+
+SCHEMA = """
+CREATE TABLE tenants (id text PRIMARY KEY);
+CREATE TABLE "Customer" (
+    key text PRIMARY KEY, tenant_id text NOT NULL REFERENCES tenants, name text);
+CREATE TABLE orders (
+    id bigint PRIMARY KEY, tenant_id text NOT NULL REFERENCES tenants,
+    customer_key text NOT NULL REFERENCES "Customer"(key));
+CREATE TABLE "order line" (
+    id bigint PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders, note text);
+CREATE TABLE line_notes (
+    id bigint PRIMARY KEY, line_id bigint NOT NULL REFERENCES "order line");
+CREATE TABLE visits (
+    id bigint PRIMARY KEY, tenant_id text NOT NULL REFERENCES tenants,
+    customer_key text REFERENCES "Customer"(key) ON DELETE SET NULL);
+CREATE TABLE reviews (
+    id bigint PRIMARY KEY, tenant_id text NOT NULL REFERENCES tenants,
+    order_id bigint NOT NULL REFERENCES orders);
+CREATE INDEX ON "Customer"(tenant_id);
+CREATE INDEX ON orders(tenant_id);
+CREATE INDEX ON orders(customer_key);
+CREATE INDEX ON "order line"(order_id);
+CREATE INDEX ON line_notes(line_id);
+CREATE INDEX ON visits(tenant_id);
+CREATE INDEX ON visits(customer_key);
+CREATE INDEX ON reviews(tenant_id);
+CREATE INDEX ON reviews(order_id);
+"""
+
+
+@pytest.fixture
+def pg_twin(tmp_path: Path) -> Iterator[TargetDB]:
+    yield from make_db("postgresql", tmp_path)
+
+
+class Calls:
+    """Counts the loop's calls, and what they committed (the real loop runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.runs: list[LoopRun] = []
+        original = ServerLoop.run
+
+        def run(loop: ServerLoop, *args: Any, **kwargs: Any) -> Any:
+            result = original(loop, *args, **kwargs)
+            self.runs.append(result[0])
+            return result
+
+        monkeypatch.setattr(ServerLoop, "run", run)
+
+
+def _load(db: TargetDB, customers: int = 40) -> None:
+    """Three tenants; the subject's customers have awkward keys. Each customer has two
+    orders of two lines with a note each, a visit, and each order a review; a visit of
+    another tenant points at one of the subject's customers (cleared, not removed)."""
+    db.run(SCHEMA)
+    tenants = [SUBJECT, *OTHERS]
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+    rows["tenants"] = [{"id": t} for t in tenants]
+    oid = lid = vid = 0
+    for i in range(customers):
+        tenant = tenants[i % 3]
+        key = f"{tenant}/{i:04d} \\ ' $$"
+        rows["Customer"].append({"key": key, "tenant_id": tenant, "name": f"c{i} %"})
+        vid += 1
+        rows["visits"].append({"id": vid, "tenant_id": tenant, "customer_key": key})
+        for _ in range(2):
+            oid += 1
+            rows["orders"].append({"id": oid, "tenant_id": tenant, "customer_key": key})
+            rows["reviews"].append({"id": oid, "tenant_id": tenant, "order_id": oid})
+            for _ in range(2):
+                lid += 1
+                rows["order line"].append({"id": lid, "order_id": oid, "note": "n"})
+                rows["line_notes"].append({"id": lid, "line_id": lid})
+    vid += 1
+    rows["visits"].append(
+        {"id": vid, "tenant_id": OTHERS[0], "customer_key": rows["Customer"][0]["key"]}
+    )
+    md = sa.MetaData()
+    md.reflect(db.engine)
+    for name in TABLES:
+        db.insert(md.tables[name], rows[name])
+
+
+def _tables(db: TargetDB) -> list[sa.Table]:
+    md = sa.MetaData()
+    md.reflect(db.engine)
+    return [md.tables[name] for name in TABLES]
+
+
+def _subject_rows(db: TargetDB) -> dict[str, int]:
+    with db.engine.connect() as conn:
+        return {
+            "Customer": conn.execute(
+                sa.text('SELECT count(*) FROM "Customer" WHERE tenant_id = :s'), {"s": SUBJECT}
+            ).scalar_one(),
+            "orders": conn.execute(
+                sa.text("SELECT count(*) FROM orders WHERE tenant_id = :s"), {"s": SUBJECT}
+            ).scalar_one(),
+            "order line": conn.execute(
+                sa.text(
+                    'SELECT count(*) FROM "order line" l JOIN orders o ON o.id = l.order_id'
+                    " WHERE o.tenant_id = :s"
+                ),
+                {"s": SUBJECT},
+            ).scalar_one(),
+        }
+
+
+def _erase(db: TargetDB, options: ExecutionOptions, progress: Any = None) -> ErasureReport:
+    plan = build_plan(reflect(db.engine), ["tenant_id", "tenants.id"])
+    return erase(db.engine, plan, SUBJECT, options, progress)
+
+
+def _by_table(report: ErasureReport) -> dict[tuple[str, TableAction], int]:
+    return {(t.table, t.action): t.rows for t in report.tables}
+
+
+def test_loop_and_client_end_the_same(
+    pg: TargetDB, pg_twin: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _load(pg)
+    _load(pg_twin)
+    assert pg.snapshot(*_tables(pg)) == pg_twin.snapshot(*_tables(pg_twin))
+    calls = Calls(monkeypatch)
+    served = _erase(pg, ExecutionOptions(batch_size=4, fk_checks="eraser"))
+    in_server = len(calls.runs)
+    by_client = _erase(
+        pg_twin, ExecutionOptions(batch_size=4, fk_checks="eraser", server_batches=False)
+    )
+    # The loop ran for the anchors (and committed batches); the twin never used it.
+    assert in_server >= 4
+    assert len(calls.runs) == in_server
+    assert sum(r.batches for r in calls.runs) >= 8
+    assert served.verified
+    assert by_client.verified
+    assert _by_table(served) == _by_table(by_client)
+    # 14 customers of 40 are the subject's (i % 3 == 0): 28 orders, 56 lines and notes,
+    # 28 reviews, 14 visits, 1 tenant; the other tenant's visit of a subject customer
+    # is cleared.
+    assert served.total_rows == 14 + 28 + 56 + 56 + 28 + 14 + 1
+    assert _by_table(served)[("public.visits", TableAction.NULLIFY)] == 1
+    assert pg.snapshot(*_tables(pg)) == pg_twin.snapshot(*_tables(pg_twin))
+    assert _subject_rows(pg) == {"Customer": 0, "orders": 0, "order line": 0}
+    checked, found = orphans(pg.engine)
+    assert checked == 9
+    assert found == {}
+
+
+def test_one_batch_per_call_resumes_from_the_last(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _load(pg, customers=60)
+    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    calls = Calls(monkeypatch)
+    seen: list[Progress] = []
+    report = _erase(pg, ExecutionOptions(batch_size=3, fk_checks="eraser"), seen.append)
+    assert report.verified
+    assert report.total_rows == 20 + 40 + 80 + 80 + 40 + 20 + 1
+    # Every call ran exactly one batch, and the keyset went on from the last one: the
+    # 40 orders took 14 calls (13 full batches and the last, short one).
+    assert calls.runs
+    assert all(r.batches == 1 for r in calls.runs)
+    orders = [p for p in seen if p.table == "public.orders"]
+    assert sum(p.rows for p in orders) == 40
+    assert len(orders) == 14
+    assert all(p.server_batch_seconds > 0 for p in orders)
+    assert _subject_rows(pg) == {"Customer": 0, "orders": 0, "order line": 0}
+    assert orphans(pg.engine)[1] == {}
+
+
+def test_another_subjects_row_swept_along_rolls_that_batch_back(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of another tenant appears on one of the subject's orders midway: the
+    loop's batch that would sweep it is rolled back (the review stays), the client's
+    way takes the batch and the database refuses the order."""
+    _load(pg)
+    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    calls = Calls(monkeypatch)
+    with pg.engine.connect() as conn:
+        last_order = conn.execute(
+            sa.text("SELECT max(id) FROM orders WHERE tenant_id = :s"), {"s": SUBJECT}
+        ).scalar_one()
+    injected: list[int] = []
+
+    def on_progress(p: Progress) -> None:
+        if p.table == "public.orders" and not injected:
+            with pg.engine.begin() as conn:
+                conn.execute(
+                    sa.text("INSERT INTO reviews VALUES (9999, :t, :o)"),
+                    {"t": OTHERS[0], "o": last_order},
+                )
+            injected.append(last_order)
+
+    with pytest.raises(sa.exc.IntegrityError):
+        _erase(pg, ExecutionOptions(batch_size=4, fk_checks="eraser"), on_progress)
+    assert injected
+    assert any(r.gave_back == "ERAS1" for r in calls.runs)
+    with pg.engine.connect() as conn:
+        review = conn.execute(sa.text("SELECT tenant_id, order_id FROM reviews WHERE id = 9999"))
+        assert review.one() == (OTHERS[0], last_order)
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM orders WHERE tenant_id = :s"), {"s": SUBJECT}
+        ).scalar_one()
+    # The batches before the one given back are gone; the one holding that order is not.
+    assert 1 <= left <= 4
+    assert orphans(pg.engine)[1] == {}
+
+
+def test_an_error_midway_reports_what_was_committed(pg: TargetDB) -> None:
+    """Another session holds a lock on an order of the third batch: the call fails on
+    it (lock timeout), after committing two batches, which progress reports."""
+    _load(pg)
+    with pg.engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                sa.text("SELECT id FROM orders WHERE tenant_id = :s ORDER BY id"), {"s": SUBJECT}
+            ).scalars()
+        )
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with pg.engine.connect() as conn, conn.begin():
+            conn.execute(sa.text("SELECT 1 FROM orders WHERE id = :i FOR UPDATE"), {"i": ids[9]})
+            locked.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert locked.wait(10)
+    seen: list[Progress] = []
+    options = ExecutionOptions(batch_size=4, fk_checks="eraser", lock_timeout_ms=300)
+    try:
+        with pytest.raises(sa.exc.OperationalError) as failed:
+            _erase(pg, options, seen.append)
+    finally:
+        release.set()
+        holder.join(10)
+    assert getattr(failed.value.orig, "pgcode", None) == "55P03"
+    reported = sum(p.rows for p in seen if p.table == "public.orders")
+    assert reported == 8  # two batches of four, committed before the locked one
+    assert _subject_rows(pg)["orders"] == len(ids) - 8
+    report = _erase(pg, ExecutionOptions(batch_size=4, fk_checks="eraser"))
+    assert report.verified
+    assert _by_table(report)[("public.orders", TableAction.DELETE)] == len(ids) - 8
+    assert orphans(pg.engine)[1] == {}
+
+
+def test_a_deadline_ends_the_slice_between_calls(pg: TargetDB) -> None:
+    _load(pg)
+    total = 0
+    slices: list[list[Any]] = []
+    for _ in range(50):
+        options = ExecutionOptions(
+            batch_size=4, fk_checks="eraser", deadline=time.monotonic() + 0.001
+        )
+        try:
+            report = _erase(pg, options)
+        except SliceEnded as ended:
+            slices.append(ended.tables)
+            continue
+        total += report.total_rows
+        assert report.verified
+        break
+    else:
+        pytest.fail("the erasure never finished")
+    assert slices
+    # Each slice changed rows (one may only have cleared the other visit).
+    assert all(sum(t.rows for t in tables) > 0 for tables in slices)
+    total += sum(t.rows for tables in slices for t in tables if t.action is not TableAction.NULLIFY)
+    assert total == 14 + 28 + 56 + 56 + 28 + 14 + 1
+    assert orphans(pg.engine)[1] == {}
+
+
+def test_a_column_named_like_the_loops_variables_keeps_the_client(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _load(pg)
+    pg.run("ALTER TABLE orders ADD COLUMN eraser_n integer")
+    calls = Calls(monkeypatch)
+    report = _erase(pg, ExecutionOptions(batch_size=4, fk_checks="eraser"))
+    assert calls.runs == []
+    assert report.verified
+    assert report.total_rows == 14 + 28 + 56 + 56 + 28 + 14 + 1
