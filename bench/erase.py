@@ -27,10 +27,14 @@ Printed, all measured in the same run:
 * rows/s of a hand-written, schema-specific PL/pgSQL loop doing the same batched,
   child-first deletes inside the server (a third copy, plain foreign keys): the best a
   per-service deletion script can do, and Eraser's ratio to it;
+* the same erasure with every batch run from the client (``server_batches=False``) on a
+  fourth copy, with its own concurrent writer, for reference;
 * the longest transaction Eraser ran, timed with SQLAlchemy ``begin``/``commit``/
   ``rollback`` events on the engine it was given, plus the COMMIT round trip itself
   (timed by wrapping that engine's ``dialect.do_commit``: row locks last until it
-  returns), and the longest gap between two progress callbacks;
+  returns); for batches run in the server, the longest as the loop timed it itself
+  (``Progress.server_batch_seconds``); and the longest gap between two progress
+  callbacks;
 * p99 latency of single-row writes (UPDATE/INSERT) to other tenants' rows, by a writer
   in a separate process (so that this process's GIL, busy with Eraser, is not part of
   what is measured): idle before vs during the erasure (target < 3x idle), with errors
@@ -41,6 +45,9 @@ Printed, all measured in the same run:
 * a run on a small copy without an index on ``order_items(order_id)``: the planner's
   warning and rows/s, against the same copy once the index is back;
 * verification: ``report.verified`` and every other tenant's row counts unchanged.
+
+Autovacuum is off for the benchmark's tables (it runs ``VACUUM ANALYZE`` itself), and a
+``CHECKPOINT`` precedes every measured window, the idle baselines included.
 """
 
 from __future__ import annotations

@@ -128,9 +128,14 @@ def loop_type(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> str | None:
     or None when the loop does not carry that type (the client's way then)."""
     if isinstance(type_, sa.Integer) and not isinstance(type_, sa.Enum):
         return type_.compile(dialect=dialect)
-    if isinstance(type_, sa.String) and not isinstance(type_, (sa.CHAR, sa.NCHAR, sa.Enum)):
+    # Exactly these: a subtype may compare and sort otherwise than text (``citext``
+    # ignores case), and a keyset compared one way and ordered another skips rows.
+    if type(type_) in _TEXT_TYPES:
         return "text"
     return None
+
+
+_TEXT_TYPES = (sa.String, sa.Text, sa.VARCHAR, sa.TEXT, sa.Unicode, sa.UnicodeText, sa.NVARCHAR)
 
 
 def aggregated(

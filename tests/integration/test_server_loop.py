@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from models.erasure import ErasureReport, TableAction
 from tests.conftest import TargetDB, make_db
@@ -30,7 +31,7 @@ from worker import executor as executor_module
 from worker.catalog import reflect
 from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
 from worker.planner import build_plan
-from worker.serverloop import LoopRun, ServerLoop
+from worker.serverloop import LoopRun, ServerLoop, loop_type
 
 pytestmark = pytest.mark.postgres
 
@@ -323,3 +324,22 @@ def test_a_column_named_like_the_loops_variables_keeps_the_client(
     assert calls.runs == []
     assert report.verified
     assert report.total_rows == 14 + 28 + 56 + 56 + 28 + 14 + 1
+
+
+def test_the_loop_carries_plain_integer_and_text_keys_only() -> None:
+    """A key the loop would compare one way and sort another (``citext`` ignores case)
+    would make its keyset skip rows: such types go by client."""
+    dialect = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
+    assert loop_type(sa.BigInteger(), dialect) == "BIGINT"
+    assert loop_type(sa.SmallInteger(), dialect) == "SMALLINT"
+    assert loop_type(sa.VARCHAR(40), dialect) == "text"
+    assert loop_type(sa.TEXT(), dialect) == "text"
+    for other in (
+        postgresql.CITEXT(),
+        sa.CHAR(3),
+        sa.Enum("a", "b", name="ab"),
+        sa.Numeric(),
+        postgresql.UUID(),
+        sa.Boolean(),
+    ):
+        assert loop_type(other, dialect) is None, other
