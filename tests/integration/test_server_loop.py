@@ -29,6 +29,7 @@ from tests.conftest import TargetDB, make_db
 from tests.integration.test_fk_checks import orphans
 from worker import executor as executor_module
 from worker.catalog import reflect
+from worker.dialects import session_setup
 from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
 from worker.planner import build_plan
 from worker.serverloop import LoopRun, ServerLoop, loop_type
@@ -343,3 +344,18 @@ def test_the_loop_carries_plain_integer_and_text_keys_only() -> None:
         sa.Boolean(),
     ):
         assert loop_type(other, dialect) is None, other
+
+
+def test_an_erasure_session_runs_without_parallel_workers(pg: TargetDB) -> None:
+    """Background work keeps to its own backend: no parallel workers for its counts."""
+    pg.run("CREATE TABLE wide AS SELECT g FROM generate_series(1, 20000) g", "ANALYZE wide")
+    count = "EXPLAIN SELECT count(*) FROM wide"
+    with pg.engine.connect() as conn:
+        # Parallel plans made as cheap as they get, so that this count would use them.
+        conn.exec_driver_sql("SET parallel_setup_cost = 0")
+        conn.exec_driver_sql("SET parallel_tuple_cost = 0")
+        conn.exec_driver_sql("SET min_parallel_table_scan_size = 0")
+        assert any("Gather" in line for line in conn.exec_driver_sql(count).scalars())
+        session_setup(conn, "postgresql", 1000)
+        assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
+        assert not any("Gather" in line for line in conn.exec_driver_sql(count).scalars())
