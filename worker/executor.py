@@ -83,6 +83,7 @@ from worker.serverloop import (
     ServerLoop,
     Sweep,
     aggregated,
+    driver_literals,
     loop_type,
 )
 
@@ -97,6 +98,9 @@ _TXN_ROWS_FACTOR = 16
 
 #: How long one call of the server-side loop runs its batches before reporting back.
 _LOOP_SECONDS = 0.2
+#: Under a shorter ``statement_timeout`` the batches go from the client (a call of the
+#: loop is one statement; its last batch may run past the call's time).
+_LOOP_MIN_STATEMENT_TIMEOUT_MS = 5000
 
 #: EXISTS checks per verification statement.
 _CHECKS_PER_STATEMENT = 30
@@ -648,8 +652,10 @@ class _Walker:
         self._batch: dict[TableName, int] = {}
         #: Anchor tables whose walk has finished in this pass.
         self._done: set[TableName] = set()
-        #: Whether the server-side loop can run here at all (known on first use).
+        #: Whether the server-side loop can run here at all (known on first use), and
+        #: how long one call of it may run.
         self._loop_ok: bool | None = None
+        self._loop_seconds = _LOOP_SECONDS
         # Only tables the erasure touches: an unrelated table the engine could not
         # address (a partitioned table without a key) must not stop the erasure.
         touched = [*plan.actions, *plan.nullified]
@@ -1259,8 +1265,10 @@ class _Walker:
                 fast_commit=self.opts.fast_commit,
                 budget=self.opts.batch_size * _TXN_ROWS_FACTOR,
             )
-            return _Loop(ServerLoop(spec, dialect), slots, leaf)
-        except (_NoLoop, ValueError, sa.exc.CompileError):
+            return _Loop(ServerLoop(spec, dialect, driver_literals(self.conn)), slots, leaf)
+        except Exception:
+            # (A value the driver cannot write as a literal, a type without a loop
+            # variable, a construct the loop does not carry: the client's way does.)
             return None
 
     def _loop_possible(self) -> bool:
@@ -1276,6 +1284,18 @@ class _Walker:
                 and tuple(version) >= MIN_SERVER_VERSION
                 and not any(name.lower().startswith(PREFIX) for name in names)
             )
+            if self._loop_ok and not self.conn.in_transaction():
+                # A call is one statement of many batches: under a statement timeout
+                # it must stay well inside it, and a short one leaves the client's way.
+                with self.conn.begin():
+                    limit = self.conn.execute(
+                        sa.text("SELECT setting::bigint FROM pg_settings WHERE name = :n"),
+                        {"n": "statement_timeout"},
+                    ).scalar_one()
+                self._loop_seconds = _LOOP_SECONDS
+                if limit:
+                    self._loop_seconds = min(_LOOP_SECONDS, limit / 1000.0 / 10)
+                    self._loop_ok = limit >= _LOOP_MIN_STATEMENT_TIMEOUT_MS
         return self.opts.server_batches and self._loop_ok and not self.conn.in_transaction()
 
     @staticmethod
@@ -1325,7 +1345,7 @@ class _Walker:
         shortcut = self.shortcuts.get(table)
         while True:
             n = self._batch.get(table, self.opts.batch_size)
-            seconds = _LOOP_SECONDS
+            seconds = min(_LOOP_SECONDS, self._loop_seconds)
             if self.opts.deadline is not None:
                 seconds = max(0.0, min(seconds, self.opts.deadline - time.monotonic()))
             run, error = loop.server.run(self.conn, n, last, seconds)

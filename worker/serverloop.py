@@ -20,17 +20,21 @@ It covers the walk's most common shape: a table with a one-column integer or tex
 key, whose rows' references are all removed, cleared or probed in the batch's own
 transaction through one-column references (``_Shortcut``), or which nothing references
 (a leaf). Anything else, and any batch the loop gives up on (a reference that must be
-left to the database, a batch too big for one transaction), goes the client's way.
+left to the database, a batch too big for one transaction), goes the client's way,
+as does a session whose ``statement_timeout`` a call could reach. Values are written
+into the block as literals quoted by the driver on the loop's own connection, exactly
+as it interpolates the client's statements.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
@@ -167,9 +171,12 @@ def aggregated(
 class ServerLoop:
     """The batches of one walk, run as ``DO`` blocks (see the module's docstring)."""
 
-    def __init__(self, spec: LoopSpec, dialect: Dialect) -> None:
+    def __init__(self, spec: LoopSpec, dialect: Dialect, render: Callable[[Any], str]) -> None:
+        """``render`` writes one value as a SQL literal, as the driver would interpolate
+        it on the connection the loop runs on (``driver_literals``)."""
         self.spec = spec
         self.dialect = dialect
+        self.render = render
         root = spec.root.table
         key = root.c[spec.key]
         key_type = loop_type(key.type, dialect)
@@ -177,8 +184,6 @@ class ServerLoop:
             raise ValueError(f"no loop for a key of type {key.type}")
         self.key_type = key_type
         self._declared: list[str] = []
-        percent = sa.String().literal_processor(dialect)  # type: ignore[no-untyped-call]
-        self._doubled = percent is not None and percent("%") == "'%%'"
         into = ", ".join(self._node_vars(spec.root, 0, True, False))
         self._nodes = 1
         self._tops = len(spec.root.sweeps)
@@ -229,9 +234,10 @@ class ServerLoop:
     # --- building -----------------------------------------------------------------------
 
     def _sql(self, stmt: sa.ClauseElement) -> str:
-        """``stmt`` as text with its values rendered as SQL literals by their types (the
-        driver would interpolate them into the same text anyway). A type without a
-        literal form raises ``ValueError``: the walk then goes the client's way."""
+        """``stmt`` as text with its values written in as SQL literals: converted by
+        their types' bind processors, then quoted by the driver on the loop's own
+        connection, exactly as the client's statements would have them interpolated
+        (``bytea``, ``standard_conforming_strings = off`` and the like included)."""
         compiled = stmt.compile(dialect=self.dialect)
         if not isinstance(compiled, SQLCompiler):
             raise ValueError(f"not a SQL statement: {type(stmt).__name__}")
@@ -242,14 +248,10 @@ class ServerLoop:
             bind = binds.get(name)
             if bind is None:
                 raise ValueError("a parameter without a type")
-            if value is None:
-                return "NULL"
-            render = bind.type.literal_processor(self.dialect)
-            if render is None:
-                raise ValueError(f"no literal form for {bind.type}")
-            text = str(render(value))
-            # (Rendered for a driver that reads ``%``: the loop's text goes as it is.)
-            return text.replace("%%", "%") if self._doubled else text
+            processor = bind.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            if processor is not None and value is not None:
+                value = processor(value)
+            return self.render(value)
 
         def substitute(m: re.Match[str]) -> str:
             if m.group(0) == "%%":
@@ -480,3 +482,19 @@ def _wrapped(conn: Connection, exc: Exception, cursor: Any) -> sa.exc.StatementE
     if gone:
         conn.invalidate(exc)
     return error
+
+
+def driver_literals(conn: Connection) -> Callable[[Any], str]:
+    """How the driver (psycopg2) writes a value into a statement on ``conn``'s own
+    connection: its quoting follows that connection's settings."""
+    dbapi: Any = conn.connection.dbapi_connection
+    codec = psycopg2.extensions.encodings.get(dbapi.encoding, "utf-8")
+
+    def render(value: Any) -> str:
+        cursor = dbapi.cursor()
+        try:
+            return str(cursor.mogrify("%s", (value,)).decode(codec))
+        finally:
+            cursor.close()
+
+    return render

@@ -29,6 +29,7 @@ from tests.conftest import TargetDB, make_db
 from tests.integration.test_fk_checks import orphans
 from worker import executor as executor_module
 from worker.catalog import reflect
+from worker.database import create_engine
 from worker.dialects import session_setup
 from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
 from worker.planner import build_plan
@@ -359,3 +360,102 @@ def test_an_erasure_session_runs_without_parallel_workers(pg: TargetDB) -> None:
         session_setup(conn, "postgresql", 1000)
         assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
         assert not any("Gather" in line for line in conn.exec_driver_sql(count).scalars())
+
+
+# --- values as the driver writes them (found by review: each went wrong once) ----------
+
+
+def _erase_one_table(
+    engine: sa.Engine, subject: object, calls: Calls, batch_size: int = 2
+) -> ErasureReport:
+    plan = build_plan(reflect(engine), ["tenant"])
+    report = erase(engine, plan, subject, ExecutionOptions(batch_size=batch_size))
+    assert calls.runs, "the server-side loop did not run"
+    return report
+
+
+def _rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT id, tenant FROM t")
+        return sorted((i, bytes(t) if isinstance(t, memoryview) else t) for i, t in rows)
+
+
+def test_a_bytea_subject_is_the_bytes_the_client_would_send(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The four bytes ``\\x41`` written as a plain string literal would read as hex for
+    ``A``: the loop erased the other subject's rows and left the subject's."""
+    pg.run("CREATE TABLE t (id bigint PRIMARY KEY, tenant bytea NOT NULL)")
+    with pg.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO t VALUES (:i, :t)"),
+            [{"i": i, "t": b"\\x41" if i % 2 else b"A"} for i in range(10)],
+        )
+    report = _erase_one_table(pg.engine, b"\\x41", Calls(monkeypatch))
+    assert report.verified
+    assert report.total_rows == 5
+    assert _rows(pg.engine) == [(i, b"A") for i in range(0, 10, 2)]
+
+
+def test_backslashes_without_standard_conforming_strings(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``standard_conforming_strings = off`` a backslash in a literal escapes:
+    ``'a\\b'`` is a and a backspace. Subject and keyset values must keep theirs."""
+    db_name = sa.make_url(pg.url).database
+    pg.run(f'ALTER DATABASE "{db_name}" SET standard_conforming_strings = off')
+    engine = create_engine(pg.url)
+    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)  # keyset values go between calls
+    try:
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SHOW standard_conforming_strings").scalar() == "off"
+            conn.exec_driver_sql("CREATE TABLE t (id text PRIMARY KEY, tenant text NOT NULL)")
+            conn.execute(
+                sa.text("INSERT INTO t VALUES (:i, :t)"),
+                [{"i": f"k{i}\\'\\x", "t": ("a\\b", "a\x08", "ab")[i % 3]} for i in range(12)],
+            )
+        report = _erase_one_table(engine, "a\\b", Calls(monkeypatch))
+        assert report.verified
+        assert report.total_rows == 4
+        kept = [(f"k{i}\\'\\x", ("a\\b", "a\x08", "ab")[i % 3]) for i in range(12) if i % 3]
+        assert _rows(engine) == sorted(kept)
+    finally:
+        engine.dispose()
+
+
+def test_a_date_subject_given_as_text(pg: TargetDB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subjects often arrive as strings (CLI, messages): a date column's subject too."""
+    pg.run(
+        "CREATE TABLE t (id bigint PRIMARY KEY, tenant date NOT NULL)",
+        "INSERT INTO t SELECT g, DATE '2024-01-01' + mod(g, 2) FROM generate_series(1, 6) g",
+    )
+    report = _erase_one_table(pg.engine, "2024-01-02", Calls(monkeypatch))
+    assert report.verified
+    assert report.total_rows == 3
+    assert {str(t) for _, t in _rows(pg.engine)} == {"2024-01-01"}
+
+
+@pytest.mark.parametrize(("timeout", "in_server"), [("150ms", False), ("10s", True)])
+def test_a_statement_timeout_bounds_the_loop(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch, timeout: str, in_server: bool
+) -> None:
+    """A call of the loop is one statement: under a short statement timeout the batches
+    go from the client (the loop was cancelled, and retried forever); under a long one
+    the loop runs, each call well inside it."""
+    db_name = sa.make_url(pg.url).database
+    pg.run(
+        "CREATE TABLE t (id bigint PRIMARY KEY, tenant int NOT NULL)",
+        "INSERT INTO t SELECT g, mod(g, 2) FROM generate_series(1, 60000) g",
+        "CREATE INDEX ON t (tenant)",
+        f"ALTER DATABASE \"{db_name}\" SET statement_timeout = '{timeout}'",
+    )
+    engine = create_engine(pg.url)
+    calls = Calls(monkeypatch)
+    try:
+        plan = build_plan(reflect(engine), ["tenant"])
+        report = erase(engine, plan, 1, ExecutionOptions(batch_size=500))
+    finally:
+        engine.dispose()
+    assert report.verified
+    assert report.total_rows == 30000
+    assert bool(calls.runs) is in_server
