@@ -102,3 +102,22 @@ def describe_database_error(exc: sa.exc.DBAPIError) -> str:
         code = str(first) if isinstance(first, int) else None
     kind = type(orig).__name__ if orig is not None else type(exc).__name__
     return f"database error {kind}" + (f" (code {code})" if code else "")
+
+
+def driver_error(
+    conn: sa.Connection, exc: Exception, cursor: Any, statement: str
+) -> sa.exc.StatementError:
+    """A driver error raised on ``conn``'s raw connection, as SQLAlchemy's own (which
+    ``worker.faults`` classifies), naming ``statement``; a lost connection is
+    invalidated."""
+    gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)  # type: ignore[arg-type]
+    if gone:
+        conn.invalidate(exc)
+    return sa.exc.DBAPIError.instance(
+        statement,
+        None,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        connection_invalidated=gone,
+        dialect=conn.dialect,
+    )

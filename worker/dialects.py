@@ -41,6 +41,12 @@ def row_address() -> ColumnElement[str]:
     return _ctid()
 
 
+def addressed_by(chosen: sa.Select[Any]) -> ColumnElement[bool]:
+    """PostgreSQL: the rows whose address ``chosen`` selects, as
+    ``ctid = ANY(ARRAY(SELECT ctid ...))`` (a TID scan)."""
+    return row_address() == sa.any_(sa.func.array(chosen.scalar_subquery()))
+
+
 @dataclass(frozen=True)
 class RowIdentity:
     """How the engine names one row of a table: its key, or the database's row address

@@ -40,6 +40,7 @@ from worker.catalog import (
 )
 from worker.dialects import (
     RowIdentity,
+    addressed_by,
     begin_batch,
     begin_read_only,
     checks_off_unsafe,
@@ -1143,11 +1144,7 @@ class _Walker:
         sub = sa.select(*address).select_from(target).where(where).limit(limit)
         if ordered:
             sub = sub.order_by(*rid.order_by(target))
-        chosen: ColumnElement[bool]
-        if partitioned:
-            chosen = key_in_select(address, sub)
-        else:
-            chosen = address[0] == sa.any_(sa.func.array(sub.scalar_subquery()))
+        chosen = key_in_select(address, sub) if partitioned else addressed_by(sub)
         stmt: sa.Delete | sa.Update
         if action is TableAction.ANONYMIZE:
             stmt = sa.update(target).where(chosen).values(dict(self.plan.policies[table].set))
@@ -1204,7 +1201,7 @@ class _Walker:
             sub = sa.select(row_address()).select_from(target).where(cond).limit(n)
             if ordered:
                 sub = sub.order_by(*rid.order_by(target))
-            chosen = row_address() == sa.any_(sa.func.array(sub.scalar_subquery()))
+            chosen = addressed_by(sub)
             stmt = sa.delete(target).where(chosen)
             try:
                 with self._transaction(checks_off=True):
@@ -1216,10 +1213,7 @@ class _Walker:
                 return False
             except _Overflow as over:
                 if n > 1:
-                    # Rows swept per row of this table, at least: aim at 3/4 of the budget.
-                    top, total = self._txn_top, max(self._txn_rows, 1)
-                    budget = self.opts.batch_size * _TXN_ROWS_FACTOR
-                    self._batch[table] = max(1, min(n // 2, int(0.75 * top * budget / total)))
+                    self._shrink_batch(table, n, self._txn_top, self._txn_rows)
                     continue
                 if over.widest is not None:
                     self._wide.add(over.widest)
@@ -1362,10 +1356,8 @@ class _Walker:
             if run.gave_back == REFERENCED:
                 return False
             if run.gave_back == OVERFLOW:
-                budget = self.opts.batch_size * _TXN_ROWS_FACTOR
                 if n > 1:
-                    total = max(run.rows, 1)
-                    self._batch[table] = max(1, min(n // 2, int(0.75 * run.top * budget / total)))
+                    self._shrink_batch(table, n, run.top, run.rows)
                     continue
                 if shortcut is not None and run.swept:
                     widest = max(range(len(run.swept)), key=run.swept.__getitem__)
@@ -1373,6 +1365,12 @@ class _Walker:
                 return False
             if run.done:
                 return True
+
+    def _shrink_batch(self, table: TableName, n: int, top: int, total: int) -> None:
+        """A batch of ``n`` rows of ``table`` (``top``) swept ``total`` rows along, past
+        the transaction budget: aim the next at 3/4 of it (at least halving)."""
+        budget = self.opts.batch_size * _TXN_ROWS_FACTOR
+        self._batch[table] = max(1, min(n // 2, int(0.75 * top * budget / max(total, 1))))
 
     def _delete(
         self,
@@ -1463,7 +1461,7 @@ class _Walker:
             for refs in chunks(fk):
                 room = budget - self._txn_rows
                 sub = sa.select(row_address()).select_from(child).where(refs).limit(room + 1)
-                chosen = row_address() == sa.any_(sa.func.array(sub.scalar_subquery()))
+                chosen = addressed_by(sub)
                 swept = self._delete(
                     sa.delete(child).where(chosen), child, inner.referenced, foreign
                 )

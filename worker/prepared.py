@@ -28,6 +28,8 @@ from sqlalchemy.dialects.postgresql import psycopg as _numbered
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from worker.database import driver_error
+
 #: Where a pooled connection keeps the names it has prepared (the pool's per-connection
 #: ``info``, which lives as long as the DBAPI connection).
 _PREPARED = "eraser.prepared"
@@ -123,17 +125,7 @@ class Prepared:
             cursor.execute(sql)
         except conn.dialect.loaded_dbapi.Error as exc:
             if getattr(exc, "pgcode", None) != _ALREADY_PREPARED:
-                gone = conn.dialect.is_disconnect(exc, dbapi, cursor)
-                if gone:
-                    conn.invalidate(exc)
-                raise sa.exc.DBAPIError.instance(
-                    sql,
-                    None,
-                    exc,
-                    conn.dialect.loaded_dbapi.Error,
-                    connection_invalidated=gone,
-                    dialect=conn.dialect,
-                ) from exc
+                raise driver_error(conn, exc, cursor, sql) from exc
         finally:
             cursor.close()
         names.add(self.name)

@@ -41,7 +41,8 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
-from worker.dialects import row_address
+from worker.database import driver_error
+from worker.dialects import addressed_by, row_address
 
 #: SQLSTATEs the loop raises to give a batch back to the client: a reference it may not
 #: clear (another subject's row, or a probe that found one), or a transaction budget
@@ -56,6 +57,8 @@ _LONGEST = "eraser.loop_longest"
 #: What SQLAlchemy leaves for the driver in a statement's text: an escaped percent
 #: sign, a named parameter, a list expanded when it is run.
 _PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s|__\[POSTCOMPILE_([^\]]+)\]")
+#: How errors name a call of the loop (its text holds the subject's value).
+_STATEMENT = "DO (server-side batches)"
 #: Prefix of the loop's variables; a column named like one would be ambiguous.
 PREFIX = "eraser_"
 
@@ -273,7 +276,7 @@ class ServerLoop:
         for i, name in enumerate(node.referenced):
             type_ = loop_type(node.table.c[name].type, self.dialect)
             if type_ is None:
-                raise ValueError(f"no loop for a referenced column of type {type_}")
+                raise ValueError(f"no loop for a column of type {node.table.c[name].type}")
             targets.append(self._declare(f"g{index}_c{i}", f"{type_}[]"))
         if with_last:
             targets.append(self._declare(f"g{index}_last", self.key_type))
@@ -291,9 +294,7 @@ class ServerLoop:
             .order_by(key)
             .limit(sa.literal_column(f"{PREFIX}n", sa.Integer))
         )
-        stmt = sa.delete(root).where(
-            row_address() == sa.any_(sa.func.array(chosen.scalar_subquery()))
-        )
+        stmt = sa.delete(root).where(addressed_by(chosen))
         cols = [root.c[c] for c in self.spec.root.referenced]
         return self._sql(aggregated(stmt, cols, [key], None))
 
@@ -317,9 +318,7 @@ class ServerLoop:
                 .where(child.c[sweep.ref.column] == sa.any_(values(sweep.ref)))
                 .limit(sa.literal_column(f"{p}room + 1", sa.Integer))
             )
-            stmt = sa.delete(child).where(
-                row_address() == sa.any_(sa.func.array(chosen.scalar_subquery()))
-            )
+            stmt = sa.delete(child).where(addressed_by(chosen))
             cols = [child.c[c] for c in sweep.node.referenced]
             lines.append(f"{p}room := {p}budget - {p}rows;")
             lines.append(f"{self._sql(aggregated(stmt, cols, [], sweep.foreign))} INTO")
@@ -425,7 +424,7 @@ class ServerLoop:
                     if code == OVERFLOW:
                         self._overflow(run, exc)
                 else:
-                    error = _wrapped(conn, exc, cursor)
+                    error = driver_error(conn, exc, cursor, _STATEMENT)
                     if error.connection_invalidated:
                         return run, error
             try:
@@ -434,7 +433,7 @@ class ServerLoop:
                 )
                 row = cursor.fetchone()
             except conn.dialect.loaded_dbapi.Error as exc:
-                raise _wrapped(conn, exc, cursor) from exc
+                raise driver_error(conn, exc, cursor, _STATEMENT) from exc
         finally:
             cursor.close()
             if not conn.invalidated:
@@ -463,25 +462,6 @@ class ServerLoop:
         seconds = longest.split(" ")
         if len(seconds) == 2 and seconds[0] == call:
             run.longest_seconds = float(seconds[1])
-
-
-def _wrapped(conn: Connection, exc: Exception, cursor: Any) -> sa.exc.StatementError:
-    """A driver error as SQLAlchemy's (which ``worker.faults`` classifies), naming the
-    statement but not its text (which holds the subject's value); a lost connection
-    is invalidated."""
-    dbapi = conn.connection.dbapi_connection
-    gone = conn.dialect.is_disconnect(exc, dbapi, cursor)  # type: ignore[arg-type]
-    error = sa.exc.DBAPIError.instance(
-        "DO (server-side batches)",
-        None,
-        exc,
-        conn.dialect.loaded_dbapi.Error,
-        connection_invalidated=gone,
-        dialect=conn.dialect,
-    )
-    if gone:
-        conn.invalidate(exc)
-    return error
 
 
 def driver_literals(conn: Connection) -> Callable[[Any], str]:
