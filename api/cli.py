@@ -146,6 +146,13 @@ def _parser() -> argparse.ArgumentParser:
         "Eraser under the batch's row locks (PostgreSQL; faster). auto: Eraser when the "
         "role may set session_replication_role",
     )
+    run.add_argument(
+        "--server-batches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="PostgreSQL: run the commonest walks' batches inside the server, many to a "
+        "round trip (--no-server-batches: every statement from here)",
+    )
     run.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     run.set_defaults(handler=_cmd_erase)
 
@@ -258,6 +265,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 lock_timeout_ms=args.lock_timeout_ms,
                 fk_checks=args.fk_checks,
+                server_batches=args.server_batches,
             )
             show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
             bar = _ProgressLine(sys.stderr) if show else None
@@ -297,6 +305,7 @@ def _report_json(report: ErasureReport) -> dict[str, Any]:
         "elapsed_seconds": report.elapsed_seconds,
         "warnings": report.warnings,
         "checked_by_eraser": report.checked_by_eraser,
+        "batched_in_server": report.batched_in_server,
     }
 
 

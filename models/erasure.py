@@ -65,3 +65,7 @@ class ErasureReport(BaseModel):
     #: Tables whose batches went with Eraser checking the references into them
     #: (``fk_checks``); every other batch was checked by the database's own triggers.
     checked_by_eraser: list[str] = Field(default_factory=list)
+    #: Tables whose rows went in batches run inside the database server (PostgreSQL's
+    #: server-side loop, ``server_batches``); every other batch was sent from Eraser a
+    #: statement at a time.
+    batched_in_server: list[str] = Field(default_factory=list)

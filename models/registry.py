@@ -138,6 +138,10 @@ class Service(BaseModel):
     #: switch the database's own triggers off for its batches, PostgreSQL), ``database``
     #: or ``eraser`` (refused with a clear error where it is not available).
     fk_checks: Literal["auto", "database", "eraser"] = "auto"
+    #: PostgreSQL: run the commonest walks' batches inside the server, many to a round
+    #: trip (``worker.serverloop``); off, every statement is sent from the worker (for
+    #: a role that may not run ``DO`` blocks, or to compare the two).
+    server_batches: bool = True
     #: A dedicated Celery queue, so workers can run next to this database.
     queue: str | None = None
     tables: dict[str, TableSettings] = Field(default_factory=dict)

@@ -249,7 +249,8 @@ def erase(
                 flush_commits(conn, dialect)
                 remaining = walker.verify()
         checked = sorted(str(t) for t in walker.checked)
-        return _report(plan, walker.outcomes(), remaining == 0, passes, started, checked)
+        served = sorted(str(t) for t in walker.in_server)
+        return _report(plan, walker.outcomes(), remaining == 0, passes, started, checked, served)
 
 
 def nothing_to_erase(
@@ -354,6 +355,7 @@ def _report(
     passes: int,
     started: float,
     checked: list[str],
+    served: Sequence[str] = (),
 ) -> ErasureReport:
     return ErasureReport(
         dry_run=False,
@@ -365,6 +367,7 @@ def _report(
         warnings=list(plan.warnings),
         elapsed_seconds=round(time.monotonic() - started, 3),
         checked_by_eraser=checked,
+        batched_in_server=list(served),
     )
 
 
@@ -644,6 +647,8 @@ class _Walker:
         self._wide: set[ForeignKey] = set()
         #: Tables with at least one batch committed with Eraser checking references.
         self.checked: set[TableName] = set()
+        #: Tables with rows removed or cleared by batches run inside the server.
+        self.in_server: set[TableName] = set()
         #: Rows written by the current transaction (of its own table, and in all), and
         #: by each swept reference in it.
         self._txn_top = 0
@@ -1346,6 +1351,8 @@ class _Walker:
             self._pending.clear()
             for (t, action), count in zip(loop.slots, run.counts, strict=True):
                 self._record(t, action, count)
+                if count:
+                    self.in_server.add(t)
             if not loop.leaf and run.counts[loop.server.spec.slot]:
                 self.checked.add(table)
             self._committed(run.longest_seconds, deadline=error is None)

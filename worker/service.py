@@ -180,6 +180,7 @@ def run_service(
         lock_timeout_ms=service.lock_timeout_ms,
         deadline=deadline,
         fk_checks=service.fk_checks,
+        server_batches=service.server_batches,
     )
     if lock_wait_seconds is not None:
         options = replace(options, subject_lock_wait_seconds=lock_wait_seconds)

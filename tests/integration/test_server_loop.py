@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport, TableAction
+from models.registry import Service
 from tests.conftest import TargetDB, make_db
 from tests.integration.test_fk_checks import orphans
 from worker import executor as executor_module
@@ -34,6 +37,7 @@ from worker.dialects import session_setup
 from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
 from worker.planner import build_plan
 from worker.serverloop import LoopRun, ServerLoop, loop_type
+from worker.service import run_service
 
 pytestmark = pytest.mark.postgres
 
@@ -177,6 +181,12 @@ def test_loop_and_client_end_the_same(
     assert served.verified
     assert by_client.verified
     assert _by_table(served) == _by_table(by_client)
+    # The report names the tables whose rows went in the server's batches, swept
+    # children included; the twin's went from the client only.
+    assert {"public.orders", "public.order line", "public.line_notes"} <= set(
+        served.batched_in_server
+    )
+    assert by_client.batched_in_server == []
     # 14 customers of 40 are the subject's (i % 3 == 0): 28 orders, 56 lines and notes,
     # 28 reviews, 14 visits, 1 tenant; the other tenant's visit of a subject customer
     # is cleared.
@@ -459,3 +469,47 @@ def test_a_statement_timeout_bounds_the_loop(
     assert report.verified
     assert report.total_rows == 30000
     assert bool(calls.runs) is in_server
+
+
+def test_the_cli_runs_batches_in_the_server_unless_told_not_to(
+    pg: TargetDB,
+    pg_twin: TargetDB,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``eraser erase`` runs the loop by default and never with ``--no-server-batches``;
+    both erase the same rows, verified, and say where the batches ran."""
+    _load(pg)
+    _load(pg_twin)
+    calls = Calls(monkeypatch)
+    args = ["--subject-column", "tenant_id", "--subject-column", "tenants.id"]
+    args += ["--subject", SUBJECT, "--batch-size", "4", "--json", "--progress", "never"]
+    assert main(["erase", "--db", pg.url, *args]) == EXIT_OK
+    served = json.loads(capsys.readouterr().out)
+    in_server = len(calls.runs)
+    assert main(["erase", "--db", pg_twin.url, *args, "--no-server-batches"]) == EXIT_OK
+    by_client = json.loads(capsys.readouterr().out)
+    assert in_server > 0
+    assert len(calls.runs) == in_server
+    assert served["verified"]
+    assert by_client["verified"]
+    assert served["tables"] == by_client["tables"]
+    assert "public.orders" in served["batched_in_server"]
+    assert by_client["batched_in_server"] == []
+    assert pg.snapshot(*_tables(pg)) == pg_twin.snapshot(*_tables(pg_twin))
+
+
+def test_a_service_registered_without_server_batches_keeps_them_on_the_worker(
+    pg: TargetDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``server_batches = false`` in the registry reaches the engine."""
+    _load(pg)
+    calls = Calls(monkeypatch)
+    service = Service(url_env="UNUSED", batch_size=4, server_batches=False)
+    columns = ["tenant_id", "tenants.id"]
+    report = run_service(pg.engine, "shop", service, "tenant", columns, SUBJECT, False)
+    assert report.verified
+    assert report.total_rows == 14 + 28 + 56 + 56 + 28 + 14 + 1
+    assert report.batched_in_server == []
+    assert calls.runs == []
+    assert _subject_rows(pg) == {"Customer": 0, "orders": 0, "order line": 0}
