@@ -38,7 +38,9 @@ Printed, all measured in the same run:
 * p99 latency of single-row writes (UPDATE/INSERT) to other tenants' rows, by a writer
   in a separate process (so that this process's GIL, busy with Eraser, is not part of
   what is measured): idle before vs during the erasure, with errors, lock waits
-  (pg_stat_activity sampled every 20 ms) and the slowest writes with when they came;
+  (pg_stat_activity sampled every 20 ms), how long the writer and its backend waited
+  for a CPU and spent on one per write (Linux schedstat), and the slowest writes with
+  when they came;
 * the big tenant is erased ``--trials`` times (5) by Eraser and as often by the native
   cascade, each time from a fresh, physically identical copy, alternating which goes
   first, each erasure with the writer's idle window on its copy just before it. One
@@ -507,6 +509,9 @@ class WriterResult:
     #: Time the writer process and its PostgreSQL backend spent runnable but waiting
     #: for a CPU (Linux ``/proc/<pid>/schedstat``; None elsewhere).
     run_queue_ms: float | None = None
+    #: Time the writer's main thread and its backend spent on a CPU (schedstat): what
+    #: a write costs them, which a busy neighbour's use of the caches raises.
+    cpu_ms: float | None = None
 
     @property
     def ops(self) -> int:
@@ -599,18 +604,22 @@ def _writer_main(
         timer.start()
         inserts = _write_loop(cur, rng, customers, orders, pause_s, warm, [], [], [], errors)
         sampler.reset()
-        waited = run_queue_ns(pids)
+        before = schedstat(pids)
         ready.set()
         opened = time.perf_counter()
         inserts += _write_loop(
             cur, rng, customers, orders, pause_s, stop, latencies, started, kinds, errors
         )
         seconds = time.perf_counter() - opened
-        after = run_queue_ns(pids)
+        after = schedstat(pids)
     conn.close()
+    spent = None
+    if before is not None and after is not None:
+        spent = [(a - b) / 1e6 for a, b in zip(after, before, strict=True)]
     out.put(
         {
-            "run_queue_ms": None if waited is None or after is None else (after - waited) / 1e6,
+            "cpu_ms": None if spent is None else spent[0],
+            "run_queue_ms": None if spent is None else spent[1],
             "latencies_ms": latencies,
             "started": started,
             "kinds": "".join(kinds),
@@ -624,14 +633,17 @@ def _writer_main(
     )
 
 
-def run_queue_ns(pids: Sequence[int]) -> int | None:
-    """Total time ``pids`` have spent waiting on a run queue (Linux schedstat)."""
+def schedstat(pids: Sequence[int]) -> tuple[int, int] | None:
+    """Total time (ns) the main threads of ``pids`` have spent on a CPU, and waiting on
+    a run queue for one (Linux ``/proc/<pid>/schedstat``; None elsewhere)."""
     try:
-        total = 0
+        on_cpu = waiting = 0
         for pid in pids:
             with open(f"/proc/{pid}/schedstat") as f:
-                total += int(f.read().split()[1])
-        return total
+                fields = f.read().split()
+            on_cpu += int(fields[0])
+            waiting += int(fields[1])
+        return on_cpu, waiting
     except (OSError, IndexError, ValueError):
         return None
 
@@ -1257,6 +1269,11 @@ def print_writer(
             f" in {busy.seconds:.1f} s during vs {idle.run_queue_ms:.0f} ms in"
             f" {idle.seconds:.1f} s idle"
         )
+    if idle.cpu_ms is not None and busy.cpu_ms is not None and idle.ops and busy.ops:
+        print(
+            f"    on a CPU (writer + its backend): {busy.cpu_ms / busy.ops * 1000:.0f} µs per"
+            f" write during vs {idle.cpu_ms / idle.ops * 1000:.0f} µs idle"
+        )
     print(f"    slowest writes: {slowest(busy, marks)}")
     return ratio < 3
 
@@ -1375,10 +1392,16 @@ def print_trials(trials: Sequence[Trial]) -> tuple[float, bool]:
         per = ", ".join(
             f"{b.pct(99) / i.pct(99):.1f}x" for b, i in zip(busy_runs, idle_runs, strict=True)
         )
+        waited = [r.run_queue_ms for r in busy_runs if r.run_queue_ms is not None]
+        queue = (
+            f"; waiting for a CPU {sum(waited) / sum(r.seconds for r in busy_runs):.0f} ms/s"
+            if len(waited) == len(busy_runs)
+            else ""
+        )
         print(
             f"    {label}: rows/s {', '.join(f'{r:,.0f}' for r in rates)}; write p99 per"
             f" erasure {per}; pooled p99 {busy:.2f} ms over {n:,} writes vs {still:.2f} ms"
-            f" over {n_idle:,} idle = {busy / still:.2f}x"
+            f" over {n_idle:,} idle = {busy / still:.2f}x{queue}"
         )
     busy, still = pooled["eraser"]
     waits = sum(t.eraser.writer_lock_waits for t in trials)
