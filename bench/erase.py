@@ -1291,6 +1291,35 @@ def slowest(result: WriterResult, marks: dict[str, float], n: int = 6) -> str:
     return f"{', '.join(writes)} (from the erasure's start; {when})"
 
 
+def erase_with_writer(
+    db: str, args: argparse.Namespace, writers: list[ConcurrentWriter], label: str
+) -> tuple[WriterResult, EraserRun, Counts, Counts]:
+    """The writer's idle window on ``db``, then Eraser's erasure of the big tenant with
+    the writer running; with every tenant's row counts before and after it."""
+    writer = ConcurrentWriter(db, args.writer_pause_ms)
+    writers.append(writer)
+    idle = writer.measure_idle(args.idle_seconds)
+    engine = create_engine(db_url(db))
+    before = tenant_counts(engine)
+    engine.dispose()
+    run = run_eraser(db, BIG_TENANT, args.batch_size, label, writer)
+    engine = create_engine(db_url(db))
+    after = tenant_counts(engine)
+    engine.dispose()
+    return idle, run, before, after
+
+
+def cascade_with_writer(
+    db: str, args: argparse.Namespace, writers: list[ConcurrentWriter]
+) -> tuple[WriterResult, NativeRun]:
+    """The writer's idle window on ``db``, then the cascading DELETE of the big tenant
+    with the writer running."""
+    writer = ConcurrentWriter(db, args.writer_pause_ms)
+    writers.append(writer)
+    idle = writer.measure_idle(args.idle_seconds)
+    return idle, run_native(db, BIG_TENANT, writer)
+
+
 @dataclass
 class Trial:
     """One erasure of the big tenant by Eraser and one by the native cascade, each on a
@@ -1322,16 +1351,7 @@ def run_trial(
         create_database(admin, name, template=seed)
 
     def by_eraser() -> tuple[WriterResult, WriterResult, float, str]:
-        writer = ConcurrentWriter(plain, args.writer_pause_ms)
-        writers.append(writer)
-        idle = writer.measure_idle(args.idle_seconds)
-        engine = create_engine(db_url(plain))
-        before = tenant_counts(engine)
-        engine.dispose()
-        run = run_eraser(plain, BIG_TENANT, args.batch_size, f"eraser, erasure {k + 1}", writer)
-        engine = create_engine(db_url(plain))
-        after = tenant_counts(engine)
-        engine.dispose()
+        idle, run, before, after = erase_with_writer(plain, args, writers, f"erasure {k + 1}")
         assert run.writer is not None
         problems = others_unchanged(before, after, BIG_TENANT, run.writer.inserts)
         if not run.report.verified or run.report.total_rows != rows_of(before, BIG_TENANT):
@@ -1339,10 +1359,7 @@ def run_trial(
         return idle, run.writer, run.rate, problems
 
     def by_cascade() -> tuple[WriterResult, WriterResult, float]:
-        writer = ConcurrentWriter(cascade, args.writer_pause_ms)
-        writers.append(writer)
-        idle = writer.measure_idle(args.idle_seconds)
-        native = run_native(cascade, BIG_TENANT, writer)
+        idle, native = cascade_with_writer(cascade, args, writers)
         assert native.writer is not None
         return idle, native.writer, native.rate
 
@@ -1587,22 +1604,9 @@ def bench(
     # --- the big tenant
     big_rows = rows_of(counts, BIG_TENANT)
     print(f"\n== erased tenant ({big_rows:,} rows) ==")
-    writer = ConcurrentWriter(plain, args.writer_pause_ms)
-    writers.append(writer)
-    idle = writer.measure_idle(args.idle_seconds)
-    engine = create_engine(db_url(plain))
-    before = tenant_counts(engine)
-    engine.dispose()
-    run = run_eraser(plain, BIG_TENANT, args.batch_size, "eraser", writer)
-    engine = create_engine(db_url(plain))
-    after = tenant_counts(engine)
-    engine.dispose()
+    idle, run, before, after = erase_with_writer(plain, args, writers, "eraser")
     assert run.writer is not None
-
-    native_writer = ConcurrentWriter(cascade, args.writer_pause_ms)
-    writers.append(native_writer)
-    native_idle = native_writer.measure_idle(args.idle_seconds)
-    native = run_native(cascade, BIG_TENANT, native_writer)
+    native_idle, native = cascade_with_writer(cascade, args, writers)
     assert native.writer is not None
 
     hand = run_hand_loop(handloop, BIG_TENANT, args.batch_size)
