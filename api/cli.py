@@ -153,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL: run the commonest walks' batches inside the server, many to a "
         "round trip (--no-server-batches: every statement from here)",
     )
+    run.add_argument(
+        "--compress-wal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="PostgreSQL: write the batches' full-page images to the WAL compressed (lz4), "
+        "where the role may set wal_compression and the server does not compress already",
+    )
     run.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     run.set_defaults(handler=_cmd_erase)
 
@@ -266,6 +273,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
                 lock_timeout_ms=args.lock_timeout_ms,
                 fk_checks=args.fk_checks,
                 server_batches=args.server_batches,
+                compress_wal=args.compress_wal,
             )
             show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
             bar = _ProgressLine(sys.stderr) if show else None
@@ -306,6 +314,7 @@ def _report_json(report: ErasureReport) -> dict[str, Any]:
         "warnings": report.warnings,
         "checked_by_eraser": report.checked_by_eraser,
         "batched_in_server": report.batched_in_server,
+        "wal_compression": report.wal_compression,
     }
 
 

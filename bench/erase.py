@@ -48,6 +48,9 @@ Printed, all measured in the same run:
   moved from 1.6x to 5.0x idle between identical runs; the target (< 3x idle, no lock
   waits, no errors) is judged on every erasure's writes pooled against every idle
   window's, and so is the throughput ratio (total rows over total seconds);
+* the WAL each erasure wrote (``pg_current_wal_lsn()`` before and after): Eraser's
+  batches compress their full-page images (lz4) where the role may, the cascade runs
+  with the server's own ``wal_compression``;
 * the peak RSS of this process while erasing the 10x smaller tenant and the big one
   (target < 150 MB, and flat);
 * where Eraser's time goes: per kind of SQL statement, in COMMITs, and in Python;
@@ -447,6 +450,19 @@ def settle() -> None:
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql("CHECKPOINT")
+    finally:
+        admin.dispose()
+
+
+def wal_position() -> int:
+    """The server's current WAL position in bytes (``pg_current_wal_lsn()``): the WAL an
+    erasure wrote is the difference across it (the concurrent writer's few KB included)."""
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return int(
+                conn.exec_driver_sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar_one()
+            )
     finally:
         admin.dispose()
 
@@ -990,6 +1006,8 @@ class EraserRun:
     writer: WriterResult | None = None
     #: ``time.monotonic()`` when reflection began, the erasure began and it ended.
     marks: dict[str, float] = field(default_factory=dict)
+    #: Bytes of WAL the server wrote during erase().
+    wal_bytes: int = 0
 
     @property
     def rate(self) -> float:
@@ -1039,6 +1057,7 @@ def run_eraser(
     probe = EngineProbe(engine)
     progress = ProgressProbe(label)
     settle()
+    wal0 = wal_position()
     try:
         with Monitor() as monitor:
             if writer is not None:
@@ -1063,6 +1082,7 @@ def run_eraser(
                 result = writer.stop() if writer is not None else None
     finally:
         engine.dispose()
+    wal = wal_position() - wal0
     return EraserRun(
         report=report,
         erase_seconds=t1 - t0,
@@ -1076,6 +1096,7 @@ def run_eraser(
         cpu_seconds=cpu,
         writer=result,
         marks=marks,
+        wal_bytes=wal,
     )
 
 
@@ -1088,6 +1109,8 @@ class NativeRun:
     writer: WriterResult | None
     #: ``time.monotonic()`` when the DELETE began and when its COMMIT returned.
     marks: dict[str, float] = field(default_factory=dict)
+    #: Bytes of WAL the server wrote during the DELETE and its COMMIT.
+    wal_bytes: int = 0
 
     @property
     def rate(self) -> float:
@@ -1100,6 +1123,7 @@ def run_native(db: str, tenant: int, writer: ConcurrentWriter | None = None) -> 
     try:
         rows = rows_of(tenant_counts(engine), tenant)
         settle()
+        wal0 = wal_position()
         with Monitor() as monitor:
             if writer is not None:
                 writer.start()
@@ -1112,10 +1136,11 @@ def run_native(db: str, tenant: int, writer: ConcurrentWriter | None = None) -> 
                 marks["end"] = time.monotonic()
             finally:
                 result = writer.stop() if writer is not None else None
+        wal = wal_position() - wal0
         left = rows_of(tenant_counts(engine), tenant)
     finally:
         engine.dispose()
-    return NativeRun(rows, seconds, left, monitor, result, marks)
+    return NativeRun(rows, seconds, left, monitor, result, marks, wal)
 
 
 #: What a careful engineer would hand-write for this one schema, inside the database: a
@@ -1487,6 +1512,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def server_wal_compression(admin: Engine) -> str:
+    with admin.connect() as conn:
+        return str(conn.exec_driver_sql("SHOW wal_compression").scalar_one())
+
+
 def load_average() -> str:
     """Other work on the machine skews every figure here: say how busy it was."""
     one, five, _ = os.getloadavg()
@@ -1662,6 +1692,12 @@ def bench(
         f"  tables whose batches Eraser checked itself (fk_checks={'auto'}):"
         f" {len(run.report.checked_by_eraser)} of {len(run.report.tables)}"
         f" ({', '.join(t.split('.')[-1] for t in run.report.checked_by_eraser) or 'none'})"
+    )
+    print(
+        f"  WAL written: eraser {mb(run.wal_bytes)} (full-page images compressed:"
+        f" {run.report.wal_compression or 'no'}), native cascade {mb(native.wal_bytes)}"
+        f" (the server's wal_compression: {server_wal_compression(admin)}),"
+        f" eraser with batches from the client {mb(by_client.wal_bytes)}"
     )
     print(f"  ratio eraser / native in this erasure: {ratio:.2f}")
     print(f"  ratio eraser / hand-written loop: {run.rate / hand.rate:.2f}")

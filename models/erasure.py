@@ -69,3 +69,7 @@ class ErasureReport(BaseModel):
     #: server-side loop, ``server_batches``); every other batch was sent from Eraser a
     #: statement at a time.
     batched_in_server: list[str] = Field(default_factory=list)
+    #: PostgreSQL: what compressed the full-page images the batches wrote to the WAL
+    #: (``lz4`` when Eraser asked for it, the server's own setting when it already
+    #: compresses; empty for none, or when nothing was written).
+    wal_compression: str = ""

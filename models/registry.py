@@ -142,6 +142,9 @@ class Service(BaseModel):
     #: trip (``worker.serverloop``); off, every statement is sent from the worker (for
     #: a role that may not run ``DO`` blocks, or to compare the two).
     server_batches: bool = True
+    #: PostgreSQL: the batches write their full-page images to the WAL compressed (lz4)
+    #: where the role may set ``wal_compression``: about half the WAL of an erasure.
+    compress_wal: bool = True
     #: A dedicated Celery queue, so workers can run next to this database.
     queue: str | None = None
     tables: dict[str, TableSettings] = Field(default_factory=dict)

@@ -40,6 +40,7 @@ from worker.catalog import (
 )
 from worker.dialects import (
     RowIdentity,
+    WalCompression,
     addressed_by,
     begin_batch,
     begin_read_only,
@@ -55,6 +56,7 @@ from worker.dialects import (
     row_address,
     session_setup,
     subject_lock,
+    wal_compression,
 )
 from worker.exceptions import (
     CrossSubjectReference,
@@ -136,6 +138,10 @@ class ExecutionOptions:
     #: PostgreSQL: run the batches of the common walks inside the server, several to a
     #: round trip (``worker.serverloop``); off, every statement is a round trip.
     server_batches: bool = True
+    #: PostgreSQL: the batches write their full-page images to the WAL compressed
+    #: (lz4), where the role may and the server does not already; about half the WAL
+    #: (``worker.dialects.wal_compression``).
+    compress_wal: bool = True
 
     def __post_init__(self) -> None:
         if self.fk_checks not in FK_CHECKS:
@@ -241,6 +247,7 @@ def erase(
             with conn.begin():
                 _preflight(conn, plan, walker.preds)
                 walker.shortcuts = _shortcuts(conn, plan, opts.fk_checks)
+                walker.compression = wal_compression(conn, dialect, opts.compress_wal)
             passes = 0
             remaining = 1
             while remaining and passes < opts.max_passes:
@@ -250,7 +257,16 @@ def erase(
                 remaining = walker.verify()
         checked = sorted(str(t) for t in walker.checked)
         served = sorted(str(t) for t in walker.in_server)
-        return _report(plan, walker.outcomes(), remaining == 0, passes, started, checked, served)
+        return _report(
+            plan,
+            walker.outcomes(),
+            remaining == 0,
+            passes,
+            started,
+            checked,
+            served,
+            walker.compression.in_effect,
+        )
 
 
 def nothing_to_erase(
@@ -356,6 +372,7 @@ def _report(
     started: float,
     checked: list[str],
     served: Sequence[str] = (),
+    compression: str = "",
 ) -> ErasureReport:
     return ErasureReport(
         dry_run=False,
@@ -368,6 +385,7 @@ def _report(
         elapsed_seconds=round(time.monotonic() - started, 3),
         checked_by_eraser=checked,
         batched_in_server=list(served),
+        wal_compression=compression,
     )
 
 
@@ -649,6 +667,8 @@ class _Walker:
         self.checked: set[TableName] = set()
         #: Tables with rows removed or cleared by batches run inside the server.
         self.in_server: set[TableName] = set()
+        #: How the batches compress their full-page images (known once rows are found).
+        self.compression = WalCompression()
         #: Rows written by the current transaction (of its own table, and in all), and
         #: by each swept reference in it.
         self._txn_top = 0
@@ -1262,6 +1282,7 @@ class _Walker:
                 checks_off=not leaf,
                 lock_timeout_ms=self.opts.lock_timeout_ms,
                 fast_commit=self.opts.fast_commit,
+                compression=self.compression.setting,
                 budget=self.opts.batch_size * _TXN_ROWS_FACTOR,
             )
             return _Loop(ServerLoop(spec, dialect, driver_literals(self.conn)), slots, leaf)
@@ -1635,6 +1656,7 @@ class _Walker:
                 self.opts.lock_timeout_ms,
                 self.opts.fast_commit,
                 checks_off,
+                self.compression.setting,
             )
             yield self.conn
         self._committed()

@@ -109,6 +109,8 @@ class LoopSpec:
     fast_commit: bool
     #: Rows one batch's transaction may write, swept rows included.
     budget: int
+    #: ``wal_compression`` for each batch's transaction ('' leaves it as it is).
+    compression: str = ""
 
 
 @dataclass
@@ -200,6 +202,10 @@ class ServerLoop:
         ]
         if spec.checks_off:
             settings.append("set_config('session_replication_role', 'replica', true)")
+        if spec.compression:
+            if not spec.compression.isalnum():
+                raise ValueError("unexpected wal_compression value")
+            settings.append(f"set_config('wal_compression', '{spec.compression}', true)")
         p = PREFIX
         tallies = f"{p}s := array_fill(0::bigint, ARRAY[{self._tops}]);" if self._tops else ""
         self._loop = "\n".join(

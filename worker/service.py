@@ -181,6 +181,7 @@ def run_service(
         deadline=deadline,
         fk_checks=service.fk_checks,
         server_batches=service.server_batches,
+        compress_wal=service.compress_wal,
     )
     if lock_wait_seconds is not None:
         options = replace(options, subject_lock_wait_seconds=lock_wait_seconds)
