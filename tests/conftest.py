@@ -177,6 +177,18 @@ def pg(tmp_path: Path) -> Iterator[TargetDB]:
 
 
 @pytest.fixture
+def pg_twin(tmp_path: Path) -> Iterator[TargetDB]:
+    """A second fresh PostgreSQL database (superuser), next to ``pg``."""
+    yield from _make_pg()
+
+
+@pytest.fixture
+def pg_plain(tmp_path: Path) -> Iterator[TargetDB]:
+    """A fresh PostgreSQL database reached through a role that is not a superuser."""
+    yield from _make_pg(plain=True)
+
+
+@pytest.fixture
 def mysql(tmp_path: Path) -> Iterator[TargetDB]:
     yield from _make_mysql()
 

@@ -243,28 +243,16 @@ def wal_compression(conn: Connection, dialect: str, wanted: bool) -> WalCompress
     wal_compression``); anywhere else the batches go as they are."""
     if dialect != POSTGRESQL:
         return WalCompression()
-    row = conn.execute(
+    current, choices = conn.execute(
         sa.text(
-            "SELECT current_setting('wal_compression'), s.enumvals, r.rolsuper,"
-            " current_setting('server_version_num')::int"
-            " FROM pg_settings s, pg_roles r"
-            " WHERE s.name = 'wal_compression' AND r.rolname = current_user"
+            "SELECT current_setting('wal_compression'), enumvals FROM pg_settings"
+            " WHERE name = 'wal_compression'"
         )
-    ).one_or_none()
-    if row is None:
-        return WalCompression()
-    current, choices, superuser, version = row
+    ).one()
     own = "" if current == "off" else ("pglz" if current == "on" else str(current))
     if own or not wanted or WAL_COMPRESSION not in (choices or ()):
         return WalCompression(in_effect=own)
-    allowed = bool(superuser)
-    if not allowed and version >= 150000:
-        allowed = bool(
-            conn.execute(
-                sa.text("SELECT has_parameter_privilege('wal_compression', 'SET')")
-            ).scalar_one()
-        )
-    if not allowed:
+    if cannot_set(conn, "wal_compression") is not None:
         return WalCompression()
     return WalCompression(WAL_COMPRESSION, WAL_COMPRESSION)
 
@@ -296,10 +284,16 @@ def begin_batch(
 
 def may_switch_off_checks(conn: Connection, dialect: str) -> str | None:
     """Why this connection's role cannot turn its own foreign-key triggers off for a
-    transaction (``None``: it can). PostgreSQL only: a superuser, or from version 15
-    a role granted ``SET ON PARAMETER session_replication_role``."""
+    transaction (``None``: it can). PostgreSQL only."""
     if dialect != POSTGRESQL:
         return "only PostgreSQL has it"
+    return cannot_set(conn, "session_replication_role")
+
+
+def cannot_set(conn: Connection, parameter: str) -> str | None:
+    """PostgreSQL: why this connection's role may not set the superuser-only
+    ``parameter`` (``None``: it may): it must be a superuser or, from version 15, be
+    granted ``SET ON PARAMETER`` for it."""
     row = conn.execute(
         sa.text(
             "SELECT r.rolsuper, current_setting('server_version_num')::int"
@@ -311,11 +305,11 @@ def may_switch_off_checks(conn: Connection, dialect: str) -> str | None:
     if row[1] < 150000:
         return "the role is not a superuser (PostgreSQL 15 can grant the setting alone)"
     granted = conn.execute(
-        sa.text("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+        sa.text("SELECT has_parameter_privilege(:p, 'SET')"), {"p": parameter}
     ).scalar_one()
     if granted:
         return None
-    return "the role may not set session_replication_role (GRANT SET ON PARAMETER)"
+    return f"the role may not set {parameter} (GRANT SET ON PARAMETER)"
 
 
 def checks_off_unsafe(conn: Connection, dialect: str) -> set[tuple[str, str]]:

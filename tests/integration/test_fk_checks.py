@@ -52,18 +52,6 @@ THREAD_DEADLINE_SECONDS = 60.0
 # --- helpers ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_twin(tmp_path: Path) -> Iterator[TargetDB]:
-    """A second fresh PostgreSQL database (superuser), next to ``pg``."""
-    yield from make_db("postgresql", tmp_path)
-
-
-@pytest.fixture
-def pg_plain(tmp_path: Path) -> Iterator[TargetDB]:
-    """A fresh PostgreSQL database reached through a role that is not a superuser."""
-    yield from make_db("postgresql-plain", tmp_path)
-
-
 @contextmanager
 def granted_replication_role(db: TargetDB) -> Iterator[None]:
     """``GRANT SET ON PARAMETER session_replication_role`` to ``db``'s own role (PG 15+)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport, TableAction
 from models.registry import Service
-from tests.conftest import TargetDB, make_db
+from tests.conftest import TargetDB
 from tests.integration.test_fk_checks import orphans
 from worker import executor as executor_module
 from worker.catalog import reflect
@@ -73,11 +71,6 @@ CREATE INDEX ON visits(customer_key);
 CREATE INDEX ON reviews(tenant_id);
 CREATE INDEX ON reviews(order_id);
 """
-
-
-@pytest.fixture
-def pg_twin(tmp_path: Path) -> Iterator[TargetDB]:
-    yield from make_db("postgresql", tmp_path)
 
 
 class Calls:

@@ -13,8 +13,6 @@ PostgreSQL server.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,7 +20,7 @@ import sqlalchemy as sa
 from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport
 from models.registry import Service
-from tests.conftest import PG_ADMIN_URL, TargetDB, make_db
+from tests.conftest import PG_ADMIN_URL, TargetDB
 from worker.catalog import reflect
 from worker.database import create_engine
 from worker.executor import ExecutionOptions, erase
@@ -36,6 +34,8 @@ SUBJECT = 1
 TENANTS = 3
 ACCOUNTS = 3000
 ENTRIES_PER_ACCOUNT = 4
+#: One tenant's rows: the tenant, a third of the accounts, a third of the entries.
+TENANT_ROWS = 1 + ACCOUNTS // TENANTS + ACCOUNTS * ENTRIES_PER_ACCOUNT // TENANTS
 
 SCHEMA = """
 CREATE TABLE tenants (id int PRIMARY KEY, name text NOT NULL);
@@ -48,16 +48,6 @@ CREATE TABLE entries (
 CREATE INDEX ON accounts (tenant_id);
 CREATE INDEX ON entries (account_id);
 """
-
-
-@pytest.fixture
-def pg_twin(tmp_path: Path) -> Iterator[TargetDB]:
-    yield from make_db("postgresql", tmp_path)
-
-
-@pytest.fixture
-def pg_plain(tmp_path: Path) -> Iterator[TargetDB]:
-    yield from make_db("postgresql-plain", tmp_path)
 
 
 def _load(db: TargetDB) -> None:
@@ -117,7 +107,7 @@ def test_compressed_batches_remove_the_same_rows_with_far_less_wal(
     )
     assert compressed.verified
     assert plain.verified
-    assert compressed.total_rows == plain.total_rows == 1 + 1000 + 4000
+    assert compressed.total_rows == plain.total_rows == TENANT_ROWS
     assert compressed.tables == plain.tables
     assert pg.snapshot(*_tables(pg)) == pg_twin.snapshot(*_tables(pg_twin))
     assert compressed.wal_compression == "lz4"
@@ -138,7 +128,7 @@ def test_a_role_that_may_not_set_it_erases_uncompressed_until_granted(
     plan = build_plan(reflect(db.engine), COLUMNS)
     report = erase(db.engine, plan, SUBJECT, ExecutionOptions(batch_size=500))
     assert report.verified
-    assert report.total_rows == 1 + 1000 + 4000
+    assert report.total_rows == TENANT_ROWS
     assert report.wal_compression == ""
 
     role = db.engine.url.username
@@ -152,7 +142,7 @@ def test_a_role_that_may_not_set_it_erases_uncompressed_until_granted(
             conn.exec_driver_sql(f'REVOKE SET ON PARAMETER wal_compression FROM "{role}"')
         admin.dispose()
     assert report.verified
-    assert report.total_rows == 1 + 1000 + 4000
+    assert report.total_rows == TENANT_ROWS
     assert report.wal_compression == "lz4"
 
 
@@ -192,7 +182,7 @@ def test_the_registry_and_the_cli_can_turn_it_off(
             pg.engine, "ledger", service, "tenant", COLUMNS, str(3 - compress), False
         )
         assert report.verified
-        assert report.total_rows == 1 + 1000 + 4000
+        assert report.total_rows == TENANT_ROWS
         assert report.wal_compression == ("lz4" if compress else "")
 
     args = ["--subject-column", "tenant_id", "--subject-column", "tenants.id"]
@@ -205,6 +195,6 @@ def test_the_registry_and_the_cli_can_turn_it_off(
     plain = json.loads(capsys.readouterr().out)
     assert compressed["verified"]
     assert plain["verified"]
-    assert compressed["total_rows"] == plain["total_rows"] == 1 + 1000 + 4000
+    assert compressed["total_rows"] == plain["total_rows"] == TENANT_ROWS
     assert compressed["wal_compression"] == "lz4"
     assert plain["wal_compression"] == ""
