@@ -78,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sa.exc.DBAPIError as exc:
         _fail(describe_database_error(exc))
         return EXIT_ERROR
+    except sa.exc.StatementError as exc:
+        # Raised before the statement reached the database (a value its driver cannot
+        # send); the original message may quote the value, so only its class is shown.
+        _fail(f"a statement's parameters were refused ({type(exc.orig).__name__})")
+        return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK  # the reader (head, less) went away
     except KeyboardInterrupt:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from worker.exceptions import UnsupportedTable
 
 POSTGRESQL = "postgresql"
 MYSQL = "mysql"
@@ -110,6 +113,8 @@ class TableInfo:
     table: sa.Table = field(repr=False, compare=False)
     triggers: tuple[Trigger, ...] = ()
     partitioned: bool = False
+    #: MariaDB ``WITH SYSTEM VERSIONING``: old versions of rows stay in its history.
+    system_versioned: bool = False
 
     def key_columns(self) -> tuple[str, ...] | None:
         """Columns that identify one row: the primary key, else a NOT NULL unique key."""
@@ -207,6 +212,8 @@ def fingerprint(tables: Iterable[TableInfo]) -> str:
                 ),
                 "triggers": sorted([tr.name, tr.timing, list(tr.events)] for tr in t.triggers),
                 "partitioned": t.partitioned,
+                # Only when set: the fingerprints of other schemas stay what they were.
+                **({"system_versioned": True} if t.system_versioned else {}),
             }
         )
     raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -322,13 +329,22 @@ def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
             if schema in done:
                 continue
             done.add(schema)
-            found = _reflect_schema(conn, inspector, metadata, dialect, schema, default_schema)
+            with warnings.catch_warnings():
+                # MySQL: a constraint SQLAlchemy cannot parse is dropped with this warning;
+                # _mysql_check_foreign_keys refuses the schema instead.
+                warnings.filterwarnings("ignore", "Unknown schema content", sa.exc.SAWarning)
+                found = _reflect_schema(conn, inspector, metadata, dialect, schema, default_schema)
             tables.update(found)
+            if dialect == MYSQL:
+                _mysql_check_foreign_keys(conn, schema, found)
             if dialect == MYSQL and not schemas:
                 for info in found.values():
                     for fk in info.foreign_keys:
                         if fk.parent.schema not in done:
                             wanted.append(fk.parent.schema)
+                # And the databases whose foreign keys point into this one: their rows
+                # must be cleared (or refused) like any other reference.
+                wanted.extend(s for s in _mysql_referencing_schemas(conn, schema) if s not in done)
         conn.rollback()
     return Catalog(dialect=dialect, default_schema=default_schema, tables=tables)
 
@@ -357,6 +373,7 @@ def _reflect_schema(
         partitions, partitioned = _pg_partitions(conn, schema)
         validated = _pg_validated(conn, schema)
     triggers = _triggers(conn, dialect, schema)
+    versioned = _mysql_system_versioned(conn, schema) if dialect == MYSQL else set()
     sqlite_rules = _sqlite_delete_rules(conn, [t for _, t in columns]) if dialect == SQLITE else {}
 
     result: dict[TableName, TableInfo] = {}
@@ -410,8 +427,61 @@ def _reflect_schema(
             table=_build_table(metadata, name, colmap, pk),
             triggers=tuple(triggers.get(tname, ())),
             partitioned=tname in partitioned,
+            system_versioned=tname in versioned,
         )
     return result
+
+
+def _mysql_check_foreign_keys(
+    conn: Connection, schema: str, found: dict[TableName, TableInfo]
+) -> None:
+    """Refuse a schema with a foreign key the reflection lost: SQLAlchemy reads MySQL's
+    keys from ``SHOW CREATE TABLE`` and drops one it cannot parse (a backtick in a name),
+    and an erasure blind to a reference could let the database cascade into another
+    subject's rows."""
+    declared = conn.execute(
+        sa.text(
+            "SELECT TABLE_NAME, CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS"
+            " WHERE CONSTRAINT_SCHEMA = :schema"
+        ),
+        {"schema": schema},
+    ).all()
+    read = {(t.name, fk.name) for t, info in found.items() for fk in info.foreign_keys}
+    for table, constraint in declared:
+        if TableName(schema, str(table)) in found and (str(table), str(constraint)) not in read:
+            raise UnsupportedTable(
+                str(TableName(schema, str(table))),
+                f"its foreign key {constraint} could not be read from the schema",
+            )
+
+
+def _mysql_system_versioned(conn: Connection, schema: str) -> set[str]:
+    """MariaDB's system-versioned tables in ``schema`` (MySQL has none)."""
+    return {
+        str(t)
+        for (t,) in conn.execute(
+            sa.text(
+                "SELECT TABLE_NAME FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE = 'SYSTEM VERSIONED'"
+            ),
+            {"schema": schema},
+        )
+    }
+
+
+def _mysql_referencing_schemas(conn: Connection, schema: str) -> list[str]:
+    """The other databases holding foreign keys into ``schema``."""
+    return [
+        str(s)
+        for (s,) in conn.execute(
+            sa.text(
+                "SELECT DISTINCT CONSTRAINT_SCHEMA FROM information_schema.REFERENTIAL_CONSTRAINTS"
+                " WHERE UNIQUE_CONSTRAINT_SCHEMA = :schema AND CONSTRAINT_SCHEMA <> :schema"
+                " ORDER BY CONSTRAINT_SCHEMA"
+            ),
+            {"schema": schema},
+        )
+    ]
 
 
 def _normalize_rule(rule: object) -> str:

@@ -47,27 +47,48 @@ def addressed_by(chosen: sa.Select[Any]) -> ColumnElement[bool]:
     return row_address() == sa.any_(sa.func.array(chosen.scalar_subquery()))
 
 
+#: The names SQLite answers to for a rowid table's row id; a column of the same name
+#: hides one (``CREATE TABLE log (rowid INT, ...)``), so the first free one is used.
+_SQLITE_ROWID_NAMES = ("rowid", "_rowid_", "oid")
+
+
 @dataclass(frozen=True)
 class RowIdentity:
     """How the engine names one row of a table: its key, or the database's row address
     (``ctid`` on PostgreSQL, ``rowid`` on SQLite) for tables without one. On MySQL a
-    table without any key is deleted with ``DELETE ... LIMIT`` (``kind == "none"``)."""
+    table without any key is deleted with ``DELETE ... LIMIT`` (``kind == "none"``).
+
+    On SQLite a rowid table's primary key may hold NULLs unless declared NOT NULL, and
+    a NULL key names no row: such tables are walked by rowid too."""
 
     kind: RowKind
     columns: tuple[str, ...] = ()
+    #: SQLite: the name the row id goes by in this table.
+    alias: str = "rowid"
 
     @classmethod
     def of(cls, info: TableInfo, dialect: str) -> RowIdentity:
         key = info.key_columns()
+        if key and dialect == SQLITE and any(info.columns[c].nullable for c in key):
+            key = None
         if key:
             return cls("key", key)
         if dialect == POSTGRESQL and not info.partitioned:
             return cls("ctid")
         if dialect == SQLITE:
-            return cls("rowid")
+            taken = {c.lower() for c in info.columns}
+            for name in _SQLITE_ROWID_NAMES:
+                if name not in taken:
+                    return cls("rowid", alias=name)
+            raise UnsupportedTable(
+                str(info.name), "its columns hide every name of its rowid (rowid, _rowid_, oid)"
+            )
         if dialect == POSTGRESQL:
             raise UnsupportedTable(str(info.name), "a partitioned table needs a primary key")
         return cls("none")
+
+    def _rowid(self) -> ColumnElement[Any]:
+        return sa.literal_column(self.alias)
 
     def select_columns(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
         if self.kind == "key":
@@ -75,7 +96,7 @@ class RowIdentity:
         if self.kind == "ctid":
             return [sa.cast(_ctid(), sa.Text)]
         if self.kind == "rowid":
-            return [sa.literal_column("rowid")]
+            return [self._rowid()]
         return []
 
     def sort_key(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -91,7 +112,7 @@ class RowIdentity:
         if self.kind == "ctid":
             return [_ctid()]
         if self.kind == "rowid":
-            return [sa.literal_column("rowid")]
+            return [self._rowid()]
         return []
 
     def after(self, table: sa.FromClause, last: tuple[Any, ...]) -> ColumnElement[bool]:
@@ -103,7 +124,7 @@ class RowIdentity:
             return sa.tuple_(*cols) > sa.tuple_(*last)
         if self.kind == "ctid":
             return _ctid() > sa.cast(sa.literal(last[0], sa.Text), _Tid())
-        return sa.literal_column("rowid") > sa.literal(last[0])
+        return self._rowid() > sa.literal(last[0])
 
     def matches(
         self, table: sa.FromClause, values: Sequence[tuple[Any, ...]], dialect: str
@@ -113,7 +134,7 @@ class RowIdentity:
             return key_in([table.c[c] for c in self.columns], values, dialect)
         if self.kind == "ctid":
             return _ctid() == sa.any_(pg_array([v[0] for v in values], _Tid()))
-        return sa.literal_column("rowid").in_([v[0] for v in values])
+        return self._rowid().in_([v[0] for v in values])
 
 
 def key_in(
@@ -213,6 +234,34 @@ def session_setup(conn: Connection, dialect: str, lock_timeout_ms: int) -> None:
         seconds = max(1, (int(lock_timeout_ms) + 999) // 1000)
         conn.execute(sa.text(f"SET SESSION innodb_lock_wait_timeout = {seconds}"))
         conn.commit()
+
+
+def session_reset(conn: Connection, dialect: str) -> None:
+    """Put back what ``session_setup`` changed, before the connection returns to its
+    pool: the next user of a pooled connection gets the server's settings, not an
+    erasure's one-second lock wait. A connection that cannot be reset is discarded."""
+    if dialect not in (POSTGRESQL, MYSQL) or conn.closed or conn.invalidated:
+        return
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        if dialect == POSTGRESQL:
+            conn.execute(sa.text("RESET max_parallel_workers_per_gather"))
+        else:
+            conn.execute(sa.text("SET SESSION innodb_lock_wait_timeout = DEFAULT"))
+        conn.commit()
+    except sa.exc.DBAPIError:
+        conn.invalidate()
+
+
+@contextmanager
+def erasure_session(conn: Connection, dialect: str, lock_timeout_ms: int) -> Iterator[None]:
+    """``session_setup`` for the block, ``session_reset`` after it."""
+    session_setup(conn, dialect, lock_timeout_ms)
+    try:
+        yield
+    finally:
+        session_reset(conn, dialect)
 
 
 #: How an erasure's batches compress the full-page images they write to the WAL, where

@@ -16,6 +16,7 @@ re-created rows, the walk runs again (bounded).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ from worker.dialects import (
     checks_off_unsafe,
     defer_constraints,
     end_read_only,
+    erasure_session,
     flush_commits,
     is_foreign_key_violation,
     key_in,
@@ -54,6 +56,7 @@ from worker.dialects import (
     pg_array,
     referencing_constraints,
     row_address,
+    session_reset,
     session_setup,
     subject_lock,
     wal_compression,
@@ -63,8 +66,10 @@ from worker.exceptions import (
     KeptRowsBlock,
     ReferenceChecksUnavailable,
     UnsatisfiablePlan,
+    UnsupportedTable,
 )
 from worker.planner import (
+    MAX_UNROLL,
     REMOVING,
     CycleStrategy,
     Edge,
@@ -92,6 +97,8 @@ from worker.serverloop import (
 
 #: Attempts at removing a batch when writers keep adding references to it.
 _FK_RACE_ATTEMPTS = 5
+#: Set on a foreign-key violation that outlived a batch's attempts.
+_EXHAUSTED = "eraser_attempts_exhausted"
 #: Rows referencing one batch of parents go in one transaction of up to this many
 #: batches' worth (a typical fan-out fits in one statement; a huge one is split).
 _CHILD_BATCH_FACTOR = 4
@@ -187,18 +194,20 @@ def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
     with engine.connect() as conn, conn.begin():
         begin_read_only(conn, dialect)
         try:
-            _preflight(conn, plan, preds)
-            for table in plan.order:
-                action = plan.actions[table]
-                if action is TableAction.KEEP:
-                    continue
-                rows = _count(conn, plan, table, preds.remaining(table))
-                outcomes.append(TableOutcome(table=str(table), action=action, rows=rows))
-            for table in plan.nullified:
-                rows = sum(_count(conn, plan, table, p) for p in preds.nullify_targets(table))
-                outcomes.append(
-                    TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows)
-                )
+            with deep_statements():
+                preds = deep_enough(conn, plan, preds)
+                _preflight(conn, plan, preds)
+                for table in plan.order:
+                    action = plan.actions[table]
+                    if action is TableAction.KEEP:
+                        continue
+                    rows = _count(conn, plan, table, preds.remaining(table))
+                    outcomes.append(TableOutcome(table=str(table), action=action, rows=rows))
+                for table in plan.nullified:
+                    rows = sum(_count(conn, plan, table, p) for p in preds.nullify_targets(table))
+                    outcomes.append(
+                        TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows)
+                    )
         finally:
             end_read_only(conn, dialect)
     return ErasureReport(
@@ -230,8 +239,7 @@ def erase(
     started = time.monotonic()
     dialect = plan.catalog.dialect
     lock_parts = [*lock_scope, *subject_lock_parts(plan, subject)]
-    with engine.connect() as conn:
-        session_setup(conn, dialect, opts.lock_timeout_ms)
+    with engine.connect() as conn, erasure_session(conn, dialect, opts.lock_timeout_ms):
         if opts.fk_checks == "eraser":
             # Asked for explicitly: refused at once, not only once the subject has rows.
             with conn.begin():
@@ -245,7 +253,8 @@ def erase(
             return _report(plan, walker.outcomes(), True, 0, started, [])
         with subject_lock(engine, dialect, lock_parts, opts.subject_lock_wait_seconds):
             with conn.begin():
-                _preflight(conn, plan, walker.preds)
+                with deep_statements():
+                    _preflight(conn, plan, deep_enough(conn, plan, walker.preds))
                 walker.shortcuts = _shortcuts(conn, plan, opts.fk_checks)
                 walker.compression = wal_compression(conn, dialect, opts.compress_wal)
             passes = 0
@@ -404,6 +413,69 @@ def _count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[
     return int(
         conn.execute(sa.select(sa.func.count()).select_from(target).where(where)).scalar_one()
     )
+
+
+def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
+    """Predicates that follow every multi-table cycle as far as the subject's rows go,
+    for the dry run's counts and the pre-flight checks.
+
+    A cycle's membership is unrolled a fixed number of times round (a recursive CTE
+    cannot join several tables on every database); a chain of rows going round it more
+    often would be missed. So the depth doubles until one more time round finds no
+    more rows; past ``MAX_UNROLL`` times round the plan is
+    refused rather than run blind. Plans without such a cycle cost nothing. (The walk
+    itself follows keys, to any depth, and the verification needs no depth: once the
+    subject's own rows are gone nothing is reached through them.) Run it, and the
+    statements built from what it returns, inside ``deep_statements()``."""
+    cycles = list({id(c): c for c in plan.cycle_of.values() if len(c.tables) > 1}.values())
+    if not cycles:
+        return preds
+    tables = sorted({t for c in cycles for t in c.tables})
+
+    def counts(p: Predicates) -> list[int]:
+        return [_count(conn, plan, t, p.member(t)) for t in tables]
+
+    def unrolled(times: int) -> Predicates:  # (a new one: CTEs are cached per depth)
+        return Predicates(plan, preds.subject, preds.parametric, times)
+
+    #: How many times round the subject's rows are known to go, at least.
+    known = 0
+
+    def too_deep(why: str) -> UnsatisfiablePlan:
+        return UnsatisfiablePlan(
+            [str(t) for t in cycles[0].tables],
+            f"the subject's rows go round it more than {known} times, {why}",
+        )
+
+    current = counts(preds)
+    while True:
+        try:
+            # One more time round adds nothing: nothing further ever would.
+            if counts(unrolled(preds.unroll + 1)) == current:
+                return preds
+            known = preds.unroll
+            if preds.unroll >= MAX_UNROLL:
+                raise too_deep("too deep for the pre-flight checks to follow")
+            preds = unrolled(min(MAX_UNROLL, preds.unroll * 2))
+            current = counts(preds)
+        except sa.exc.OperationalError as exc:
+            # The server's own limit on a statement's nesting (MariaDB's thread stack,
+            # SQLite's expression depth), or a lost connection: refused, either way.
+            if exc.connection_invalidated:
+                raise
+            raise too_deep("too deep for this database to follow in one statement") from None
+
+
+@contextmanager
+def deep_statements() -> Iterator[None]:
+    """Room for SQLAlchemy to compile a deeply unrolled cycle (it recurses into each
+    level of nested CTEs: about 25 levels fit in Python's default recursion limit)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
@@ -686,6 +758,15 @@ class _Walker:
         # address (a partitioned table without a key) must not stop the erasure.
         touched = [*plan.actions, *plan.nullified]
         self.rid = {t: RowIdentity.of(plan.info(t), self.dialect) for t in touched}
+        for table in touched:
+            if self.rid[table].kind == "none" and not self._is_leaf(table):
+                # Its rows cannot be taken one batch at a time with the rows referencing
+                # them: the references would be left to the database, unseen.
+                raise UnsupportedTable(
+                    str(table),
+                    "other tables reference it, and it has no primary key or NOT NULL"
+                    " unique key to address its rows by",
+                )
         self.needed: dict[TableName, list[str]] = {}
         for table in touched:
             cols: list[str] = []
@@ -814,7 +895,12 @@ class _Walker:
                     self._erase_rows_once(table, rows, optimistic=attempt == 1)
                 return
             except sa.exc.IntegrityError as exc:
-                if attempt == _FK_RACE_ATTEMPTS or not is_foreign_key_violation(exc):
+                if getattr(exc, _EXHAUSTED, False) or not is_foreign_key_violation(exc):
+                    raise
+                if attempt == _FK_RACE_ATTEMPTS:
+                    # Not retried again by the batches this one is nested in: each level
+                    # retrying would cost attempts ** depth statements.
+                    setattr(exc, _EXHAUSTED, True)
                     raise
 
     def _may_hold(self, table: TableName) -> bool:
@@ -852,6 +938,7 @@ class _Walker:
                 self._remove_rows(held, table, rows)
         finally:
             self.conn = main
+            session_reset(held, self.dialect)
             held.close()
 
     def _erase_rows_once(self, table: TableName, rows: list[_Row], optimistic: bool) -> None:

@@ -14,7 +14,9 @@ deterministic and carries the fingerprint of the schema it was made from.
 
 from __future__ import annotations
 
+import datetime
 import decimal
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.erasure import ScalarValue, TableAction, TablePolicy
@@ -311,6 +314,11 @@ def build_plan(
                 f"{table} has delete trigger(s) {names}: rows they write are caught by the "
                 "verification pass"
             )
+        if info.system_versioned and actions.get(table) is not TableAction.KEEP:
+            warnings.append(
+                f"{table} is system-versioned: the subject's earlier row versions stay in"
+                " its history (FOR SYSTEM_TIME ALL) until DELETE HISTORY removes them"
+            )
         for fk in info.foreign_keys:
             if not fk.validated:
                 warnings.append(f"{fk.describe()} is NOT VALID: existing rows may violate it")
@@ -580,8 +588,22 @@ def _describe_nullify(table: TableName, children: Mapping[TableName, list[Edge]]
 # --- subject values ---------------------------------------------------------------
 
 
+#: A whole number as a person writes it: ASCII digits only (``int()`` would also take
+#: ``4_2`` and other scripts' digits, and erase subject 42 for them).
+#: MySQL: text in the character set every other one converts to without loss.
+MYSQL_UTF8MB4 = mysql.CHAR(charset="utf8mb4")
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_BOOLEANS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
+
+
 def coerce_subject(value: object, column_type: sa.types.TypeEngine[Any], column: str) -> Any:
-    """Convert a subject value (often a string from a CLI or a message) to the column's type."""
+    """Convert a subject value (often a string from a CLI or a message) to the column's
+    type; ``InvalidSubjectValue`` (which never quotes the value) when it does not fit."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in a command line's argument
+            raise InvalidSubjectValue(column, "UTF-8 text") from None
     try:
         python_type = column_type.python_type
     except NotImplementedError:
@@ -589,28 +611,62 @@ def coerce_subject(value: object, column_type: sa.types.TypeEngine[Any], column:
     if value is None or (isinstance(value, python_type) and not isinstance(value, bool)):
         return value
     try:
-        if python_type is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(str(value).strip()) if not isinstance(value, float) else int(value)
-        if python_type is str:
-            return str(value)
-        if python_type is uuid.UUID:
-            return uuid.UUID(str(value))
-        if python_type is decimal.Decimal:
-            return decimal.Decimal(str(value))
-        if python_type is float:
-            return float(str(value))
-        if python_type is bytes:
-            return str(value).encode()
-    except (ValueError, TypeError, decimal.InvalidOperation):
+        return _convert(value, python_type)
+    except (ValueError, TypeError, KeyError, OverflowError, decimal.InvalidOperation):
         raise InvalidSubjectValue(column, python_type.__name__) from None
+
+
+def _convert(value: object, python_type: type) -> Any:
+    if python_type is bool:
+        if isinstance(value, bool):
+            return value
+        return _BOOLEANS[str(value).strip().lower()]
+    if python_type is int:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(value)
+            number = int(value)
+        elif isinstance(value, int):
+            number = value
+        elif isinstance(value, str) and _INTEGER.fullmatch(value):
+            number = int(value)
+        else:
+            raise ValueError(value)
+        return number
+    if python_type is str:
+        return str(value)
+    if python_type is uuid.UUID:
+        return uuid.UUID(str(value))
+    if python_type is decimal.Decimal:
+        number_ = decimal.Decimal(str(value))
+        if not number_.is_finite():
+            raise ValueError(value)
+        return number_
+    if python_type is float:
+        return float(str(value))
+    if python_type is bytes:
+        return str(value).encode()
+    if python_type in (datetime.datetime, datetime.date, datetime.time):
+        if isinstance(value, str):
+            return python_type.fromisoformat(value.strip())
+        raise TypeError(value)
     return value
 
 
 # --- predicates (SQL) ------------------------------------------------------------------
 
 _UNROLL_FACTOR = 3
+#: How far ``deep_enough`` follows a cycle's rows before it refuses.
+MAX_UNROLL = 48
+
+
+def _exact_text(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """MySQL: ``value``'s text as utf8mb4 bytes, whatever its character set."""
+    return sa.func.binary(sa.cast(value, MYSQL_UTF8MB4))
+
+
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
 
@@ -627,6 +683,9 @@ class Predicates:
     #: Put the subject's value in named parameters (``bind_values`` gives them) rather
     #: than literals: for a statement built once and run for many subjects.
     parametric: bool = False
+    #: A multi-table cycle's membership follows it this many times round (see
+    #: ``deep_enough``); a self-referencing table's is a recursive CTE, of any depth.
+    unroll: int = _UNROLL_FACTOR
     _values: dict[tuple[TableName, str], Any] = field(default_factory=dict)
     _ctes: dict[tuple[TableName, int], sa.CTE] = field(default_factory=dict)
     _cte_count: int = 0
@@ -636,7 +695,10 @@ class Predicates:
         key = (table, column)
         if key not in self._values:
             col = self.plan.info(table).columns[column]
-            self._values[key] = coerce_subject(self.subject, col.type, f"{table}.{column}")
+            value = coerce_subject(self.subject, col.type, f"{table}.{column}")
+            if isinstance(value, int) and not _BIGINT_MIN <= value <= _BIGINT_MAX:
+                value = None  # no integer column holds it (and SQLite cannot even send it)
+            self._values[key] = value
         return self._values[key]
 
     def bind_values(self, subject: object) -> dict[str, Any]:
@@ -673,7 +735,9 @@ class Predicates:
         value = self._subject_param(table, col, column.type)
         match = column == value
         if self.plan.catalog.dialect == MYSQL and isinstance(column.type, sa.String):
-            return sa.and_(match, sa.func.binary(column) == sa.func.binary(value))
+            # Both sides as utf8mb4 first: a latin1 or utf16 column's bytes are not the
+            # bytes of the same text sent by the client.
+            return sa.and_(match, _exact_text(column) == _exact_text(value))
         return match
 
     def guard(self, table: TableName, alias: sa.FromClause) -> ColumnElement[bool] | None:
@@ -758,7 +822,7 @@ class Predicates:
         parts: list[ColumnElement[bool]] = list(self.direct(table, target))
         via: list[ColumnElement[bool]] = []
         cycle = self.plan.cycle_of.get(table)
-        limit = _UNROLL_FACTOR * len(cycle.tables) if cycle else 0
+        limit = self.unroll * len(cycle.tables) if cycle else 0
         for fk in self._via_edges(table):
             if skip_self and fk.is_self_reference:
                 continue
