@@ -738,6 +738,17 @@ class Predicates:
             # Both sides as utf8mb4 first: a latin1 or utf16 column's bytes are not the
             # bytes of the same text sent by the client.
             return sa.and_(match, _exact_text(column) == _exact_text(value))
+        if self.plan.catalog.dialect == SQLITE and isinstance(column.type, sa.types.NullType):
+            # A column without a declared type keeps each value as it came: 42, '42'
+            # and 42.0 are all there. Text that spells a number exactly matches the
+            # number too, and a number matches its text.
+            # (Numbers only: compared with a NUMERIC expression, the text ' 42' would
+            # be read as a number too.)
+            number = sa.cast(value, sa.Numeric())
+            spelled = sa.cast(number, sa.Text()) == sa.cast(value, sa.Text())
+            numeric = sa.func.typeof(column).in_(["integer", "real"])
+            text = sa.cast(value, sa.Text())
+            return sa.or_(match, sa.and_(numeric, column == number, spelled), column == text)
         return match
 
     def guard(self, table: TableName, alias: sa.FromClause) -> ColumnElement[bool] | None:

@@ -493,3 +493,27 @@ def test_a_chain_deeper_than_the_database_can_follow_is_refused(mysql: TargetDB)
         with pytest.raises(UnsatisfiablePlan, match="too deep for this database"):
             run(mysql.engine, plan, SUBJECT)
     assert dump(mysql, "a", "b", "c2") == before
+
+
+# --- 9. SQLite: a subject column without a declared type ---------------------------------
+
+
+@pytest.mark.parametrize("subject", ["42", 42], ids=["text", "integer"])
+def test_sqlite_untyped_subject_column_matches_the_number_and_its_exact_text(
+    sqlite_db: TargetDB, subject: object
+) -> None:
+    """Such a column keeps 42, '42' and 42.0 as they came; the CLI's '42' matched only
+    the text, left the numbers behind and still reported verified."""
+    sqlite_db.run(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, tenant_id)",
+        "INSERT INTO t VALUES (1, 42), (2, '42'), (3, '42.0'), (4, 42.0), (5, 'abc'),"
+        " (6, 0), (7, 7), (8, ' 42'), (9, NULL)",
+    )
+    plan = build_plan(reflect(sqlite_db.engine), ["tenant_id"])
+    assert dry_run(sqlite_db.engine, plan, subject).total_rows == 3
+    report = erase(sqlite_db.engine, plan, subject)
+    assert report.verified
+    assert report.total_rows == 3
+    assert [r[0] for r in rows(sqlite_db, "t", "id")] == [3, 5, 6, 7, 8, 9]
+    assert dry_run(sqlite_db.engine, plan, "abc").total_rows == 1
+    assert dry_run(sqlite_db.engine, plan, "0").total_rows == 1
