@@ -115,6 +115,8 @@ class TableInfo:
     partitioned: bool = False
     #: MariaDB ``WITH SYSTEM VERSIONING``: old versions of rows stay in its history.
     system_versioned: bool = False
+    #: PostgreSQL: other tables inherit from it (``INHERITS``, not partitions).
+    inherited: bool = False
 
     def key_columns(self) -> tuple[str, ...] | None:
         """Columns that identify one row: the primary key, else a NOT NULL unique key."""
@@ -214,6 +216,7 @@ def fingerprint(tables: Iterable[TableInfo]) -> str:
                 "partitioned": t.partitioned,
                 # Only when set: the fingerprints of other schemas stay what they were.
                 **({"system_versioned": True} if t.system_versioned else {}),
+                **({"inherited": True} if t.inherited else {}),
             }
         )
     raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -369,9 +372,11 @@ def _reflect_schema(
     partitions: set[str] = set()
     partitioned: set[str] = set()
     validated: dict[tuple[str, str], bool] = {}
+    parents: set[str] = set()
     if dialect == POSTGRESQL:
         partitions, partitioned = _pg_partitions(conn, schema)
         validated = _pg_validated(conn, schema)
+        parents = _pg_inheritance_parents(conn, schema)
     triggers = _triggers(conn, dialect, schema)
     versioned = _mysql_system_versioned(conn, schema) if dialect == MYSQL else set()
     sqlite_rules = _sqlite_delete_rules(conn, [t for _, t in columns]) if dialect == SQLITE else {}
@@ -390,7 +395,7 @@ def _reflect_schema(
         ix = tuple(
             Index(i.get("name"), tuple(c for c in i["column_names"] if c), bool(i["unique"]))
             for i in indexes.get((reflect_schema, tname), [])
-            if i.get("column_names") and all(i["column_names"])
+            if i.get("column_names") and all(i["column_names"]) and not _partial(i)
         )
         ukeys = ukeys + tuple(i.columns for i in ix if i.unique and i.columns not in ukeys)
         fklist = []
@@ -400,6 +405,10 @@ def _reflect_schema(
                 schema if dialect == SQLITE else default_schema
             )
             child_cols = tuple(raw["constrained_columns"])
+            rule, listed = _delete_rule(
+                sqlite_rules.get((tname, raw["referred_table"], child_cols)) or opts.get("ondelete")
+            )
+            cleared = listed if listed is not None else child_cols
             fklist.append(
                 ForeignKey(
                     name=raw.get("name"),
@@ -407,14 +416,13 @@ def _reflect_schema(
                     child_columns=child_cols,
                     parent=TableName(parent_schema, raw["referred_table"]),
                     parent_columns=tuple(raw["referred_columns"]),
-                    on_delete=_normalize_rule(
-                        sqlite_rules.get((tname, raw["referred_table"], child_cols))
-                        or opts.get("ondelete")
-                    ),
+                    on_delete=rule,
                     deferrable=bool(opts.get("deferrable")),
                     initially_deferred=str(opts.get("initially") or "").upper() == "DEFERRED",
                     validated=validated.get((tname, raw.get("name") or ""), True),
-                    clearable=tuple(c for c in child_cols if c in colmap and colmap[c].nullable),
+                    clearable=tuple(
+                        c for c in child_cols if c in cleared and c in colmap and colmap[c].nullable
+                    ),
                 )
             )
         result[name] = TableInfo(
@@ -428,6 +436,7 @@ def _reflect_schema(
             triggers=tuple(triggers.get(tname, ())),
             partitioned=tname in partitioned,
             system_versioned=tname in versioned,
+            inherited=tname in parents,
         )
     return result
 
@@ -484,6 +493,27 @@ def _mysql_referencing_schemas(conn: Connection, schema: str) -> list[str]:
     ]
 
 
+def _partial(index: Any) -> bool:
+    """A partial index (``WHERE ...``): unique, if at all, only among some rows, and no
+    help for look-ups over all of them."""
+    options = index.get("dialect_options") or {}
+    return bool(options.get("postgresql_where") or options.get("sqlite_where"))
+
+
+_RULE_COLUMNS = re.compile(r"^(SET NULL|SET DEFAULT)\s*\((.*)\)$", re.IGNORECASE | re.DOTALL)
+
+
+def _delete_rule(rule: object) -> tuple[str, tuple[str, ...] | None]:
+    """An ON DELETE rule, and for PostgreSQL 15's ``SET NULL (col, ...)`` the columns it
+    sets (None: all of the key's)."""
+    text = str(rule or NO_ACTION).strip()
+    listed = _RULE_COLUMNS.match(text)
+    if listed is None:
+        return _normalize_rule(text), None
+    columns = tuple(c.strip().strip('"') for c in listed.group(2).split(",") if c.strip())
+    return _normalize_rule(listed.group(1)), columns
+
+
 def _normalize_rule(rule: object) -> str:
     text = str(rule or NO_ACTION).upper().strip()
     return text if text in (NO_ACTION, RESTRICT, CASCADE, SET_NULL, SET_DEFAULT) else NO_ACTION
@@ -525,6 +555,19 @@ def _pg_partitions(conn: Connection, schema: str) -> tuple[set[str], set[str]]:
         if relkind == "p":
             partitioned.add(relname)
     return partitions, partitioned
+
+
+def _pg_inheritance_parents(conn: Connection, schema: str) -> set[str]:
+    """Plain tables of ``schema`` that other tables inherit from."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT DISTINCT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = :schema AND c.relkind = 'r'"
+        ),
+        {"schema": schema},
+    )
+    return {str(r[0]) for r in rows}
 
 
 def _pg_validated(conn: Connection, schema: str) -> dict[tuple[str, str], bool]:

@@ -478,8 +478,39 @@ def deep_statements() -> Iterator[None]:
         sys.setrecursionlimit(limit)
 
 
+def _unread_actions(conn: Connection, plan: Plan) -> None:
+    """PostgreSQL: refuse when a foreign key declared in a schema the catalog did not
+    read (``--schema``) would have the database cascade, clear or reset rows there as
+    this subject's rows go: rows nobody checked, which may be another subject's. (One
+    that only refuses, NO ACTION or RESTRICT, is the database's to enforce.)"""
+    if plan.catalog.dialect != POSTGRESQL:
+        return
+    read = {t.schema for t in plan.catalog.tables}
+    removed = {(t.schema, t.name) for t, a in plan.actions.items() if a in REMOVING}
+    rows = conn.execute(
+        sa.text(
+            "SELECT pn.nspname, p.relname, k.conname, cn.nspname FROM pg_constraint k"
+            " JOIN pg_class p ON p.oid = k.confrelid"
+            " JOIN pg_namespace pn ON pn.oid = p.relnamespace"
+            " JOIN pg_class c ON c.oid = k.conrelid"
+            " JOIN pg_namespace cn ON cn.oid = c.relnamespace"
+            " WHERE k.contype = 'f' AND k.conparentid = 0 AND k.confdeltype IN ('c', 'n', 'd')"
+            " AND cn.nspname <> ALL(:read) ORDER BY 1, 2, 3"
+        ),
+        {"read": sorted(read)},
+    )
+    for schema, table, constraint, other in rows:
+        if (schema, table) in removed:
+            raise UnsupportedTable(
+                f"{schema}.{table}",
+                f"foreign key {constraint} in schema {other}, which was not read, would"
+                " change rows there that nobody checked; read that schema too",
+            )
+
+
 def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     """Refuse, before any write, when kept rows or another subject's rows would be hit."""
+    _unread_actions(conn, plan)
     for parent, action in sorted(plan.actions.items()):
         if action not in REMOVING:
             continue
@@ -634,6 +665,10 @@ def _shortcut(
         ):
             return None
         if fk.on_delete == SET_NULL:
+            if plan.actions.get(child) in REMOVING:
+                # The subject's own rows may be behind it: a clear in a batch (nested under
+                # a swept child, too) would strip them of the reference and leave them.
+                return None
             referenced = {c for ref in plan.catalog.incoming(child) for c in ref.parent_columns}
             if set(fk.clearable) != set(fk.child_columns) or referenced & set(fk.child_columns):
                 return None
@@ -1046,7 +1081,15 @@ class _Walker:
                     # The subject's own rows behind a SET NULL reference go first: the
                     # database would clear their key, which may hold the subject column.
                     member = self.preds.member(fk.child, child)
-                    self._walk(fk.child, sa.and_(where, member), ordered=False)
+                    own = sa.and_(where, member)
+                    # Not the rows being erased further up (a SET NULL self-reference or
+                    # cycle among the subject's rows): they go in their own frame.
+                    rid = self.rid[fk.child]
+                    for frame in self.stack:
+                        if frame.table == fk.child and frame.rids:
+                            busy = rid.matches(child, _sorted_keys(frame.rids), self.dialect)
+                            own = sa.and_(own, sa.not_(busy))
+                    self._walk(fk.child, own, ordered=False)
                 self._nullify(fk, where)
                 continue
             guard = self.preds.guard(fk.child, child)
@@ -1382,9 +1425,13 @@ class _Walker:
         if self._loop_ok is None:
             dialect = self.conn.dialect
             version = dialect.server_version_info or (0,)
-            names = (
-                c.name for info in self.plan.catalog.tables.values() for c in info.table.columns
-            )
+            # A column, table or schema named like one of the loop's variables would be
+            # ambiguous with it (a table's name is also a whole-row reference).
+            names = [
+                *(c.name for info in self.plan.catalog.tables.values() for c in info.table.columns),
+                *(t.name for t in self.plan.catalog.tables),
+                *(t.schema for t in self.plan.catalog.tables),
+            ]
             self._loop_ok = (
                 self.dialect == POSTGRESQL
                 and dialect.driver == "psycopg2"

@@ -46,6 +46,7 @@ from worker.exceptions import (
     UnknownSubjectColumn,
     UnknownTable,
     UnsatisfiablePlan,
+    UnsupportedTable,
 )
 from worker.graph import children_first, find_cycle, strongly_connected_components
 
@@ -348,6 +349,13 @@ def build_plan(
         )
         for t in sorted(nullified - set(actions))
     ]
+    for table in [*(t for t, a in actions.items() if a is not TableAction.KEEP), *nullified]:
+        if catalog.tables[table].inherited:
+            raise UnsupportedTable(
+                str(table),
+                "other tables inherit from it (INHERITS): its statements would reach their"
+                " rows too",
+            )
     return Plan(
         catalog=catalog,
         subject_columns=tuple(subject_columns),
@@ -861,18 +869,21 @@ class Predicates:
             self._member_plain(table, base_alias, depth, skip_self=True)
         )
         cte = base.cte(name, recursive=True)
-        recursive_parts = []
-        for fk in self_fks:
-            step = info.table.alias()
-            cond = sa.and_(
+        # One recursive term joining through any of the self-references: PostgreSQL
+        # takes one reference to the CTE in the recursive part, and ``UNION`` of several
+        # terms would nest the first of them in the non-recursive part.
+        step = info.table.alias()
+        conds = [
+            sa.and_(
                 *[
                     step.c[c] == cte.c[p]
                     for c, p in zip(fk.child_columns, fk.parent_columns, strict=True)
                 ]
             )
-            sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, cond)
-            recursive_parts.append(sel.where(sa.and_(sa.true(), *self._guards(table, step))))
-        return cte.union(*recursive_parts)
+            for fk in self_fks
+        ]
+        sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, sa.or_(*conds))
+        return cte.union(sel.where(sa.and_(sa.true(), *self._guards(table, step))))
 
     def orphan(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
         """Shared rows linked by the subject and referenced by no other row."""

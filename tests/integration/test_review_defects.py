@@ -517,3 +517,159 @@ def test_sqlite_untyped_subject_column_matches_the_number_and_its_exact_text(
     assert [r[0] for r in rows(sqlite_db, "t", "id")] == [3, 5, 6, 7, 8, 9]
     assert dry_run(sqlite_db.engine, plan, "abc").total_rows == 1
     assert dry_run(sqlite_db.engine, plan, "0").total_rows == 1
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+
+def _pg_erase(
+    pg: TargetDB, columns: list[str], server_batches: bool = True, fk_checks: str = "auto"
+) -> tuple[int, Any]:
+    plan = build_plan(reflect(pg.engine), columns)
+    expected = dry_run(pg.engine, plan, SUBJECT).total_rows
+    options = ExecutionOptions(batch_size=1, server_batches=server_batches, fk_checks=fk_checks)
+    return expected, erase(pg.engine, plan, SUBJECT, options)
+
+
+def test_pg_table_other_tables_inherit_from_is_refused(pg: TargetDB) -> None:
+    """Statements on an INHERITS parent reach its children's rows: tenant 7's row in
+    ev_x shared a ctid with the subject's row in ev and went with it."""
+    pg.run(
+        "CREATE TABLE ev (id int PRIMARY KEY, tenant_id int)",
+        "CREATE TABLE ev_x () INHERITS (ev)",
+        "INSERT INTO ev VALUES (1, 42), (2, 7)",
+        "INSERT INTO ev_x VALUES (3, 7), (4, 7)",
+    )
+    before = dump(pg, "ONLY ev", "ev_x")
+    with pytest.raises(UnsupportedTable, match="inherit"):
+        build_plan(reflect(pg.engine), ["tenant_id"])
+    assert dump(pg, "ONLY ev", "ev_x") == before
+
+
+def test_pg_table_named_like_a_loop_variable(pg: TargetDB) -> None:
+    """A table named eraser_n was an ambiguous whole-row reference in the server loop."""
+    pg.run(
+        "CREATE TABLE eraser_n (id int PRIMARY KEY, tenant_id int)",
+        "INSERT INTO eraser_n VALUES (1, 42), (2, 7)",
+    )
+    expected, report = _pg_erase(pg, ["tenant_id"])
+    assert report.verified
+    assert report.total_rows == expected == 1
+    assert rows(pg, "eraser_n") == [(2, 7)]
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+def test_pg_set_null_with_a_column_list(pg: TargetDB, server_batches: bool) -> None:
+    """PostgreSQL 15's ``ON DELETE SET NULL (col)`` was read as NO ACTION: the posts
+    were deleted, and with a composite key the tenant column would have been cleared."""
+    pg.run(
+        "CREATE TABLE users (tenant_id int, id int, PRIMARY KEY (tenant_id, id))",
+        "CREATE TABLE posts (id int PRIMARY KEY, tenant_id int NOT NULL, author_id int,"
+        " FOREIGN KEY (tenant_id, author_id) REFERENCES users ON DELETE SET NULL (author_id))",
+        "INSERT INTO users VALUES (42, 1), (7, 2)",
+        "INSERT INTO posts VALUES (10, 42, 1), (11, 7, 2)",
+    )
+    expected, report = _pg_erase(pg, ["users.tenant_id"], server_batches)
+    assert report.verified
+    assert report.total_rows == expected == 1
+    assert rows(pg, "posts") == [(10, 42, None), (11, 7, 2)]
+    assert rows(pg, "users") == [(7, 2)]
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+def test_pg_set_null_self_reference_among_the_subjects_rows(
+    pg: TargetDB, server_batches: bool
+) -> None:
+    """A SET NULL self-reference between the subject's rows recursed without end."""
+    pg.run(
+        "CREATE TABLE cat (id int PRIMARY KEY,"
+        " parent_id int REFERENCES cat ON DELETE SET NULL, tenant_id int)",
+        "INSERT INTO cat VALUES (7, 7, 42), (8, 9, 42), (9, 8, 42), (10, 7, 7), (11, NULL, 7)",
+    )
+    expected, report = _pg_erase(pg, ["tenant_id"], server_batches)
+    assert report.verified
+    assert report.total_rows == expected == 3
+    assert rows(pg, "cat") == [(10, None, 7), (11, None, 7)]
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+def test_pg_subject_rows_behind_a_set_null_reference_are_deleted_not_cleared(
+    pg: TargetDB, server_batches: bool
+) -> None:
+    """With Eraser checking references, a SET NULL clear nested under a swept child
+    stripped z's subject row of its key and left it (with its PII), verified."""
+    pg.run(
+        "CREATE TABLE p (id int PRIMARY KEY, tenant_id int)",
+        "CREATE TABLE c (tenant_id int NOT NULL, id int NOT NULL,"
+        " p_id int NOT NULL REFERENCES p, PRIMARY KEY (tenant_id, id))",
+        "CREATE TABLE z (id int PRIMARY KEY, tenant_id int, c_id int, secret text,"
+        " FOREIGN KEY (tenant_id, c_id) REFERENCES c ON DELETE SET NULL)",
+        "INSERT INTO p VALUES (1, 42), (2, 7)",
+        "INSERT INTO c VALUES (42, 1, 1), (7, 2, 2)",
+        "INSERT INTO z VALUES (1, 42, 1, 'pii of 42'), (2, 7, 2, 'x')",
+    )
+    expected, report = _pg_erase(pg, ["p.tenant_id", "z.tenant_id"], server_batches)
+    assert report.verified
+    assert report.total_rows == expected == 3
+    assert rows(pg, "z") == [(2, 7, 2, "x")]
+
+
+def test_pg_partial_unique_index_is_not_a_row_key(pg: TargetDB) -> None:
+    """A partial unique index served as c's row key: deleting by email took tenant 7's
+    archived row with the same email."""
+    pg.run(
+        "CREATE TABLE p (id int PRIMARY KEY, tenant_id int)",
+        "CREATE TABLE c (code int UNIQUE, p_id int NOT NULL REFERENCES p,"
+        " email text NOT NULL, archived bool NOT NULL)",
+        "CREATE UNIQUE INDEX c_live_email ON c (email) WHERE NOT archived",
+        "CREATE TABLE cc (id int PRIMARY KEY, code int REFERENCES c (code))",
+        "INSERT INTO p VALUES (1, 7), (2, 42)",
+        "INSERT INTO c VALUES (NULL, 1, 'dup', true), (3, 2, 'dup', true)",
+        "INSERT INTO cc VALUES (1, 3)",
+    )
+    expected, report = _pg_erase(pg, ["tenant_id"], fk_checks="database")
+    assert report.verified
+    assert report.total_rows == expected == 3
+    assert rows(pg, "c") == [(None, 1, "dup", True)]
+
+
+def test_pg_two_self_references_on_one_table(pg: TargetDB) -> None:
+    """Two self-referencing keys made the tree CTE ``(base UNION r1) UNION r2``, which
+    PostgreSQL refuses (InvalidRecursion): every dry run and erasure failed."""
+    pg.run(
+        "CREATE TABLE emp (id int PRIMARY KEY, tenant_id int,"
+        " manager_id int REFERENCES emp, mentor_id int REFERENCES emp)",
+        "INSERT INTO emp VALUES (1, 42, NULL, NULL), (2, 42, 1, 1), (3, 7, NULL, NULL),"
+        " (4, NULL, 2, 3)",
+    )
+    expected, report = _pg_erase(pg, ["tenant_id"])
+    assert report.verified
+    assert report.total_rows == expected == 3
+    assert rows(pg, "emp") == [(3, 7, None, None)]
+
+
+def test_pg_cascade_from_a_schema_not_read_is_refused(pg: TargetDB) -> None:
+    """Reflecting only ``public``, a CASCADE from the other schema took tenant 7's row
+    there along, unseen; a NO ACTION reference from there is left to the database."""
+    other = f'"{pg.other_schema}"'
+    pg.run(
+        "CREATE TABLE p (id int PRIMARY KEY, tenant_id int)",
+        f"CREATE TABLE {other}.c (id int PRIMARY KEY, tenant_id int,"
+        " p_id int REFERENCES public.p ON DELETE CASCADE)",
+        "INSERT INTO p VALUES (1, 42), (2, 7)",
+        f"INSERT INTO {other}.c VALUES (1, 7, 1)",
+    )
+    plan = build_plan(reflect(pg.engine, ["public"]), ["tenant_id"])
+    before = dump(pg, "p", f"{other}.c")
+    for run in (dry_run, erase):
+        with pytest.raises(UnsupportedTable, match="was not read"):
+            run(pg.engine, plan, SUBJECT)
+    assert dump(pg, "p", f"{other}.c") == before
+    pg.run(
+        f"ALTER TABLE {other}.c DROP CONSTRAINT c_p_id_fkey,"
+        " ADD CONSTRAINT c_p_id_fkey FOREIGN KEY (p_id) REFERENCES public.p",
+        f"UPDATE {other}.c SET p_id = 2",
+    )
+    report = erase(pg.engine, build_plan(reflect(pg.engine, ["public"]), ["tenant_id"]), SUBJECT)
+    assert report.verified
+    assert rows(pg, "p") == [(2, 7)]
