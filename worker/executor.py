@@ -56,8 +56,6 @@ from worker.dialects import (
     pg_array,
     referencing_constraints,
     row_address,
-    session_reset,
-    session_setup,
     subject_lock,
     wal_compression,
 )
@@ -954,27 +952,27 @@ class _Walker:
         others. The references are cleared in their usual short transactions, which
         never lock the held rows, so nothing waits on itself."""
         main = self.conn
-        held = main.engine.connect()
-        try:
-            session_setup(held, self.dialect, self.opts.lock_timeout_ms)
-            self.conn = held
-            with self._transaction():
-                target = self._t(table)
-                rid = self.rid[table]
-                where = rid.matches(target, [r.rid for r in rows], self.dialect)
-                lock = sa.select(*rid.select_columns(target)).where(where).with_for_update()
-                held.execute(lock).all()
+        with (
+            main.engine.connect() as held,
+            erasure_session(held, self.dialect, self.opts.lock_timeout_ms),
+        ):
+            try:
+                self.conn = held
+                with self._transaction():
+                    target = self._t(table)
+                    rid = self.rid[table]
+                    where = rid.matches(target, [r.rid for r in rows], self.dialect)
+                    lock = sa.select(*rid.select_columns(target)).where(where).with_for_update()
+                    held.execute(lock).all()
+                    self.conn = main
+                    try:
+                        # (Each reference's own walk keeps its transactions within budget.)
+                        self._clear_references(table, rows, False, set())
+                    finally:
+                        self.conn = held
+                    self._remove_rows(held, table, rows)
+            finally:
                 self.conn = main
-                try:
-                    # (Each reference's own walk keeps its transactions within budget.)
-                    self._clear_references(table, rows, False, set())
-                finally:
-                    self.conn = held
-                self._remove_rows(held, table, rows)
-        finally:
-            self.conn = main
-            session_reset(held, self.dialect)
-            held.close()
 
     def _erase_rows_once(self, table: TableName, rows: list[_Row], optimistic: bool) -> None:
         cleared: set[ForeignKey] = set()

@@ -599,7 +599,7 @@ def _describe_nullify(table: TableName, children: Mapping[TableName, list[Edge]]
 #: A whole number as a person writes it: ASCII digits only (``int()`` would also take
 #: ``4_2`` and other scripts' digits, and erase subject 42 for them).
 #: MySQL: text in the character set every other one converts to without loss.
-MYSQL_UTF8MB4 = mysql.CHAR(charset="utf8mb4")
+_UTF8MB4 = mysql.CHAR(charset="utf8mb4")
 _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 _BOOLEANS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
 
@@ -632,17 +632,11 @@ def _convert(value: object, python_type: type) -> Any:
     if python_type is int:
         if isinstance(value, bool):
             raise TypeError(value)
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(value)
-            number = int(value)
-        elif isinstance(value, int):
-            number = value
-        elif isinstance(value, str) and _INTEGER.fullmatch(value):
-            number = int(value)
-        else:
-            raise ValueError(value)
-        return number
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
+            return int(value)
+        raise ValueError(value)
     if python_type is str:
         return str(value)
     if python_type is uuid.UUID:
@@ -670,9 +664,18 @@ _UNROLL_FACTOR = 3
 MAX_UNROLL = 48
 
 
+def _sendable(subject: object, column_type: sa.types.TypeEngine[Any], column: str) -> Any:
+    """``coerce_subject``, with an integer no integer column holds as None: it matches
+    nothing, as NULL does (and SQLite's driver could not even send it)."""
+    value = coerce_subject(subject, column_type, column)
+    if isinstance(value, int) and not _BIGINT_MIN <= value <= _BIGINT_MAX:
+        return None
+    return value
+
+
 def _exact_text(value: ColumnElement[Any]) -> ColumnElement[Any]:
     """MySQL: ``value``'s text as utf8mb4 bytes, whatever its character set."""
-    return sa.func.binary(sa.cast(value, MYSQL_UTF8MB4))
+    return sa.func.binary(sa.cast(value, _UTF8MB4))
 
 
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
@@ -703,10 +706,7 @@ class Predicates:
         key = (table, column)
         if key not in self._values:
             col = self.plan.info(table).columns[column]
-            value = coerce_subject(self.subject, col.type, f"{table}.{column}")
-            if isinstance(value, int) and not _BIGINT_MIN <= value <= _BIGINT_MAX:
-                value = None  # no integer column holds it (and SQLite cannot even send it)
-            self._values[key] = value
+            self._values[key] = _sendable(self.subject, col.type, f"{table}.{column}")
         return self._values[key]
 
     def bind_values(self, subject: object) -> dict[str, Any]:
@@ -715,10 +715,7 @@ class Predicates:
         values = {}
         for (table, column), name in self._params.items():
             col = self.plan.info(table).columns[column]
-            value = coerce_subject(subject, col.type, f"{table}.{column}")
-            if isinstance(value, int) and not _BIGINT_MIN <= value <= _BIGINT_MAX:
-                value = None  # no integer column holds it: it matches nothing, as NULL
-            values[name] = value
+            values[name] = _sendable(subject, col.type, f"{table}.{column}")
         return values
 
     def _subject_param(self, table: TableName, col: str, type_: Any) -> ColumnElement[Any]:
@@ -753,9 +750,9 @@ class Predicates:
             # (Numbers only: compared with a NUMERIC expression, the text ' 42' would
             # be read as a number too.)
             number = sa.cast(value, sa.Numeric())
-            spelled = sa.cast(number, sa.Text()) == sa.cast(value, sa.Text())
-            numeric = sa.func.typeof(column).in_(["integer", "real"])
             text = sa.cast(value, sa.Text())
+            spelled = sa.cast(number, sa.Text()) == text
+            numeric = sa.func.typeof(column).in_(["integer", "real"])
             return sa.or_(match, sa.and_(numeric, column == number, spelled), column == text)
         return match
 
