@@ -237,7 +237,7 @@ def _scalar(raw: str) -> ScalarValue:
 
 def _load_plan(args: argparse.Namespace) -> tuple[sa.Engine, Plan]:
     url = _url(args)
-    engine = create_engine(url)
+    engine = create_engine(url, existing=True)
     check_connection(engine)
     policies = dict(parse_policy(p) for p in args.policy)
     try:

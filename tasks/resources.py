@@ -36,7 +36,7 @@ class Resources:
                 # dropped fails its task with a transient error, which is retried,
                 # and the pool is renewed.
                 self._engines[service] = create_engine(
-                    url, pool_size=2, max_overflow=2, pool_pre_ping=False
+                    url, existing=True, pool_size=2, max_overflow=2, pool_pre_ping=False
                 )
             return self._engines[service]
 

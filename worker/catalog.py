@@ -340,6 +340,7 @@ def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
             tables.update(found)
             if dialect == MYSQL:
                 _mysql_check_foreign_keys(conn, schema, found)
+                _mysql_check_column_names(conn, schema, found)
             if dialect == MYSQL and not schemas:
                 for info in found.values():
                     for fk in info.foreign_keys:
@@ -461,6 +462,34 @@ def _mysql_check_foreign_keys(
             raise UnsupportedTable(
                 str(TableName(schema, str(table))),
                 f"its foreign key {constraint} could not be read from the schema",
+            )
+
+
+def _mysql_check_column_names(
+    conn: Connection, schema: str, found: dict[TableName, TableInfo]
+) -> None:
+    """Refuse a table whose column names the reflection misread: SQLAlchemy keeps the
+    doubled backtick of ``SHOW CREATE TABLE`` in a name that holds one, and every
+    statement naming that column would fail. Only a name with a backtick in it is
+    checked (one query, for those tables)."""
+    suspect = {
+        t.name: info for t, info in found.items() if any("`" in c.name for c in info.table.columns)
+    }
+    if not suspect:
+        return
+    columns = conn.execute(
+        sa.text(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = :schema AND TABLE_NAME IN :tables"
+        ).bindparams(sa.bindparam("tables", expanding=True)),
+        {"schema": schema, "tables": sorted(suspect)},
+    ).all()
+    for name, info in sorted(suspect.items()):
+        declared = sorted(str(c) for t, c in columns if t == name)
+        if sorted(c.name for c in info.table.columns) != declared:
+            raise UnsupportedTable(
+                str(TableName(schema, name)),
+                "a column name holding a backtick could not be read from the schema",
             )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,14 +36,19 @@ def redact(url: str | URL) -> str:
         return "the given database URL"
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> Engine:
+def create_engine(url: str | URL, *, existing: bool = False, **kwargs: Any) -> Engine:
     """An engine for a target database (or the job store).
 
     SQLite connections enforce foreign keys and use explicit ``BEGIN`` so that
     transactions (and ``PRAGMA defer_foreign_keys``) behave as on the other databases.
+    With ``existing`` (a database to erase from), a SQLite file that is not there is
+    refused instead of created empty. Statement parameters are never put in
+    SQLAlchemy's messages or logs (``hide_parameters``): they carry subject values.
     """
     parsed = normalize_url(url)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    if existing:
+        _check_sqlite_file(parsed)
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if parsed.get_backend_name() == "postgresql":
         options["connect_args"] = {"application_name": "eraser", "connect_timeout": 10}
     elif parsed.get_backend_name() == "mysql":
@@ -57,6 +63,17 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         _sqlite_setup(engine)
     return engine
+
+
+def _check_sqlite_file(url: URL) -> None:
+    """A mistyped SQLite path would otherwise leave an empty database file behind and
+    fail later as "no table has the subject column"."""
+    if url.get_backend_name() != "sqlite" or url.query.get("uri") in ("true", "1"):
+        return
+    name = url.database or ""
+    if name in ("", ":memory:") or Path(name).is_file():
+        return
+    raise DatabaseUnavailable(redact(url), "no such database file", transient=False)
 
 
 def _sqlite_setup(engine: Engine) -> None:

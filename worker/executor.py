@@ -66,6 +66,7 @@ from worker.exceptions import (
     UnsatisfiablePlan,
     UnsupportedTable,
 )
+from worker.faults import database_failures
 from worker.planner import (
     MAX_UNROLL,
     REMOVING,
@@ -183,6 +184,7 @@ class SliceEnded(Exception):
         self.tables = tables
 
 
+@database_failures
 def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
     """Count what an erasure would do, in a read-only transaction that takes no row locks."""
     started = time.monotonic()
@@ -220,6 +222,7 @@ def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
     )
 
 
+@database_failures
 def erase(
     engine: Engine,
     plan: Plan,
@@ -276,6 +279,7 @@ def erase(
         )
 
 
+@database_failures
 def nothing_to_erase(
     engine: Engine, plan: Plan, subject: object, version: ColumnElement[Any] | None = None
 ) -> tuple[ErasureReport | None, Any]:

@@ -17,9 +17,12 @@ message text is used only for codes whose text names objects, never row values
 
 from __future__ import annotations
 
+import functools
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
@@ -110,8 +113,47 @@ _MYSQL_PERMANENT = {
 _MYSQL_MESSAGE_SAFE = {1142, 1143, 1146, 1049}
 
 
+class DatabaseFailure(EraserError):
+    """The database refused a statement of the erasure, or the connection was lost.
+
+    Raised by the engine's entry points (``erase``, ``dry_run``, ``nothing_to_erase``)
+    in place of SQLAlchemy's error. Its message is the fault's one-line description,
+    never the driver's text: drivers quote key values (subject data) in a foreign-key
+    violation's detail, and SQLAlchemy quotes the statement and its parameters. The
+    driver's error is kept in ``driver_error`` for a debugger; it is not chained, so a
+    logged traceback does not print it."""
+
+    def __init__(self, fault: Fault, driver_error: BaseException) -> None:
+        super().__init__(fault.description)
+        self.fault = fault
+        self.code = fault.code
+        self.transient = fault.retryable
+        self.driver_error = driver_error
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def database_failures(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Let ``function`` raise ``DatabaseFailure`` where SQLAlchemy raised an error that
+    may quote subject data."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except sa.exc.StatementError as exc:
+            failure = DatabaseFailure(classify(exc), exc)
+        raise failure
+
+    return wrapper
+
+
 def classify(exc: BaseException) -> Fault:
     """Sort a failure into transient, busy or permanent, with a safe description."""
+    if isinstance(exc, DatabaseFailure):
+        return exc.fault
     if isinstance(exc, SubjectLocked):
         return Fault(FaultKind.BUSY, "subject_locked", str(exc))
     if isinstance(exc, EraserError):
@@ -119,6 +161,11 @@ def classify(exc: BaseException) -> Fault:
         return Fault(kind, type(exc).__name__, str(exc))
     if isinstance(exc, sa.exc.DBAPIError):
         return _classify_dbapi(exc)
+    if isinstance(exc, sa.exc.StatementError):
+        # Raised before the statement reached the database: a value its driver cannot
+        # send. The message may quote the value, so only the class is named.
+        name = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        return Fault(FaultKind.PERMANENT, name, f"a statement's parameters were refused ({name})")
     if isinstance(exc, sa.exc.TimeoutError):  # no free connection in the pool, for now
         return Fault(FaultKind.TRANSIENT, "pool_timeout", "no database connection free in time")
     if _is_broker_error(exc):

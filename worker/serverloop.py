@@ -14,7 +14,9 @@ that runs the same statements, each with a fresh snapshot (read committed), and
 fraction of a second; between calls the client reports progress and honours the
 deadline. Each batch leaves what it committed (counts per table, the keyset position)
 in a session setting written in the batch's own transaction, so a call that fails
-midway still reports every batch it committed, and nothing of a rolled-back one.
+midway still reports every batch it committed, and nothing of a rolled-back one; and
+tells the client the same counts in a notice after each commit, so a call whose
+session is lost (a killed backend, a cut connection) reports them too.
 
 It covers the walk's most common shape: a table with a one-column integer or text
 key, whose rows' references are all removed, cleared or probed in the batch's own
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +56,11 @@ OVERFLOW = "ERAS2"
 MIN_SERVER_VERSION = (11,)
 #: Session settings where the loop leaves its committed state and its longest batch.
 _STATE = "eraser.loop"
+#: How the notice of a batch about to commit starts.
+_TOLD = "eraser: batch"
+#: How long a lost call's last transaction may take to be rolled back by its dying
+#: backend before its outcome is read.
+_SETTLE_SECONDS = 5.0
 _LONGEST = "eraser.loop_longest"
 #: What SQLAlchemy leaves for the driver in a statement's text: an escaped percent
 #: sign, a named parameter, a list expanded when it is run.
@@ -197,6 +205,7 @@ class ServerLoop:
         following = self._root_statement(sa.and_(spec.where, key > last))
         body = self._node_body(spec.root, 0, None)
         settings = [
+            "set_config('client_min_messages', 'notice', true)",
             f"set_config('lock_timeout', '{int(spec.lock_timeout_ms)}ms', true)",
             f"set_config('synchronous_commit', '{'off' if spec.fast_commit else 'on'}', true)",
         ]
@@ -230,6 +239,13 @@ class ServerLoop:
                 f"PERFORM set_config('{_STATE}', {p}call || ' ' || {p}batches || ' '"
                 f" || {p}done::int || ' ' || array_to_string({p}k, ',') || ' '"
                 f" || coalesce('=' || {p}last::text, ''), false);",
+                # The same tally, told to the client as it goes, with the transaction
+                # that commits it: if the session dies mid-call, its setting dies with
+                # it, but the notices already arrived (``_read_notices``). Counts only,
+                # no key: a server that logs notices logs no row value.
+                f"RAISE NOTICE '{_TOLD} % % % %', {p}call,"
+                " coalesce(txid_current_if_assigned()::text, '-'),"
+                f" {p}batches, array_to_string({p}k, ',');",
                 "COMMIT;",
                 f"{p}longest := greatest({p}longest, clock_timestamp() - {p}t0);",
                 f"PERFORM set_config('{_LONGEST}', {p}call || ' '"
@@ -432,6 +448,7 @@ class ServerLoop:
                 else:
                     error = driver_error(conn, exc, cursor, _STATEMENT)
                     if error.connection_invalidated:
+                        self._read_notices(run, call, list(dbapi.notices), conn.engine)
                         return run, error
             try:
                 cursor.execute(
@@ -455,6 +472,25 @@ class ServerLoop:
         run.top, run.rows = int(parts[0]), int(parts[1])
         run.swept = [int(x) for x in parts[2].split(",") if x] if len(parts) > 2 else []
 
+    def _read_notices(
+        self, run: LoopRun, call: str, notices: Sequence[str], engine: sa.Engine
+    ) -> None:
+        """What the batches of a call whose session was lost had committed. Each batch
+        told its tally just before its ``COMMIT``: every batch before the last one told
+        committed (the next one began after it), and the last one did if its
+        transaction did, which a new session asks the server."""
+        prefix = f"{_TOLD} {call} "
+        told: list[tuple[str, int, list[int]]] = []
+        for notice in notices:
+            _, _, message = notice.partition(":  ")
+            if message.startswith(prefix):
+                xid, batches, counts = message.removeprefix(prefix).strip().split(" ")
+                told.append((xid, int(batches), [int(x) for x in counts.split(",")]))
+        if told and not _committed(engine, told[-1][0]):
+            told.pop()
+        if told:
+            _, run.batches, run.counts = told[-1]
+
     def _read_state(self, run: LoopRun, call: str, state: str, longest: str) -> None:
         parts = state.split(" ", 4)
         if len(parts) == 5 and parts[0] == call:
@@ -468,6 +504,25 @@ class ServerLoop:
         seconds = longest.split(" ")
         if len(seconds) == 2 and seconds[0] == call:
             run.longest_seconds = float(seconds[1])
+
+
+def _committed(engine: sa.Engine, xid: str) -> bool:
+    """Whether transaction ``xid`` ("-": one that wrote nothing) committed, asked on a
+    new session; False when that cannot be known (the server is gone too)."""
+    if xid == "-":
+        return True
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    try:
+        with engine.connect() as conn:
+            while True:
+                status = conn.execute(sa.text("SELECT txid_status(:x)"), {"x": int(xid)})
+                found = status.scalar_one()
+                conn.rollback()
+                if found != "in progress" or time.monotonic() > deadline:
+                    return bool(found == "committed")
+                time.sleep(0.05)
+    except sa.exc.DBAPIError:
+        return False
 
 
 def driver_literals(conn: Connection) -> Callable[[Any], str]:

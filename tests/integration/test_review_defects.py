@@ -23,6 +23,7 @@ from worker.catalog import reflect
 from worker.database import create_engine
 from worker.exceptions import CrossSubjectReference, UnsatisfiablePlan, UnsupportedTable
 from worker.executor import ExecutionOptions, dry_run, erase
+from worker.faults import DatabaseFailure
 from worker.planner import build_plan, coerce_subject
 
 SUBJECT = 42
@@ -58,6 +59,23 @@ def test_mysql_foreign_key_to_a_backticked_table_name_is_refused(mysql: TargetDB
     with pytest.raises(UnsupportedTable, match=r"c_to_pq.*could not be read"):
         reflect(mysql.engine)
     assert dump(mysql, "`p``q`", "c") == before
+
+
+def test_mysql_column_name_with_a_backtick_is_refused(mysql: TargetDB) -> None:
+    """SQLAlchemy reflects the column `we``ird` as "we``ird": every statement naming it
+    failed with 1054 at erasure time. Refused at reflection, naming the table; a table
+    whose column names hold no backtick is unaffected."""
+    mysql.run(
+        "CREATE TABLE t (id INT PRIMARY KEY, tenant_id INT, `we``ird` INT, KEY (tenant_id))",
+        "CREATE TABLE plain (id INT PRIMARY KEY, tenant_id INT, KEY (tenant_id))",
+        "INSERT INTO t VALUES (1, 42, 0), (2, 7, 0)",
+    )
+    before = dump(mysql, "t")
+    with pytest.raises(UnsupportedTable, match=r"\.t: a column name holding a backtick"):
+        reflect(mysql.engine)
+    assert dump(mysql, "t") == before
+    mysql.run("DROP TABLE t")
+    assert [t.name for t in reflect(mysql.engine).tables] == ["plain"]
 
 
 # --- 2. MariaDB: subject columns in other character sets ---------------------------------
@@ -187,10 +205,11 @@ def test_foreign_key_retries_do_not_multiply_with_depth(pg: TargetDB, fk_checks:
     options = ExecutionOptions(server_batches=False, fk_checks=fk_checks)
     sa.event.listen(pg.engine, "before_cursor_execute", count)
     try:
-        with pytest.raises(sa.exc.IntegrityError):
+        with pytest.raises(DatabaseFailure) as refused:
             erase(pg.engine, plan, SUBJECT, options)
     finally:
         sa.event.remove(pg.engine, "before_cursor_execute", count)
+    assert refused.value.code == "23503"
     assert dump(pg, *tables) == before
     assert statements, "the erasure never tried to delete"
     assert len(statements) <= 5 * 4 + 5, len(statements)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.pool import NullPool
 
 from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport, TableAction
@@ -33,6 +35,7 @@ from worker.catalog import reflect
 from worker.database import create_engine
 from worker.dialects import session_setup
 from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
+from worker.faults import DatabaseFailure
 from worker.planner import build_plan
 from worker.serverloop import LoopRun, ServerLoop, loop_type
 from worker.service import run_service
@@ -238,8 +241,9 @@ def test_another_subjects_row_swept_along_rolls_that_batch_back(
                 )
             injected.append(last_order)
 
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(DatabaseFailure) as refused:
         _erase(pg, ExecutionOptions(batch_size=4, fk_checks="eraser"), on_progress)
+    assert refused.value.code == "23503"
     assert injected
     assert any(r.gave_back == "ERAS1" for r in calls.runs)
     with pg.engine.connect() as conn:
@@ -278,12 +282,13 @@ def test_an_error_midway_reports_what_was_committed(pg: TargetDB) -> None:
     seen: list[Progress] = []
     options = ExecutionOptions(batch_size=4, fk_checks="eraser", lock_timeout_ms=300)
     try:
-        with pytest.raises(sa.exc.OperationalError) as failed:
+        with pytest.raises(DatabaseFailure) as failed:
             _erase(pg, options, seen.append)
     finally:
         release.set()
         holder.join(10)
-    assert getattr(failed.value.orig, "pgcode", None) == "55P03"
+    assert failed.value.code == "55P03"
+    assert failed.value.transient
     reported = sum(p.rows for p in seen if p.table == "public.orders")
     assert reported == 8  # two batches of four, committed before the locked one
     assert _subject_rows(pg)["orders"] == len(ids) - 8
@@ -291,6 +296,67 @@ def test_an_error_midway_reports_what_was_committed(pg: TargetDB) -> None:
     assert report.verified
     assert _by_table(report)[("public.orders", TableAction.DELETE)] == len(ids) - 8
     assert orphans(pg.engine)[1] == {}
+
+
+def _kill_midway(pg: TargetDB, start: int, stop: threading.Event, killed: list[int]) -> None:
+    """Terminate the backend running the loop once some of the subject's orders are gone
+    (committed by it) and some remain, at a random moment within a batch."""
+    watcher = create_engine(pg.engine.url, poolclass=NullPool)
+    try:
+        with watcher.connect() as conn:
+            while not stop.is_set():
+                left = conn.execute(
+                    sa.text("SELECT count(*) FROM orders WHERE tenant_id = :s"), {"s": SUBJECT}
+                ).scalar_one()
+                pid = conn.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state = 'active' AND query LIKE 'DO $eraser_%'"
+                    )
+                ).scalar()
+                conn.rollback()
+                if pid is not None and 0 < left < start - 20:
+                    time.sleep(random.uniform(0, 0.003))
+                    conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                    conn.rollback()
+                    killed.append(pid)
+                    return
+                time.sleep(0.002)
+    finally:
+        watcher.dispose()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_lost_session_midway_reports_what_was_committed(pg: TargetDB, attempt: int) -> None:
+    """The loop's tally lives in its session; a killed backend took it along, and the
+    batches its call had committed went unreported (595 of 850 rows in review). Each
+    batch now tells its tally in a notice before its COMMIT, and whether that last
+    COMMIT happened is asked of the server: the report is exact wherever the kill
+    lands."""
+    _load(pg, customers=300)
+    before = _subject_rows(pg)
+    seen: list[Progress] = []
+    stop = threading.Event()
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_midway, args=(pg, before["orders"], stop, killed))
+    killer.start()
+    try:
+        with pytest.raises(DatabaseFailure) as failed:
+            _erase(pg, ExecutionOptions(batch_size=1, fk_checks="eraser"), seen.append)
+    finally:
+        stop.set()
+        killer.join(10)
+    assert killed, "the loop's backend was never terminated"
+    assert failed.value.transient
+    after = _subject_rows(pg)
+    assert 0 < after["orders"] < before["orders"]
+    reported = seen[-1].rows_by_table if seen else {}
+    for name in ("orders", "order line"):
+        assert reported.get(f"public.{name}:delete", 0) == before[name] - after[name], name
+    report = _erase(pg, ExecutionOptions(batch_size=4, fk_checks="eraser"))
+    assert report.verified
+    by_table = _by_table(report)
+    assert by_table[("public.orders", TableAction.DELETE)] == after["orders"]
 
 
 def test_a_deadline_ends_the_slice_between_calls(pg: TargetDB) -> None:

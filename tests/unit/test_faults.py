@@ -30,7 +30,7 @@ from worker.exceptions import (
     SubjectLocked,
     UnsatisfiablePlan,
 )
-from worker.faults import Fault, FaultKind, classify
+from worker.faults import DatabaseFailure, Fault, FaultKind, classify, database_failures
 
 if TYPE_CHECKING:
     from tests.conftest import TargetDB
@@ -447,3 +447,37 @@ def test_a_pool_timeout_is_transient(tmp_path: Path) -> None:
         engine.dispose()
     assert isinstance(exc, sa.exc.TimeoutError)
     assert classify(exc).kind is FaultKind.TRANSIENT
+
+
+def test_a_value_the_driver_cannot_send_is_permanent_and_unquoted(tmp_path: Path) -> None:
+    """A value refused before it reaches the database (a ``StatementError`` that is no
+    ``DBAPIError``: a type's bind processor raised) comes out of the engine's entry
+    points as a permanent ``DatabaseFailure`` that does not quote it."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+
+    @database_failures
+    def send() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.select(sa.bindparam("v", ROW_VALUE, type_=_Picky())))
+
+    with pytest.raises(DatabaseFailure) as failed:
+        send()
+    engine.dispose()
+    assert not isinstance(failed.value.driver_error, sa.exc.DBAPIError)
+    assert ROW_VALUE in str(failed.value.driver_error)
+    assert ROW_VALUE not in str(failed.value)
+    assert failed.value.fault == classify(failed.value.driver_error)
+    assert failed.value.fault.kind is FaultKind.PERMANENT
+    assert str(failed.value) == "a statement's parameters were refused (ValueError)"
+    assert failed.value.__cause__ is None
+    assert failed.value.__context__ is None
+
+
+class _Picky(sa.types.TypeDecorator[str]):
+    """A type whose bind processor refuses every value, quoting it (as some do)."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        raise ValueError(f"cannot store {value!r}")
