@@ -13,6 +13,7 @@ PostgreSQL server.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -72,18 +73,50 @@ def _tables(db: TargetDB) -> list[sa.Table]:
 
 def _erase_measuring_wal(db: TargetDB, options: ExecutionOptions) -> tuple[ErasureReport, int]:
     """Erase the subject right after a checkpoint (so every page it changes is written
-    whole to the WAL, as on a live server between checkpoints); the WAL it wrote."""
+    whole to the WAL, as on a live server between checkpoints); the WAL it wrote.
+
+    The WAL is the whole cluster's, so another session's writes (a test running beside
+    this one) would count too: with ``pg_walinspect``, only the records that change
+    ``db``'s own pages are summed."""
     plan = build_plan(reflect(db.engine), COLUMNS)
     with db.engine.connect() as plain:
         conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+        inspect = _walinspect(conn)
         conn.exec_driver_sql("CHECKPOINT")
         before = conn.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar_one()
     report = erase(db.engine, plan, SUBJECT, options)
-    with db.engine.connect() as conn:
-        written = conn.execute(
-            sa.text("SELECT pg_current_wal_lsn() - CAST(:b AS pg_lsn)"), {"b": before}
+    with db.engine.connect() as plain:
+        conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+        after = conn.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar_one()
+        if not inspect:
+            lsns = {"a": after, "b": before}
+            diff = sa.text("SELECT CAST(:a AS pg_lsn) - CAST(:b AS pg_lsn)")
+            return report, int(conn.execute(diff, lsns).scalar_one())
+        # The records read must be flushed (the WAL writer does within a few 200 ms).
+        flushed = sa.text("SELECT pg_current_wal_flush_lsn() >= CAST(:a AS pg_lsn)")
+        for _ in range(100):
+            if conn.execute(flushed, {"a": after}).scalar_one():
+                break
+            time.sleep(0.05)
+        own = conn.execute(
+            sa.text(
+                "SELECT coalesce(sum(record_length), 0) FROM pg_get_wal_records_info("
+                " CAST(:b AS pg_lsn), CAST(:a AS pg_lsn))"
+                " WHERE block_ref LIKE '%/' || ("
+                "  SELECT oid FROM pg_database WHERE datname = current_database()) || '/%'"
+            ),
+            {"a": after, "b": before},
         ).scalar_one()
-    return report, int(written)
+    return report, int(own)
+
+
+def _walinspect(conn: sa.Connection) -> bool:
+    """Whether ``pg_walinspect`` (contrib, PostgreSQL 15) is there, created if need be."""
+    try:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    except sa.exc.DBAPIError:
+        return False
+    return True
 
 
 def _session_setting(db: TargetDB) -> str:
