@@ -22,9 +22,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 class JobStatus(StrEnum):
     """Where a job stands. Terminal: succeeded, partially_failed, failed, cancelled."""
 
-    #: Committed; its tasks have not started (or it was not dispatched yet).
+    #: Committed, not dispatched to the workers yet (the reaper dispatches it if the
+    #: submitter could not).
     PENDING = "pending"
-    #: At least one task has started and not every task has finished.
+    #: Dispatched: its tasks are queued or running, not every one has finished.
     RUNNING = "running"
     #: Every task finished and verified that nothing of the subject remains.
     SUCCEEDED = "succeeded"
@@ -32,7 +33,8 @@ class JobStatus(StrEnum):
     PARTIALLY_FAILED = "partially_failed"
     #: Every task failed (or was cancelled after a failure).
     FAILED = "failed"
-    #: Cancelled before any task ran.
+    #: Cancelled with no task failed: the tasks that had not started never ran; any
+    #: that had already finished keep their outcome (and their rows) on the job.
     CANCELLED = "cancelled"
 
     @property

@@ -42,7 +42,8 @@ class ErasureRequest(BaseModel):
         doc = {
             "kind": self.subject_kind,
             "value": self.subject_value,
-            "services": sorted(self.services),
+            # As submitted (a service named twice is one task).
+            "services": sorted(set(self.services)),
             "dry_run": self.dry_run,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

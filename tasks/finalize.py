@@ -76,6 +76,7 @@ def finalize(store: JobStore, job_id: str, in_worker: bool = False) -> str:
                 Job.status,
                 Job.total_rows,
                 Job.finished_at,
+                Job.dispatched_at,
                 Job.subject_kind,
                 Job.subject_value,
                 Job.dry_run,
@@ -99,6 +100,8 @@ def finalize(store: JobStore, job_id: str, in_worker: bool = False) -> str:
             if r.service is not None
         ]
         status = job_status([TaskStatus(t[1]) for t in tasks])
+        if status is JobStatus.PENDING and job.dispatched_at is not None:
+            status = JobStatus.RUNNING  # dispatched, its tasks queued: not the reaper's
         total = sum(t[2] for t in tasks)
         changed = job.status != status or job.total_rows != total
         finished_at = job.finished_at

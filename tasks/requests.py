@@ -7,14 +7,20 @@ Send a message to the ``eraser.requests`` queue with task name
 does it and hides the arguments from Flower (``kwargsrepr``). The task validates the
 body with pydantic and submits the job as ``eraser submit`` does. A bad message never
 crashes a worker: it is dead-lettered (to ``eraser.dead_letter``, with the reason and
-the names of the faulty fields, never their values) and the task returns.
+the names of the faulty fields, never their values) and the task returns. A job store
+that cannot take the job right now (a lost connection, a restart, a failover) loses
+nothing: the message goes back to its queue, untouched, after a short pause, and is
+submitted when the store answers again.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from typing import Any
 
+from celery.exceptions import Reject
 from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
 from pydantic import ValidationError
@@ -25,8 +31,13 @@ from tasks.queues import Queue
 from tasks.resources import resources
 from tasks.submit import SubmitError, submit_and_dispatch
 from worker.app import app
+from worker.faults import classify
 
 log = logging.getLogger("eraser.requests")
+
+#: How long a worker waits before a request the job store could not take goes back to
+#: its queue (jittered), so a store that is down is not asked in a tight loop.
+REQUEUE_PAUSE_SECONDS = 2.0
 
 REQUESTS_QUEUE = KombuQueue(
     Queue.REQUESTS.value, Exchange(Queue.REQUESTS.value), routing_key=Queue.REQUESTS.value
@@ -54,6 +65,16 @@ def submit_request(**fields: Any) -> dict[str, Any]:
         return _reject("invalid request: " + "; ".join(problems))
     except SubmitError as exc:
         return _reject(str(exc))
+    except Exception as exc:
+        fault = classify(exc)
+        if not fault.retryable:
+            return _reject(f"the job store refused the request: {fault.description}")
+        # Not self.retry(): that sends a new message built from the arguments, without
+        # the sender's kwargsrepr, and Flower would show the subject. The original
+        # message goes back as it came.
+        log.warning("request not submitted now (%s); back to the queue", fault.description)
+        time.sleep(REQUEUE_PAUSE_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311
+        raise Reject(reason=fault.code, requeue=True) from None
     log.info("request submitted as job %s (created %s)", job.id, created)
     return {"job_id": job.id, "created": created}
 

@@ -406,7 +406,21 @@ def cancel_job(store: JobStore, job_id: str, *, actor: str = "cli") -> list[str]
         job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
         if job is None:
             raise RetryRefused(f"no job {job_id}")
-        waiting = [t for t in job.tasks if t.status == TaskStatus.PENDING and t.attempts == 0]
+        # The task rows are locked and read again: a worker claiming one (or recording
+        # its success) between a plain read and the write below would have its task
+        # marked cancelled after it ran. Locked, a claim waits for this commit and then
+        # finds the task cancelled; one already claimed is no longer pending here.
+        waiting = session.scalars(
+            sa.select(Task)
+            .where(
+                Task.job_id == job_id,
+                Task.status == TaskStatus.PENDING,
+                Task.attempts == 0,
+            )
+            .order_by(Task.service)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
         if not waiting:
             raise RetryRefused(f"job {job_id} has no task left to cancel (status {job.status})")
         now = utcnow()

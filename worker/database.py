@@ -28,12 +28,29 @@ def normalize_url(url: str | URL) -> URL:
     return parsed.set(drivername=drivername)
 
 
+#: Query parameters of a database URL that hold a secret (libpq takes ``?password=``).
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def redact(url: str | URL) -> str:
-    """The URL with its password hidden, for messages."""
+    """The URL with its password hidden, for messages: the one after the user name and
+    any given as a query parameter."""
     try:
-        return normalize_url(url).render_as_string(hide_password=True)
+        parsed = normalize_url(url)
     except DatabaseUnavailable:
         return "the given database URL"
+    hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_PARAMETERS}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")
+
+
+def _secrets(url: URL) -> list[str]:
+    """The URL's password and secret query parameters' values."""
+    found = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if key.lower() in _SECRET_PARAMETERS:
+            found += [value] if isinstance(value, str) else list(value)
+    return [s for s in found if s]
 
 
 def create_engine(url: str | URL, *, existing: bool = False, **kwargs: Any) -> Engine:
@@ -104,8 +121,8 @@ def check_connection(engine: Engine) -> None:
 
 
 def _scrub(message: str, url: URL) -> str:
-    if url.password:
-        message = message.replace(str(url.password), "***")
+    for secret in _secrets(url):
+        message = message.replace(secret, "***")
     return message
 
 

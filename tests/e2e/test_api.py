@@ -27,12 +27,14 @@ from models import certificate
 from models.jobstore import AuditEvent, DeadLetter, Job
 from models.messages import ErasureRequest
 from tasks.events import EVENTS_QUEUE
+from tests.conftest import PG_ADMIN_URL
 from tests.e2e.apiserver import (
     BROKEN_PASSWORD,
     KEY_SCOPES,
     ApiServer,
     running_api,
 )
+from worker.database import create_engine
 
 #: Tenants erased by one test each (a test never erases another test's tenant).
 ERASED = {
@@ -944,6 +946,44 @@ def test_plain_celery_requests_and_bad_messages(server: ApiServer, celery_client
         ),
     )
     assert server.wait(_job_by_key(server, key))["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_plain_celery_request_waits_out_a_job_store_outage(
+    server: ApiServer, celery_client: Celery
+) -> None:
+    """The job store restarts (its connections cut, none accepted for a while) just as a
+    request arrives: the request was acknowledged and lost (found in review). It now
+    goes back to its queue and becomes a job once the store answers."""
+    name = server.store.engine.url.database
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    quoted = admin.dialect.identifier_preparer.quote(str(name))
+    rejected_before = len(_rejections(server))
+    key = f"celery-outage-{uuid.uuid4()}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS false")
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        submit_via_celery(
+            celery_client,
+            ErasureRequest(
+                subject_kind="tenant", subject_value="t-keep-2", dry_run=True, idempotency_key=key
+            ),
+        )
+        time.sleep(4)  # the worker takes the message and meets the store down, at least once
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true")
+        admin.dispose()
+    job = server.wait(_job_by_key(server, key, timeout=60))
+    assert job["status"] == "succeeded", job
+    assert len(_rejections(server)) == rejected_before
 
 
 # --- 11. completion events --------------------------------------------------------------------

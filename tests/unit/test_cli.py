@@ -12,6 +12,7 @@ import pytest
 
 from api.cli import EXIT_ERROR, EXIT_OK, main, parse_policy
 from models.erasure import TableAction
+from worker.database import redact
 from worker.exceptions import EraserError
 
 SCHEMA = """
@@ -152,6 +153,28 @@ def test_unreachable_database_hides_the_password() -> None:
     assert "s3cret-pw" not in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://eraser@127.0.0.1:1/nowhere?password=s3cret-pw",
+        "postgresql://eraser@127.0.0.1:1/nowhere?sslmode=disable&PASSWORD=s3cret-pw",
+        "postgresql+psycopg://eraser@127.0.0.1:1/nowhere?password=s3cret-pw",
+    ],
+    ids=["query", "query-upper-case", "unknown-driver"],
+)
+def test_a_password_given_as_a_query_parameter_is_hidden_too(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpq takes ``?password=``; only the ``user:password@`` form was hidden."""
+    assert main(["plan", "--db", url, *ARGS]) == EXIT_ERROR
+    out, err = capsys.readouterr()
+    assert "s3cret-pw" not in out + err
+    assert err.startswith("eraser: error: cannot connect to ")
+    assert "=***" in err
+    assert redact(url).count("***") == 1
+    assert "s3cret-pw" not in redact(url)
 
 
 def test_db_env_reads_the_url_from_the_environment(

@@ -460,6 +460,42 @@ def test_a_cancelled_task_stays_cancelled(
     assert (_task(store, job_id, "shop").attempts, _attempts(store, job_id, "shop")) == (0, [])
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
+def test_a_task_claimed_while_its_job_is_cancelled_is_never_marked_cancelled_after_it_ran(
+    store: JobStore, registry: Registry, targets: Targets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cancel_job`` read the pending tasks, then wrote them cancelled by key: a worker
+    that claimed and finished one in between had its erasure recorded as cancelled
+    (found in review, PostgreSQL store). A worker now claims shop at exactly that
+    moment: it waits for the cancel to commit and then finds the task cancelled."""
+    job_id = _submit(store, registry, "shop", "billing", subject=SUBJECT)
+    shop_before = _tenant_rows(targets.engines["shop"])
+    real_utcnow = tasks.submit.utcnow
+    worker: dict[str, Any] = {}
+
+    def a_worker_claims_shop_now() -> datetime:
+        monkeypatch.setattr(tasks.submit, "utcnow", real_utcnow)
+
+        def claim() -> None:
+            worker["outcome"] = _run(store, registry, job_id, "shop", targets, PlanCache())
+
+        worker["thread"] = threading.Thread(target=claim)
+        worker["thread"].start()
+        worker["thread"].join(2.0)  # a claim that did not wait would be done by now
+        return real_utcnow()
+
+    monkeypatch.setattr(tasks.submit, "utcnow", a_worker_claims_shop_now)
+    assert cancel_job(store, job_id) == ["billing", "shop"]
+    worker["thread"].join(30)
+    assert not worker["thread"].is_alive()
+
+    assert worker["outcome"].result.status == "cancelled"
+    shop = _task(store, job_id, "shop")
+    assert (shop.status, shop.attempts) == (TaskStatus.CANCELLED, 0)
+    assert _attempts(store, job_id, "shop") == []
+    assert _tenant_rows(targets.engines["shop"]) == shop_before
+
+
 def test_a_failing_quick_check_is_recorded_by_the_general_path(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:

@@ -101,6 +101,20 @@ def test_idempotency_key(store: JobStore, registry: Registry) -> None:
         submit(store, registry, other)
 
 
+def test_a_service_named_twice_is_the_same_request(store: JobStore, registry: Registry) -> None:
+    """``submit`` makes one task of a service named twice, so the key's fingerprint must
+    not tell the two requests apart (it answered 409 to the same job)."""
+    once = ErasureRequest(
+        subject_kind="tenant", subject_value="1", services=["shop", "ghost"], idempotency_key="k"
+    )
+    first, _ = submit(store, registry, once)
+    twice = once.model_copy(update={"services": ["shop", "ghost", "shop"]})
+    again, created = submit(store, registry, twice)
+    assert (again.id, created) == (first.id, False)
+    with pytest.raises(IdempotencyConflict, match=first.id):
+        submit(store, registry, once.model_copy(update={"services": ["shop"]}))
+
+
 @pytest.mark.parametrize(
     ("request_args", "message"),
     [
