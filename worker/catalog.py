@@ -117,6 +117,11 @@ class TableInfo:
     system_versioned: bool = False
     #: PostgreSQL: other tables inherit from it (``INHERITS``, not partitions).
     inherited: bool = False
+    #: PostgreSQL: columns whose equality is not byte equality (``citext``, or a
+    #: nondeterministic collation): ``'a'`` equals ``'A'`` there.
+    inexact: frozenset[str] = frozenset()
+    #: PostgreSQL: rules (``CREATE RULE``) on its DELETE or UPDATE.
+    rules: tuple[str, ...] = ()
 
     def key_columns(self) -> tuple[str, ...] | None:
         """Columns that identify one row: the primary key, else a NOT NULL unique key."""
@@ -374,10 +379,13 @@ def _reflect_schema(
     partitioned: set[str] = set()
     validated: dict[tuple[str, str], bool] = {}
     parents: set[str] = set()
+    inexact: dict[str, set[str]] = {}
+    rules: dict[str, list[str]] = {}
     if dialect == POSTGRESQL:
         partitions, partitioned = _pg_partitions(conn, schema)
         validated = _pg_validated(conn, schema)
         parents = _pg_inheritance_parents(conn, schema)
+        inexact, rules = _pg_inexact_columns_and_rules(conn, schema)
     triggers = _triggers(conn, dialect, schema)
     versioned = _mysql_system_versioned(conn, schema) if dialect == MYSQL else set()
     sqlite_rules = _sqlite_delete_rules(conn, [t for _, t in columns]) if dialect == SQLITE else {}
@@ -406,6 +414,12 @@ def _reflect_schema(
                 schema if dialect == SQLITE else default_schema
             )
             child_cols = tuple(raw["constrained_columns"])
+            if not child_cols or any(c not in colmap for c in child_cols):
+                # SQLAlchemy splits a column list on commas: a name holding one is lost.
+                raise UnsupportedTable(
+                    str(name),
+                    f"its foreign key {raw.get('name')} could not be read from the schema",
+                )
             rule, listed = _delete_rule(
                 sqlite_rules.get((tname, raw["referred_table"], child_cols)) or opts.get("ondelete")
             )
@@ -438,8 +452,45 @@ def _reflect_schema(
             partitioned=tname in partitioned,
             system_versioned=tname in versioned,
             inherited=tname in parents,
+            inexact=frozenset(inexact.get(tname, ())),
+            rules=tuple(sorted(rules.get(tname, ()))),
         )
     return result
+
+
+def _pg_inexact_columns_and_rules(
+    conn: Connection, schema: str
+) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+    """PostgreSQL: per table of ``schema``, the columns whose equality is not byte
+    equality (``citext``, a domain over it, a nondeterministic collation), and the
+    rules on its DELETE or UPDATE. One statement."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT 'column', c.relname, a.attname FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_type t ON t.oid = a.atttypid"
+            " LEFT JOIN pg_type b ON b.oid = t.typbasetype"
+            " LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+            " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
+            " AND a.attnum > 0 AND NOT a.attisdropped"
+            " AND (t.typname = 'citext' OR b.typname = 'citext' OR NOT co.collisdeterministic)"
+            " UNION ALL"
+            " SELECT 'rule', c.relname, r.rulename FROM pg_rewrite r"
+            " JOIN pg_class c ON c.oid = r.ev_class"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND r.ev_type IN ('2', '4')"
+        ),
+        {"schema": schema},
+    ).all()
+    inexact: dict[str, set[str]] = {}
+    rules: dict[str, list[str]] = {}
+    for kind, table, name in rows:
+        if kind == "column":
+            inexact.setdefault(str(table), set()).add(str(name))
+        else:
+            rules.setdefault(str(table), []).append(str(name))
+    return inexact, rules
 
 
 def _mysql_check_foreign_keys(
@@ -539,8 +590,18 @@ def _delete_rule(rule: object) -> tuple[str, tuple[str, ...] | None]:
     listed = _RULE_COLUMNS.match(text)
     if listed is None:
         return _normalize_rule(text), None
-    columns = tuple(c.strip().strip('"') for c in listed.group(2).split(",") if c.strip())
+    columns = tuple(_pg_identifier(c) for c in _PG_IDENTIFIER.findall(listed.group(2)))
     return _normalize_rule(listed.group(1)), columns
+
+
+#: One identifier of a column list: quoted (doubled quotes inside) or plain.
+_PG_IDENTIFIER = re.compile(r'"(?:[^"]|"")*"|[^\s,"]+')
+
+
+def _pg_identifier(text: str) -> str:
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text
 
 
 def _normalize_rule(rule: object) -> str:

@@ -349,13 +349,21 @@ def build_plan(
         )
         for t in sorted(nullified - set(actions))
     ]
-    for table in [*(t for t, a in actions.items() if a is not TableAction.KEEP), *nullified]:
+    touched = [*(t for t, a in actions.items() if a is not TableAction.KEEP), *nullified]
+    for table in touched:
         if catalog.tables[table].inherited:
             raise UnsupportedTable(
                 str(table),
                 "other tables inherit from it (INHERITS): its statements would reach their"
                 " rows too",
             )
+        if catalog.tables[table].rules:
+            raise UnsupportedTable(
+                str(table),
+                f"it has rules on DELETE or UPDATE ({', '.join(catalog.tables[table].rules)}):"
+                " the erasure's statements cannot run through them",
+            )
+    _check_exact_keys(catalog, touched)
     return Plan(
         catalog=catalog,
         subject_columns=tuple(subject_columns),
@@ -371,6 +379,24 @@ def build_plan(
         policies=policy_map,
         cycle_of=cycle_of,
     )
+
+
+def _check_exact_keys(catalog: Catalog, touched: Sequence[TableName]) -> None:
+    """Refuse a foreign key into a touched table whose columns compare ignoring case or
+    accents (PostgreSQL ``citext``, a nondeterministic collation): the database takes
+    ``'A'`` as a reference to ``'a'``, while the walk matches references to the keys
+    it removed byte for byte, and would leave them behind."""
+    for parent in touched:
+        for fk in catalog.incoming(parent):
+            loose = set(fk.parent_columns) & catalog.tables[fk.parent].inexact
+            loose |= set(fk.child_columns) & catalog.tables[fk.child].inexact
+            if loose:
+                raise UnsupportedTable(
+                    str(fk.child),
+                    f"its foreign key {fk.name} compares {', '.join(sorted(loose))} ignoring"
+                    " case or accents (citext or a nondeterministic collation); the erasure"
+                    " matches keys exactly and could leave references behind",
+                )
 
 
 def _virtual_fk(catalog: Catalog, child: Sequence[str], parent: Sequence[str]) -> ForeignKey:
@@ -743,6 +769,11 @@ class Predicates:
             # Both sides as utf8mb4 first: a latin1 or utf16 column's bytes are not the
             # bytes of the same text sent by the client.
             return sa.and_(match, _exact_text(column) == _exact_text(value))
+        if col in self.plan.catalog.tables[table].inexact:
+            # PostgreSQL citext or a nondeterministic collation: 'acme' equals 'ACME'
+            # there. The indexed comparison stays; a byte-wise one is added.
+            exact = sa.cast(column, sa.Text()).collate("C")
+            return sa.and_(match, exact == sa.cast(value, sa.Text()).collate("C"))
         if self.plan.catalog.dialect == SQLITE and isinstance(column.type, sa.types.NullType):
             # A column without a declared type keeps each value as it came: 42, '42'
             # and 42.0 are all there. Text that spells a number exactly matches the

@@ -372,11 +372,15 @@ def test_an_explicit_request_is_refused_even_when_the_subject_has_no_rows(
 
 
 @pytest.mark.postgres
-def test_a_granted_role_under_row_level_security_leaves_no_orphan(pg_plain: TargetDB) -> None:
+def test_a_role_under_row_level_security_is_refused_before_anything_is_touched(
+    pg_plain: TargetDB,
+) -> None:
     """Row-level security hides the archived notes from the erasure's role (the table
-    forces it on its owner); the database's own checks bypass it. Hidden notes of the
-    subject cannot be removed by that role, so the erasure must fail as it does with
-    the database's checks, not remove their accounts from under them."""
+    forces it on its owner). Those notes are the subject's too: skipping them, the
+    erasure reported them gone (found in review). Eraser's sessions set
+    ``row_security = off``, so the first statement the policy would filter fails with
+    42501, naming the table, before any row is touched (the granted role that checks
+    references itself included)."""
     db = pg_plain
     load_accounts(db, 110)
     db.run(
@@ -387,17 +391,23 @@ def test_a_granted_role_under_row_level_security_leaves_no_orphan(pg_plain: Targ
         "CREATE POLICY live_notes ON notes USING (NOT archived)",
     )
     admin = create_engine(sa.make_url(PG_ADMIN_URL).set(database=db.engine.url.database))
+    # The role with the server's settings, as an application connects.
+    as_an_application = sa.create_engine(sa.make_url(db.url).set(drivername="postgresql+psycopg2"))
+    everything = "SELECT count(*) FROM {} WHERE {}"
     try:
-        hidden = count(admin, "SELECT count(*) FROM notes WHERE archived")
-        assert count(db.engine, "SELECT count(*) FROM notes WHERE archived") == 0 < hidden
-        with granted_replication_role(db), pytest.raises(DatabaseFailure) as refused:
-            run_erase(db, SUBJECT, "auto", batch_size=10)
-        assert is_foreign_key_violation(refused.value.driver_error)
-        # Checked as a superuser, who sees every row.
+        hidden = count(admin, everything.format("notes", "archived"))
+        assert count(as_an_application, everything.format("notes", "archived")) == 0 < hidden
+        before = {t: count(admin, everything.format(t, "true")) for t in RACE_TABLES}
+        for fk_checks in ("auto", "database"):
+            with granted_replication_role(db), pytest.raises(DatabaseFailure) as refused:
+                run_erase(db, SUBJECT, fk_checks, batch_size=10)
+            assert refused.value.code == "42501"
+            assert 'row-level security policy for table "notes"' in str(refused.value)
+            assert {t: count(admin, everything.format(t, "true")) for t in RACE_TABLES} == before
         assert orphans(admin) == (3, {})
-        assert count(admin, "SELECT count(*) FROM notes WHERE archived") == hidden
     finally:
         admin.dispose()
+        as_an_application.dispose()
 
 
 def test_other_databases_refuse_eraser_checks_and_default_to_their_own(
@@ -417,6 +427,7 @@ def test_other_databases_refuse_eraser_checks_and_default_to_their_own(
 
 # --- 3. writers adding references while the subject is erased -----------------------------
 
+RACE_TABLES = ("accounts", "notes", "tasks", "task_steps")
 RACE_DDL = (
     "CREATE TABLE accounts (id int PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL)",
     "CREATE INDEX ON accounts (tenant_id)",

@@ -692,3 +692,120 @@ def test_pg_cascade_from_a_schema_not_read_is_refused(pg: TargetDB) -> None:
     report = erase(pg.engine, build_plan(reflect(pg.engine, ["public"]), ["tenant_id"]), SUBJECT)
     assert report.verified
     assert rows(pg, "p") == [(2, 7)]
+
+
+# --- Second review, PostgreSQL -----------------------------------------------------------
+
+TYPES = {"citext": "citext", "collation": "text COLLATE ci"}
+CI_COLLATION = (
+    "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+)
+
+
+@pytest.mark.parametrize("kind", ["citext", "collation"])
+def test_pg_key_compared_ignoring_case_is_refused(pg: TargetDB, kind: str) -> None:
+    """The database takes c's 'A' as a reference to p's 'a'; the walk matched references
+    byte for byte and left c(2) pointing at nothing, verified. Refused instead."""
+    key = "citext" if kind == "citext" else "text COLLATE ci"
+    pg.run(
+        "CREATE EXTENSION IF NOT EXISTS citext",
+        CI_COLLATION,
+        f"CREATE TABLE p (k {key} PRIMARY KEY, tenant_id int)",
+        "CREATE INDEX ON p (tenant_id)",
+        f"CREATE TABLE c (id int PRIMARY KEY, k {'citext' if kind == 'citext' else 'text'}"
+        " REFERENCES p (k))",
+        "CREATE INDEX ON c (k)",
+        "INSERT INTO p VALUES ('a', 42), ('b', 7)",
+        "INSERT INTO c VALUES (1, 'a'), (2, 'A'), (3, 'b')",
+    )
+    with pytest.raises(UnsupportedTable, match=r"public\.c: .* ignoring case or accents"):
+        build_plan(reflect(pg.engine), ["tenant_id"])
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+@pytest.mark.parametrize("kind", ["citext", "collation"])
+def test_pg_subject_column_that_ignores_case_matches_exactly(
+    pg: TargetDB, kind: str, server_batches: bool
+) -> None:
+    """'acme' took 'ACME' and 'Acme' along: the subject is compared exactly, as on
+    MariaDB."""
+    pg.run(
+        "CREATE EXTENSION IF NOT EXISTS citext",
+        CI_COLLATION,
+        f"CREATE TABLE t (id int PRIMARY KEY, tenant {TYPES[kind]})",
+        "CREATE INDEX ON t (tenant)",
+        "INSERT INTO t VALUES (1, 'acme'), (2, 'ACME'), (3, 'Acme'), (4, 'other')",
+    )
+    plan = build_plan(reflect(pg.engine), ["tenant"])
+    assert dry_run(pg.engine, plan, "acme").total_rows == 1
+    report = erase(pg.engine, plan, "acme", ExecutionOptions(server_batches=server_batches))
+    assert (report.total_rows, report.verified) == (1, True)
+    assert rows(pg, "t") == [(2, "ACME"), (3, "Acme"), (4, "other")]
+
+
+def test_pg_row_level_security_hiding_subject_rows_fails_instead_of_skipping_them(
+    pg_plain: TargetDB,
+) -> None:
+    """A policy hid row 2 from the erasure's role, which reported the subject gone."""
+    pg_plain.run(
+        "CREATE TABLE t (id int PRIMARY KEY, tenant_id int, hidden bool)",
+        "CREATE INDEX ON t (tenant_id)",
+        "INSERT INTO t VALUES (1, 42, false), (2, 42, true), (3, 7, false)",
+        "ALTER TABLE t ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE t FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY vis ON t USING (NOT hidden)",
+    )
+    plan = build_plan(reflect(pg_plain.engine), ["tenant_id"])
+    for run in (dry_run, erase):
+        with pytest.raises(DatabaseFailure, match='row-level security policy for table "t"'):
+            run(pg_plain.engine, plan, SUBJECT)
+    admin = create_engine(sa.make_url(pg_plain.url).set(username="postgres"))
+    try:
+        with admin.connect() as conn:
+            kept = conn.exec_driver_sql("SELECT id FROM t ORDER BY id").scalars().all()
+    finally:
+        admin.dispose()
+    assert kept == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "rule", ["DO INSTEAD NOTHING", "DO ALSO INSERT INTO c_log VALUES (OLD.id)"]
+)
+def test_pg_table_with_a_rule_is_refused(pg: TargetDB, rule: str) -> None:
+    """Every statement failed with FeatureNotSupported (0A000) at erasure time."""
+    pg.run(
+        "CREATE TABLE c_log (id int)",
+        "CREATE TABLE c (id int PRIMARY KEY, tenant_id int)",
+        "INSERT INTO c VALUES (1, 42), (2, 7)",
+        f"CREATE RULE keep_log AS ON DELETE TO c {rule}",
+    )
+    with pytest.raises(UnsupportedTable, match=r"public\.c: it has rules .*keep_log"):
+        build_plan(reflect(pg.engine), ["tenant_id"])
+
+
+def test_pg_set_null_column_list_naming_a_quoted_column(pg: TargetDB) -> None:
+    """``SET NULL ("x""y")`` was read as a column named 'x""y': the UPDATE set nothing."""
+    pg.run(
+        "CREATE TABLE p (org int, id int, tenant_id int, PRIMARY KEY (org, id))",
+        "CREATE INDEX ON p (tenant_id)",
+        'CREATE TABLE c (id int PRIMARY KEY, org int, "x""y" int,'
+        ' FOREIGN KEY (org, "x""y") REFERENCES p (org, id) ON DELETE SET NULL ("x""y"))',
+        'CREATE INDEX ON c (org, "x""y")',
+        "INSERT INTO p VALUES (1, 1, 42), (1, 2, 7)",
+        "INSERT INTO c VALUES (10, 1, 1), (11, 1, 2)",
+    )
+    expected, report = _pg_erase(pg, ["tenant_id"])
+    assert report.verified
+    assert report.total_rows == expected == 1
+    assert rows(pg, "c") == [(10, 1, None), (11, 1, 2)]
+
+
+def test_pg_foreign_key_on_a_column_named_with_a_comma_is_refused(pg: TargetDB) -> None:
+    """SQLAlchemy splits the column list on the comma: a KeyError at plan time."""
+    pg.run(
+        "CREATE TABLE p (org int, id int, tenant_id int, PRIMARY KEY (org, id))",
+        'CREATE TABLE c (id int PRIMARY KEY, org int, "x,y" int,'
+        ' FOREIGN KEY (org, "x,y") REFERENCES p (org, id))',
+    )
+    with pytest.raises(UnsupportedTable, match=r"public\.c: its foreign key .* could not be read"):
+        reflect(pg.engine)
