@@ -500,6 +500,18 @@ def _check_anonymize(
                     f"anonymized rows keep referencing deleted rows through {fk.describe()}; "
                     "set those columns to null",
                 )
+        for fk in catalog.incoming(table):
+            changed = sorted(set(fk.parent_columns) & set(pol.set))
+            if changed:
+                # ON UPDATE CASCADE or SET NULL would rewrite the referencing rows,
+                # whoever's they are (a kept table's, another subject's); NO ACTION
+                # would fail the batch. The rows that point at a key are not data to
+                # anonymize by rewriting the key.
+                raise PolicyConflict(
+                    str(table),
+                    f"anonymizing {', '.join(changed)} would change the key that"
+                    f" {fk.describe()} references; anonymize other columns, or delete",
+                )
 
 
 def _cycle_strategy(
@@ -925,8 +937,11 @@ class Predicates:
         others: list[ColumnElement[bool]] = []
         links = self.plan.orphan_links[table]
         for fk in self.plan.catalog.incoming(table):
-            if fk not in links and fk.child in self.plan.actions:
+            owned = fk.child in self.plan.actions and fk.child not in self.plan.orphan_links
+            if fk not in links and owned:
                 continue  # rows owned by the shared row: they go with it
+            # (A shared row that another shared row references, a parent tag say, is
+            # not orphaned: the other may be another subject's.)
             ref = self.plan.info(fk.child).table.alias()
             join = sa.and_(
                 *[

@@ -18,10 +18,16 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from api.cli import EXIT_ERROR, EXIT_OK, main
+from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB
 from worker.catalog import reflect
 from worker.database import create_engine
-from worker.exceptions import CrossSubjectReference, UnsatisfiablePlan, UnsupportedTable
+from worker.exceptions import (
+    CrossSubjectReference,
+    PolicyConflict,
+    UnsatisfiablePlan,
+    UnsupportedTable,
+)
 from worker.executor import ExecutionOptions, dry_run, erase
 from worker.faults import DatabaseFailure
 from worker.planner import build_plan, coerce_subject
@@ -809,3 +815,65 @@ def test_pg_foreign_key_on_a_column_named_with_a_comma_is_refused(pg: TargetDB) 
     )
     with pytest.raises(UnsupportedTable, match=r"public\.c: its foreign key .* could not be read"):
         reflect(pg.engine)
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["plain", "mentions-kept"])
+def test_pg_anonymizing_a_referenced_key_is_refused(pg: TargetDB, kept: bool) -> None:
+    """ON UPDATE CASCADE rewrote tenant 7's mention of alice's handle to NULL: another
+    subject's row (or a kept one) changed, and the report said nothing."""
+    pg.run(
+        "CREATE TABLE users (id int PRIMARY KEY, tenant_id int, handle text UNIQUE)",
+        "CREATE INDEX ON users (tenant_id)",
+        "CREATE TABLE mentions (id int PRIMARY KEY,"
+        " handle text REFERENCES users (handle) ON UPDATE CASCADE, tenant_id int)",
+        "INSERT INTO users VALUES (1, 42, 'alice'), (2, 7, 'bob')",
+        "INSERT INTO mentions VALUES (1, 'alice', 7), (2, 'bob', 7)",
+    )
+    policies = {"public.users": TablePolicy(action=TableAction.ANONYMIZE, set={"handle": None})}
+    if kept:
+        policies["public.mentions"] = TablePolicy(action=TableAction.KEEP)
+    with pytest.raises(PolicyConflict, match=r"anonymizing handle would change the key"):
+        build_plan(reflect(pg.engine), ["tenant_id"], policies)
+    # Anonymizing a column nothing references still works.
+    pg.run("ALTER TABLE users ADD COLUMN name text", "UPDATE users SET name = 'n' || id")
+    other = {"public.users": TablePolicy(action=TableAction.ANONYMIZE, set={"name": "erased"})}
+    plan = build_plan(reflect(pg.engine), ["tenant_id"], other)
+    assert erase(pg.engine, plan, SUBJECT).verified
+    assert rows(pg, "users") == [(1, 42, "alice", "erased"), (2, 7, "bob", "n2")]
+    assert rows(pg, "mentions") == [(1, "alice", 7), (2, "bob", 7)]
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+@pytest.mark.parametrize("rule", ["CASCADE", "NO ACTION"])
+def test_pg_shared_row_referenced_by_another_shared_row_is_not_orphaned(
+    pg: TargetDB, rule: str, server_batches: bool
+) -> None:
+    """Tag 100, unlinked by the subject, is the parent of tenant 7's tag 200: it was
+    deleted as an orphan and its CASCADE took tag 200 and tenant 7's link along (with
+    NO ACTION, the links went and then the delete failed, for good)."""
+    pg.run(
+        "CREATE TABLE users (id int PRIMARY KEY, tenant_id int)",
+        "CREATE INDEX ON users (tenant_id)",
+        "CREATE TABLE tags (id int PRIMARY KEY,"
+        f" parent_id int REFERENCES tags (id) ON DELETE {rule})",
+        "CREATE INDEX ON tags (parent_id)",
+        "CREATE TABLE user_tags (user_id int REFERENCES users (id),"
+        " tag_id int REFERENCES tags (id) ON DELETE CASCADE, PRIMARY KEY (user_id, tag_id))",
+        "CREATE INDEX ON user_tags (tag_id)",
+        "INSERT INTO users VALUES (1, 42), (2, 7)",
+        "INSERT INTO tags VALUES (100, NULL), (200, 100), (300, NULL)",
+        "INSERT INTO user_tags VALUES (1, 100), (2, 200), (1, 300)",
+    )
+    policies = {
+        "public.user_tags": TablePolicy(action=TableAction.UNLINK),
+        "public.tags": TablePolicy(action=TableAction.DELETE_IF_ORPHANED),
+    }
+    plan = build_plan(reflect(pg.engine), ["tenant_id"], policies)
+    expected = dry_run(pg.engine, plan, SUBJECT).total_rows
+    options = ExecutionOptions(batch_size=1, server_batches=server_batches)
+    report = erase(pg.engine, plan, SUBJECT, options)
+    assert report.verified
+    assert report.total_rows == expected == 4  # user 1, its two links, tag 300
+    assert rows(pg, "user_tags") == [(2, 200)]
+    assert rows(pg, "tags") == [(100, None), (200, 100)]
+    assert rows(pg, "users") == [(2, 7)]
