@@ -1055,6 +1055,9 @@ class _Walker:
         fk = edge.fk
         return (
             edge.mode is EdgeMode.DELETE
+            # An anonymized parent is updated, not deleted: no check would catch a row
+            # left behind (a NULL subject column), so its references are looked up.
+            and self.plan.actions.get(fk.parent) is not TableAction.ANONYMIZE
             and fk.child in self._done
             and fk.on_delete in (NO_ACTION, RESTRICT)
             and not fk.deferrable

@@ -877,3 +877,31 @@ def test_pg_shared_row_referenced_by_another_shared_row_is_not_orphaned(
     assert rows(pg, "user_tags") == [(2, 200)]
     assert rows(pg, "tags") == [(100, None), (200, 100)]
     assert rows(pg, "users") == [(2, 7)]
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+def test_pg_child_of_an_anonymized_row_with_a_null_subject_column_is_erased(
+    pg: TargetDB, server_batches: bool
+) -> None:
+    """Order 12 has no tenant but belongs to the subject's user, who is anonymized: the
+    dry run counted it, the erasure never removed it (it relied on the parent's delete
+    failing for a row left behind, and an anonymized parent is not deleted), and every
+    run ended unverified."""
+    pg.run(
+        "CREATE TABLE users (id int PRIMARY KEY, tenant_id int, email text)",
+        "CREATE INDEX ON users (tenant_id)",
+        "CREATE TABLE orders (id int PRIMARY KEY, user_id int REFERENCES users (id),"
+        " tenant_id int)",
+        "CREATE INDEX ON orders (user_id)",
+        "CREATE INDEX ON orders (tenant_id)",
+        "INSERT INTO users VALUES (1, 42, 'a@x'), (2, 7, 'b@x')",
+        "INSERT INTO orders VALUES (10, 1, 42), (11, 2, 7), (12, 1, NULL)",
+    )
+    policies = {"public.users": TablePolicy(action=TableAction.ANONYMIZE, set={"email": "erased"})}
+    plan = build_plan(reflect(pg.engine), ["tenant_id"], policies)
+    expected = dry_run(pg.engine, plan, SUBJECT).total_rows
+    report = erase(pg.engine, plan, SUBJECT, ExecutionOptions(server_batches=server_batches))
+    assert report.verified
+    assert report.total_rows == expected == 2
+    assert rows(pg, "orders") == [(11, 2, 7)]
+    assert rows(pg, "users") == [(1, 42, "erased"), (2, 7, "b@x")]
