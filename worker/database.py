@@ -88,7 +88,17 @@ def create_engine(url: str | URL, *, existing: bool = False, **kwargs: Any) -> E
         raise DatabaseUnavailable(redact(parsed), type(exc).__name__, transient=False) from None
     if parsed.get_backend_name() == "sqlite":
         _sqlite_setup(engine)
+    if parsed.get_driver_name() == "psycopg2":
+        _psycopg2_setup(engine)
     return engine
+
+
+def _psycopg2_setup(engine: Engine) -> None:
+    from worker import pgtypes  # noqa: PLC0415 - psycopg2 only where it is used
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        pgtypes.register(dbapi_connection)
 
 
 def _check_sqlite_file(url: URL) -> None:

@@ -888,6 +888,8 @@ class _Walker:
                 if done < limit:
                     return
                 if ordered:
+                    if last is not None and last_key == last:
+                        return  # a key that does not come back as read: no progress
                     last = last_key
         if self._direct(table) and self._walk_direct(table, where, ordered):
             return
@@ -911,6 +913,10 @@ class _Walker:
             if fresh:
                 self._erase_rows(table, fresh)
             if ordered:
+                if last is not None and rows[-1].rid == last:
+                    # A key the driver does not send back as it read it: the same batch
+                    # would come back for ever. The verification reports what is left.
+                    return
                 last = rows[-1].rid
             if len(rows) < n:
                 return

@@ -703,10 +703,14 @@ MAX_UNROLL = 48
 
 
 def _sendable(subject: object, column_type: sa.types.TypeEngine[Any], column: str) -> Any:
-    """``coerce_subject``, with an integer no integer column holds as None: it matches
-    nothing, as NULL does (and SQLite's driver could not even send it)."""
+    """``coerce_subject``, with a value the column cannot hold as None: it matches
+    nothing, as NULL does. An integer no integer column holds (SQLite's driver could
+    not even send it); a text that is none of an enum's labels (PostgreSQL would refuse
+    the statement: one service's enum does not fail another's erasure)."""
     value = coerce_subject(subject, column_type, column)
     if isinstance(value, int) and not _BIGINT_MIN <= value <= _BIGINT_MAX:
+        return None
+    if isinstance(column_type, sa.Enum) and column_type.enums and value not in column_type.enums:
         return None
     return value
 

@@ -905,3 +905,57 @@ def test_pg_child_of_an_anonymized_row_with_a_null_subject_column_is_erased(
     assert report.total_rows == expected == 2
     assert rows(pg, "orders") == [(11, 2, 7)]
     assert rows(pg, "users") == [(1, 42, "erased"), (2, 7, "b@x")]
+
+
+@pytest.mark.parametrize("db", ["postgresql", "mysql"], indirect=True)
+def test_a_subject_that_is_none_of_an_enums_labels_matches_nothing(db: TargetDB) -> None:
+    """PostgreSQL refused the statement (22P02): one service's enum failed the erasure
+    of a value that service simply does not hold."""
+    if db.backend == "postgresql":
+        db.run("CREATE TYPE tier AS ENUM ('gold', 'silver')")
+        column = "tier"
+    else:
+        column = "ENUM('gold', 'silver')"
+    db.run(
+        f"CREATE TABLE t (id int PRIMARY KEY, tenant {column})",
+        "CREATE INDEX t_tenant ON t (tenant)",
+        "INSERT INTO t VALUES (1, 'gold'), (2, 'silver')",
+    )
+    plan = build_plan(reflect(db.engine), ["tenant"])
+    for subject in ("bronze", "GOLD"):
+        assert dry_run(db.engine, plan, subject).total_rows == 0
+        report = erase(db.engine, plan, subject)
+        assert (report.total_rows, report.verified) == (0, True)
+    assert erase(db.engine, plan, "gold").total_rows == 1
+    assert rows(db, "t") == [(2, "silver")]
+
+
+@pytest.mark.parametrize("fk_checks", ["auto", "database"])
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+@pytest.mark.parametrize("key", ["date", "timestamptz"])
+def test_pg_infinite_date_keys_are_erased_and_their_references_found(
+    pg: TargetDB, key: str, server_batches: bool, fk_checks: str
+) -> None:
+    """psycopg2 read 'infinity' as the year 9999 and sent that back: c(2) was left
+    pointing at nothing, verified (or, batch by batch, the same row came back for ever).
+    A real 9999-12-31 stays itself."""
+    pg.run(
+        f"CREATE TABLE p (k {key} PRIMARY KEY, tenant_id int)",
+        "CREATE INDEX ON p (tenant_id)",
+        f"CREATE TABLE c (id int PRIMARY KEY, k {key} REFERENCES p (k))",
+        "CREATE INDEX ON c (k)",
+        "INSERT INTO p VALUES ('2020-01-01', 42), ('infinity', 42), ('-infinity', 42),"
+        " ('9999-12-31', 7), ('2021-01-01', 7)",
+        "INSERT INTO c VALUES (1, '2020-01-01'), (2, 'infinity'), (3, '2021-01-01'),"
+        " (4, '-infinity'), (5, '9999-12-31')",
+    )
+    plan = build_plan(reflect(pg.engine), ["tenant_id"])
+    expected = dry_run(pg.engine, plan, SUBJECT).total_rows
+    options = ExecutionOptions(batch_size=1, server_batches=server_batches, fk_checks=fk_checks)
+    report = erase(pg.engine, plan, SUBJECT, options)
+    assert report.verified
+    assert report.total_rows == expected == 6
+    assert [r[0] for r in rows(pg, "c")] == [3, 5]
+    with pg.engine.connect() as conn:
+        kept = conn.exec_driver_sql("SELECT k::date::text FROM p ORDER BY k").scalars().all()
+    assert kept == ["2021-01-01", "9999-12-31"]
