@@ -52,6 +52,12 @@ def addressed_by(chosen: sa.Select[Any]) -> ColumnElement[bool]:
 _SQLITE_ROWID_NAMES = ("rowid", "_rowid_", "oid")
 
 
+def addressable(type_: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a column's values can name rows: hashable and ordered in Python as in
+    the database (not JSON, arrays or key-value maps)."""
+    return not isinstance(type_, sa.JSON | sa.ARRAY | postgresql.HSTORE)
+
+
 @dataclass(frozen=True)
 class RowIdentity:
     """How the engine names one row of a table: its key, or the database's row address
@@ -71,6 +77,8 @@ class RowIdentity:
         key = info.key_columns()
         if key and dialect == SQLITE and any(info.columns[c].nullable for c in key):
             key = None
+        if key and not all(addressable(info.columns[c].type) for c in key):
+            key = None  # jsonb, arrays: values the walk can neither sort nor set apart
         if key:
             return cls("key", key)
         if dialect == POSTGRESQL and not info.partitioned:

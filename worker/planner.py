@@ -40,6 +40,7 @@ from worker.catalog import (
     TableInfo,
     TableName,
 )
+from worker.dialects import addressable
 from worker.exceptions import (
     InvalidSubjectValue,
     PolicyConflict,
@@ -390,6 +391,14 @@ def _check_exact_keys(catalog: Catalog, touched: Sequence[TableName]) -> None:
         for fk in catalog.incoming(parent):
             loose = set(fk.parent_columns) & catalog.tables[fk.parent].inexact
             loose |= set(fk.child_columns) & catalog.tables[fk.child].inexact
+            columns = catalog.tables[fk.parent].columns
+            odd = [c for c in fk.parent_columns if not addressable(columns[c].type)]
+            if odd:
+                raise UnsupportedTable(
+                    str(fk.child),
+                    f"its foreign key {fk.name} references {', '.join(odd)}, whose values"
+                    " (JSON, arrays) the erasure cannot match one by one",
+                )
             if loose:
                 raise UnsupportedTable(
                     str(fk.child),

@@ -959,3 +959,30 @@ def test_pg_infinite_date_keys_are_erased_and_their_references_found(
     with pg.engine.connect() as conn:
         kept = conn.exec_driver_sql("SELECT k::date::text FROM p ORDER BY k").scalars().all()
     assert kept == ["2021-01-01", "9999-12-31"]
+
+
+@pytest.mark.parametrize("server_batches", [True, False], ids=["server", "client"])
+def test_pg_table_keyed_by_jsonb_is_walked_by_row_address(
+    pg: TargetDB, server_batches: bool
+) -> None:
+    """A jsonb primary key gave TypeErrors (unhashable dict, dict > str) after some rows
+    were gone. Its rows are named by ctid instead; a foreign key into it is refused."""
+    pg.run(
+        "CREATE TABLE docs (k jsonb PRIMARY KEY, tenant_id int)",
+        "CREATE INDEX ON docs (tenant_id)",
+        "CREATE TABLE notes (id int PRIMARY KEY, tenant_id int)",
+        "CREATE INDEX ON notes (tenant_id)",
+        """INSERT INTO docs VALUES ('{"a": 1}', 42), ('"x"', 42), ('[1, 2]', 42),"""
+        """ ('{"a": 2}', 7)""",
+        "INSERT INTO notes VALUES (1, 42), (2, 7)",
+    )
+    expected, report = _pg_erase(pg, ["tenant_id"], server_batches)
+    assert report.verified
+    assert report.total_rows == expected == 4
+    assert rows(pg, "docs") == [({"a": 2}, 7)]
+    pg.run(
+        "CREATE TABLE refs (id int PRIMARY KEY, k jsonb REFERENCES docs (k))",
+        "CREATE INDEX ON refs (k)",
+    )
+    with pytest.raises(UnsupportedTable, match=r"public\.refs: .* references k, whose values"):
+        build_plan(reflect(pg.engine), ["tenant_id"])
