@@ -67,16 +67,7 @@ def create_engine(url: str | URL, *, existing: bool = False, **kwargs: Any) -> E
         _check_sqlite_file(parsed)
     options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if parsed.get_backend_name() == "postgresql":
-        # row_security = off: a row-level security policy that would hide rows from
-        # this role makes the statement fail (42501) instead of silently skipping the
-        # subject's hidden rows and reporting them gone.
-        given = parsed.query.get("options", "")
-        given = given if isinstance(given, str) else " ".join(given)
-        options["connect_args"] = {
-            "application_name": "eraser",
-            "connect_timeout": 10,
-            "options": f"{given} -c row_security=off".strip(),
-        }
+        options["connect_args"] = {"application_name": "eraser", "connect_timeout": 10}
     elif parsed.get_backend_name() == "mysql":
         options["connect_args"] = {"connect_timeout": 10}
     elif parsed.get_backend_name() == "sqlite":
@@ -99,6 +90,16 @@ def _psycopg2_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         pgtypes.register(dbapi_connection)
+        # A row-level security policy that would hide rows from this role makes the
+        # statement fail (42501) instead of silently skipping the subject's hidden rows
+        # and reporting them gone. (A SET, not a startup option: PgBouncer refuses
+        # those it does not know.)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SET row_security = off")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
 
 
 def _check_sqlite_file(url: URL) -> None:

@@ -1284,8 +1284,10 @@ class _Walker:
             count = int(self.conn.execute(delete).rowcount)
             self._record(table, action, count)
             return count, None
-        if self.dialect == POSTGRESQL:
+        if self.dialect == POSTGRESQL and not self.plan.info(table).rules:
             return self._remove_leaf_batch_pg(table, where, limit, ordered)
+        # (A PostgreSQL table with rules on its writes cannot take a DELETE in a WITH
+        # query or with RETURNING: it goes by key, as on MySQL.)
         # MySQL cannot delete from a table it selects from in a subquery: lock the batch
         # in key order first, then remove it by key.
         rows = self._fetch(table, where, limit, ordered, lock=True)
@@ -1402,7 +1404,7 @@ class _Walker:
             return None
         rid = self.rid[table]
         info = self.plan.info(table)
-        if rid.kind != "key" or len(rid.columns) != 1 or info.partitioned:
+        if rid.kind != "key" or len(rid.columns) != 1 or info.partitioned or info.rules:
             return None
         dialect = self.conn.dialect
         if loop_type(self._t(table).c[rid.columns[0]].type, dialect) is None:

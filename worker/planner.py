@@ -358,12 +358,6 @@ def build_plan(
                 "other tables inherit from it (INHERITS): its statements would reach their"
                 " rows too",
             )
-        if catalog.tables[table].rules:
-            raise UnsupportedTable(
-                str(table),
-                f"it has rules on DELETE or UPDATE ({', '.join(catalog.tables[table].rules)}):"
-                " the erasure's statements cannot run through them",
-            )
     _check_exact_keys(catalog, touched)
     return Plan(
         catalog=catalog,
