@@ -788,6 +788,10 @@ class Predicates:
             # Both sides as utf8mb4 first: a latin1 or utf16 column's bytes are not the
             # bytes of the same text sent by the client.
             return sa.and_(match, _exact_text(column) == _exact_text(value))
+        if self.plan.catalog.dialect == SQLITE and isinstance(column.type, sa.String):
+            # A column declared COLLATE NOCASE or RTRIM compares by it ('ACME' equals
+            # 'acme'); the collation isn't reflected, so a binary comparison is added.
+            return sa.and_(match, column == value.collate("BINARY"))
         if col in self.plan.catalog.tables[table].inexact:
             # PostgreSQL citext or a nondeterministic collation: 'acme' equals 'ACME'
             # there. The indexed comparison stays; a byte-wise one is added.

@@ -1007,3 +1007,24 @@ def test_pg_table_keyed_by_jsonb_is_walked_by_row_address(
     )
     with pytest.raises(UnsupportedTable, match=r"public\.refs: .* references k, whose values"):
         build_plan(reflect(pg.engine), ["tenant_id"])
+
+
+def test_sqlite_subject_column_declared_nocase_or_rtrim_matches_exactly(
+    sqlite_db: TargetDB,
+) -> None:
+    """A TEXT COLLATE NOCASE column took 'ACME' along with 'acme' (and RTRIM 'acme  '),
+    as PostgreSQL's citext did: the subject is compared exactly everywhere."""
+    sqlite_db.run(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, tenant TEXT COLLATE NOCASE)",
+        "CREATE TABLE u (id INTEGER PRIMARY KEY, tenant VARCHAR(10) COLLATE RTRIM)",
+        "CREATE INDEX t_tenant ON t (tenant)",
+        "CREATE INDEX u_tenant ON u (tenant)",
+        "INSERT INTO t VALUES (1, 'acme'), (2, 'ACME'), (3, 'other')",
+        "INSERT INTO u VALUES (1, 'acme'), (2, 'acme  '), (3, 'other')",
+    )
+    plan = build_plan(reflect(sqlite_db.engine), ["tenant"])
+    assert dry_run(sqlite_db.engine, plan, "acme").total_rows == 2
+    report = erase(sqlite_db.engine, plan, "acme")
+    assert (report.total_rows, report.verified) == (2, True)
+    assert rows(sqlite_db, "t") == [(2, "ACME"), (3, "other")]
+    assert rows(sqlite_db, "u") == [(2, "acme  "), (3, "other")]
