@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -52,10 +52,42 @@ def addressed_by(chosen: sa.Select[Any]) -> ColumnElement[bool]:
 _SQLITE_ROWID_NAMES = ("rowid", "_rowid_", "oid")
 
 
-def addressable(type_: sa.types.TypeEngine[Any]) -> bool:
+def as_driver_gives(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """``column`` read and compared as the driver gives its values, without SQLAlchemy's
+    conversions (MySQL, SQLite). Keys are read to be sent back: through those
+    conversions a MySQL DOUBLE came back as a Decimal rounded to 10 places, a TIME as a
+    time of day (no sign, no days), a SQLite DATETIME re-formatted, and the value sent
+    back named another subject's row, or none. psycopg2 gives PostgreSQL's values as
+    they are, and their types keep the arrays of ``= ANY``."""
+    if dialect == POSTGRESQL:
+        return column
+    return sa.type_coerce(column, _DriverValue())
+
+
+class _DriverValue(sa.types.UserDefinedType[Any]):
+    """A value as the driver gives and takes it: no conversion either way, and (unlike
+    ``NullType``) no type guessed from a parameter's Python value either (a MySQL TIME
+    is a ``timedelta``, which SQLAlchemy would send as a date-time)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        raise NotImplementedError("never in DDL")
+
+    def bind_processor(self, dialect: sa.Dialect) -> None:
+        return None
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
+        return None
+
+
+def addressable(type_: sa.types.TypeEngine[Any], dialect: str = "") -> bool:
     """Whether a column's values can name rows: hashable and ordered in Python as in
     the database (not JSON, arrays or key-value maps)."""
-    return not isinstance(type_, sa.JSON | sa.ARRAY | postgresql.HSTORE)
+    if isinstance(type_, sa.JSON | sa.ARRAY | postgresql.HSTORE):
+        return False
+    # MySQL's single-precision FLOAT is compared as a double: 0.1 stored is not 0.1.
+    return not (dialect == MYSQL and isinstance(type_, mysql.FLOAT))
 
 
 @dataclass(frozen=True)
@@ -71,16 +103,18 @@ class RowIdentity:
     columns: tuple[str, ...] = ()
     #: SQLite: the name the row id goes by in this table.
     alias: str = "rowid"
+    #: The dialect, for keys read and sent back as the driver gives them.
+    dialect: str = ""
 
     @classmethod
     def of(cls, info: TableInfo, dialect: str) -> RowIdentity:
         key = info.key_columns()
         if key and dialect == SQLITE and any(info.columns[c].nullable for c in key):
             key = None
-        if key and not all(addressable(info.columns[c].type) for c in key):
+        if key and not all(addressable(info.columns[c].type, dialect) for c in key):
             key = None  # jsonb, arrays: values the walk can neither sort nor set apart
         if key:
-            return cls("key", key)
+            return cls("key", key, dialect=dialect)
         if dialect == POSTGRESQL and not info.partitioned:
             return cls("ctid")
         if dialect == SQLITE:
@@ -98,9 +132,12 @@ class RowIdentity:
     def _rowid(self) -> ColumnElement[Any]:
         return sa.literal_column(self.alias)
 
+    def _keys(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
+        return [as_driver_gives(table.c[c], self.dialect) for c in self.columns]
+
     def select_columns(self, table: sa.FromClause) -> list[ColumnElement[Any]]:
         if self.kind == "key":
-            return [table.c[c] for c in self.columns]
+            return self._keys(table)
         if self.kind == "ctid":
             return [sa.cast(_ctid(), sa.Text)]
         if self.kind == "rowid":
@@ -126,10 +163,12 @@ class RowIdentity:
     def after(self, table: sa.FromClause, last: tuple[Any, ...]) -> ColumnElement[bool]:
         """Rows after ``last`` in key order (keyset pagination)."""
         if self.kind == "key":
-            cols: list[ColumnElement[Any]] = [table.c[c] for c in self.columns]
+            cols = self._keys(table)
             if len(cols) == 1:
                 return cols[0] > sa.literal(last[0], cols[0].type)
-            return sa.tuple_(*cols) > sa.tuple_(*last)
+            return sa.tuple_(*cols) > sa.tuple_(
+                *[sa.literal(v, c.type) for v, c in zip(last, cols, strict=True)]
+            )
         if self.kind == "ctid":
             return _ctid() > sa.cast(sa.literal(last[0], sa.Text), _Tid())
         return self._rowid() > sa.literal(last[0])
@@ -150,6 +189,7 @@ def key_in(
 ) -> ColumnElement[bool]:
     """``columns IN values``; on PostgreSQL one column becomes ``= ANY(array)``, a single
     parameter whatever the batch size."""
+    columns = [as_driver_gives(c, dialect) for c in columns]
     if len(columns) == 1:
         col = columns[0]
         flat = [v[0] for v in values]

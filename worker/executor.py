@@ -43,6 +43,7 @@ from worker.dialects import (
     RowIdentity,
     WalCompression,
     addressed_by,
+    as_driver_gives,
     begin_batch,
     begin_read_only,
     checks_off_unsafe,
@@ -811,6 +812,11 @@ class _Walker:
                 cols += edge.fk.parent_columns
                 if edge.fk.is_self_reference:
                     cols += edge.fk.child_columns
+            for fk in plan.info(table).foreign_keys:
+                if fk.is_self_reference and self.dialect == MYSQL:
+                    # _split_self_pointing reads both sides, edge or not (a shared
+                    # table's parent reference is no edge of the walk).
+                    cols += [*fk.parent_columns, *fk.child_columns]
             self.needed[table] = list(dict.fromkeys(cols))
 
     # --- the walk ---------------------------------------------------------------------
@@ -1254,12 +1260,8 @@ class _Walker:
         rid = self.rid[table]
         rid_cols = rid.select_columns(target)
         needed = self.needed[table]
-        stmt = (
-            sa.select(*rid_cols, *[target.c[c] for c in needed])
-            .select_from(target)
-            .where(where)
-            .limit(limit)
-        )
+        values = [as_driver_gives(target.c[c], self.dialect) for c in needed]
+        stmt = sa.select(*rid_cols, *values).select_from(target).where(where).limit(limit)
         if ordered:
             stmt = stmt.order_by(*rid.order_by(target))
         if lock:
@@ -1292,7 +1294,9 @@ class _Walker:
         # in key order first, then remove it by key.
         rows = self._fetch(table, where, limit, ordered, lock=True)
         if rows:
-            self._apply(table, rows)
+            # The subject's column checked again with the keys: a key that named
+            # another row must not take it along.
+            self._apply(table, rows, self.preds.guard(table, target))
         return len(rows), rows[-1].rid if rows else None
 
     def _remove_leaf_batch_pg(

@@ -386,12 +386,14 @@ def _check_exact_keys(catalog: Catalog, touched: Sequence[TableName]) -> None:
             loose = set(fk.parent_columns) & catalog.tables[fk.parent].inexact
             loose |= set(fk.child_columns) & catalog.tables[fk.child].inexact
             columns = catalog.tables[fk.parent].columns
-            odd = [c for c in fk.parent_columns if not addressable(columns[c].type)]
+            odd = [
+                c for c in fk.parent_columns if not addressable(columns[c].type, catalog.dialect)
+            ]
             if odd:
                 raise UnsupportedTable(
                     str(fk.child),
                     f"its foreign key {fk.name} references {', '.join(odd)}, whose values"
-                    " (JSON, arrays) the erasure cannot match one by one",
+                    " (JSON, arrays, MySQL FLOAT) the erasure cannot match one by one",
                 )
             if loose:
                 raise UnsupportedTable(
@@ -787,7 +789,12 @@ class Predicates:
         if self.plan.catalog.dialect == MYSQL and isinstance(column.type, sa.String):
             # Both sides as utf8mb4 first: a latin1 or utf16 column's bytes are not the
             # bytes of the same text sent by the client.
-            return sa.and_(match, _exact_text(column) == _exact_text(value))
+            stored: ColumnElement[Any] = column
+            if isinstance(column.type, sa.CHAR):
+                # A CHAR value has no trailing spaces, but PAD_CHAR_TO_FULL_LENGTH in
+                # the session's sql_mode reads it padded to its length.
+                stored = sa.func.rtrim(column)
+            return sa.and_(match, _exact_text(stored) == _exact_text(value))
         if self.plan.catalog.dialect == SQLITE and isinstance(column.type, sa.String):
             # A column declared COLLATE NOCASE or RTRIM compares by it ('ACME' equals
             # 'acme'); the collation isn't reflected, so a binary comparison is added.

@@ -1028,3 +1028,152 @@ def test_sqlite_subject_column_declared_nocase_or_rtrim_matches_exactly(
     assert (report.total_rows, report.verified) == (2, True)
     assert rows(sqlite_db, "t") == [(2, "ACME"), (3, "other")]
     assert rows(sqlite_db, "u") == [(2, "acme  "), (3, "other")]
+
+
+# --- Second review, MariaDB and SQLite --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "subject_keys", "other_keys"),
+    [
+        ("DOUBLE", ["0.30000000000000004", "1.00000000001", "1e300"], ["0.3", "1.0"]),
+        ("TIME(3)", ["'-01:00:00'", "'100:00:00'", "'00:00:00.001'"], ["'23:00:00'", "'04:00:00'"]),
+    ],
+    ids=["double", "time"],
+)
+def test_mysql_keys_are_sent_back_as_the_driver_read_them(
+    mysql: TargetDB, key: str, subject_keys: list[str], other_keys: list[str]
+) -> None:
+    """Read through SQLAlchemy's types, a DOUBLE key came back as a Decimal rounded to
+    10 places and a TIME as a time of day: sent back, they named tenant 7's rows (0.3,
+    23:00:00), which went, while the subject's stayed; through a unique key a child's
+    CASCADE took tenant 7's child row and the report said verified."""
+    mysql.run(
+        f"CREATE TABLE p (id {key} PRIMARY KEY, tenant_id INT, KEY (tenant_id))",
+        f"CREATE TABLE q (id INT PRIMARY KEY, code {key} NOT NULL UNIQUE, tenant_id INT,"
+        " KEY (tenant_id))",
+        f"CREATE TABLE c (id INT PRIMARY KEY, code {key}, note VARCHAR(10),"
+        " FOREIGN KEY (code) REFERENCES q (code) ON DELETE CASCADE)",
+        "INSERT INTO p VALUES "
+        + ", ".join([*(f"({k}, 42)" for k in subject_keys), *(f"({k}, 7)" for k in other_keys)]),
+        "INSERT INTO q VALUES "
+        + ", ".join(
+            f"({i}, {k}, {t})"
+            for i, (k, t) in enumerate([(subject_keys[0], 42), (other_keys[0], 7)])
+        ),
+        f"INSERT INTO c VALUES (10, {subject_keys[0]}, 'of42'), (11, {other_keys[0]}, 'of7')",
+    )
+    before = {t: rows(mysql, t) for t in ("p", "q", "c")}
+    plan = build_plan(reflect(mysql.engine), ["tenant_id"])
+    expected = dry_run(mysql.engine, plan, SUBJECT).total_rows
+    report = erase(mysql.engine, plan, SUBJECT, ExecutionOptions(batch_size=2))
+    assert report.verified
+    assert report.total_rows == expected == len(subject_keys) + 2
+    assert rows(mysql, "p") == [r for r in before["p"] if r[1] == 7]
+    assert rows(mysql, "q") == [r for r in before["q"] if r[2] == 7]
+    assert rows(mysql, "c") == [r for r in before["c"] if r[2] == "of7"]
+
+
+def test_mysql_float_key_is_not_used_to_name_rows(mysql: TargetDB) -> None:
+    """A single-precision FLOAT never equals the literal it was written as (0.1 is
+    stored as 0.100000001...): its leaf rows go by the subject's predicate alone; a key
+    referenced by a foreign key is refused."""
+    mysql.run(
+        "CREATE TABLE p (id FLOAT PRIMARY KEY, tenant_id INT, KEY (tenant_id))",
+        "INSERT INTO p VALUES (0.1, 42), (0.2, 7), (3.3333333, 42)",
+    )
+    plan = build_plan(reflect(mysql.engine), ["tenant_id"])
+    report = erase(mysql.engine, plan, SUBJECT, ExecutionOptions(batch_size=1))
+    assert (report.total_rows, report.verified) == (2, True)
+    assert [r[1] for r in rows(mysql, "p")] == [7]
+    mysql.run("CREATE TABLE c (id INT PRIMARY KEY, pid FLOAT, FOREIGN KEY (pid) REFERENCES p (id))")
+    with pytest.raises(UnsupportedTable, match="MySQL FLOAT"):
+        build_plan(reflect(mysql.engine), ["tenant_id"])
+
+
+def test_mysql_char_subject_under_pad_char_to_full_length(mysql: TargetDB) -> None:
+    """With PAD_CHAR_TO_FULL_LENGTH in the session, the exact comparison read '42   ':
+    nothing matched, and the erasure reported verified with every row still there."""
+    mysql.run(
+        "CREATE TABLE p (id CHAR(6) PRIMARY KEY, tenant_id CHAR(5), KEY (tenant_id))",
+        "CREATE TABLE c (id INT PRIMARY KEY, tenant_id CHAR(5), pid CHAR(6), KEY (tenant_id),"
+        " FOREIGN KEY (pid) REFERENCES p (id) ON DELETE CASCADE)",
+        "INSERT INTO p VALUES ('a', '42'), ('b', '7'), ('c', '42')",
+        "INSERT INTO c VALUES (10, '42', 'a'), (11, '7', 'b'), (12, '42', 'c')",
+    )
+    url = sa.make_url(mysql.url).update_query_dict(
+        {"init_command": "SET SESSION sql_mode = CONCAT(@@sql_mode, ',PAD_CHAR_TO_FULL_LENGTH')"}
+    )
+    engine = create_engine(url)
+    try:
+        plan = build_plan(reflect(engine), ["tenant_id"])
+        assert dry_run(engine, plan, "42").total_rows == 4
+        report = erase(engine, plan, "42", ExecutionOptions(batch_size=1))
+    finally:
+        engine.dispose()
+    assert (report.total_rows, report.verified) == (4, True)
+    assert rows(mysql, "p") == [("b", "7")]
+    assert rows(mysql, "c") == [(11, "7", "b")]
+
+
+def test_mysql_orphaned_shared_row_with_a_parent_reference(mysql: TargetDB) -> None:
+    """Tag 103 (parent 100) is linked only by the subject: its delete read the parent
+    column it had not fetched (KeyError) after a link was already gone."""
+    mysql.run(
+        "CREATE TABLE users (id INT PRIMARY KEY, tenant_id INT, KEY (tenant_id))",
+        "CREATE TABLE tags (id INT PRIMARY KEY, parent_id INT,"
+        " FOREIGN KEY (parent_id) REFERENCES tags (id) ON DELETE CASCADE)",
+        "CREATE TABLE user_tags (user_id INT, tag_id INT, PRIMARY KEY (user_id, tag_id),"
+        " FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE,"
+        " FOREIGN KEY (tag_id) REFERENCES tags (id) ON DELETE CASCADE)",
+        "INSERT INTO users VALUES (1, 42), (2, 7)",
+        "INSERT INTO tags VALUES (100, NULL), (103, 100), (104, NULL)",
+        "INSERT INTO user_tags VALUES (1, 103), (2, 104), (1, 104)",
+    )
+    policies = {
+        "user_tags": TablePolicy(action=TableAction.UNLINK),
+        "tags": TablePolicy(action=TableAction.DELETE_IF_ORPHANED),
+    }
+    plan = build_plan(reflect(mysql.engine), ["tenant_id"], policies)
+    expected = dry_run(mysql.engine, plan, SUBJECT).total_rows
+    report = erase(mysql.engine, plan, SUBJECT, ExecutionOptions(batch_size=2))
+    assert report.verified
+    assert report.total_rows == expected == 4
+    assert rows(mysql, "tags") == [(100, None), (104, None)]
+    assert rows(mysql, "user_tags") == [(2, 104)]
+
+
+@pytest.mark.parametrize(
+    ("key", "subject_keys", "other_keys"),
+    [
+        (
+            "DATETIME",
+            ["'2020-01-01 00:00:00'", "'2020-01-02T00:00:00'"],
+            ["'2020-01-01 00:00:00.000000'"],
+        ),
+        ("BOOLEAN", ["2"], ["1"]),
+        ("NUMERIC", ["0.30000000000000004"], ["0.3"]),
+        ("BLOB", ["'abc'", "'x'"], ["X'616263'"]),
+    ],
+    ids=["datetime", "boolean", "numeric", "blob-holding-text"],
+)
+def test_sqlite_keys_are_sent_back_as_stored(
+    sqlite_db: TargetDB, key: str, subject_keys: list[str], other_keys: list[str]
+) -> None:
+    """SQLAlchemy re-formatted a WITHOUT ROWID table's DATETIME key (and read BOOLEAN 2
+    as True, NUMERIC as a rounded Decimal, text in a BLOB column as unsendable):
+    tenant 7's row went, the subject's stayed, or every erasure failed."""
+    values = [*(f"({k}, 42)" for k in subject_keys), *(f"({k}, 7)" for k in other_keys)]
+    sqlite_db.run(
+        f"CREATE TABLE p (id {key} PRIMARY KEY, tenant_id INT) WITHOUT ROWID",
+        "CREATE INDEX p_tenant ON p (tenant_id)",
+        f"INSERT INTO p VALUES {', '.join(values)}",
+    )
+    plan = build_plan(reflect(sqlite_db.engine), ["tenant_id"])
+    expected = dry_run(sqlite_db.engine, plan, SUBJECT).total_rows
+    report = erase(sqlite_db.engine, plan, SUBJECT, ExecutionOptions(batch_size=1))
+    assert report.verified
+    assert report.total_rows == expected == len(subject_keys)
+    with sqlite_db.engine.connect() as conn:
+        left = conn.exec_driver_sql("SELECT tenant_id FROM p").scalars().all()
+    assert left == [7] * len(other_keys)
