@@ -61,7 +61,20 @@ def as_driver_gives(column: ColumnElement[Any], dialect: str) -> ColumnElement[A
     they are, and their types keep the arrays of ``= ANY``."""
     if dialect == POSTGRESQL:
         return column
+    if isinstance(column.type, mysql.BIT):
+        # A MySQL BIT comes as bytes, which it compares with as a string: as a number.
+        return sa.type_coerce(column, _BitNumber())
     return sa.type_coerce(column, _DriverValue())
+
+
+class _BitNumber(sa.types.TypeDecorator[int]):
+    """A MySQL BIT value as the number it is, read and sent."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> int | None:
+        return int.from_bytes(value, "big") if isinstance(value, bytes) else value
 
 
 class _DriverValue(sa.types.UserDefinedType[Any]):

@@ -1038,8 +1038,11 @@ def test_sqlite_subject_column_declared_nocase_or_rtrim_matches_exactly(
     [
         ("DOUBLE", ["0.30000000000000004", "1.00000000001", "1e300"], ["0.3", "1.0"]),
         ("TIME(3)", ["'-01:00:00'", "'100:00:00'", "'00:00:00.001'"], ["'23:00:00'", "'04:00:00'"]),
+        # Not lossy before, and must stay right.
+        ("SET('a', 'b', 'c')", ["'a,b'", "'a'"], ["'c'"]),
+        ("DECIMAL(20, 10)", ["0.1234567891"], ["0.1234567890"]),
     ],
-    ids=["double", "time"],
+    ids=["double", "time", "set", "decimal"],
 )
 def test_mysql_keys_are_sent_back_as_the_driver_read_them(
     mysql: TargetDB, key: str, subject_keys: list[str], other_keys: list[str]
