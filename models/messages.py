@@ -42,7 +42,7 @@ class ErasureRequest(BaseModel):
         doc = {
             "kind": self.subject_kind,
             "value": self.subject_value,
-            # As submitted (a service named twice is one task).
+            # Duplicates collapsed: submit() makes one task of a service named twice.
             "services": sorted(set(self.services)),
             "dry_run": self.dry_run,
         }

@@ -1294,9 +1294,9 @@ class _Walker:
         # in key order first, then remove it by key.
         rows = self._fetch(table, where, limit, ordered, lock=True)
         if rows:
-            # The subject's column checked again with the keys: a key that named
+            # The subject's column is checked again with the keys: a key that named
             # another row must not take it along.
-            self._apply(table, rows, self.preds.guard(table, target))
+            self._remove_rows(self.conn, table, rows)
         return len(rows), rows[-1].rid if rows else None
 
     def _remove_leaf_batch_pg(

@@ -15,7 +15,7 @@ fraction of a second; between calls the client reports progress and honours the
 deadline. Each batch leaves what it committed (counts per table, the keyset position)
 in a session setting written in the batch's own transaction, so a call that fails
 midway still reports every batch it committed, and nothing of a rolled-back one; and
-tells the client the same counts in a notice after each commit, so a call whose
+tells the client the same counts in a notice just before each COMMIT, so a call whose
 session is lost (a killed backend, a cut connection) reports them too.
 
 It covers the walk's most common shape: a table with a one-column integer or text
