@@ -1,7 +1,7 @@
 """The fast paths of orchestration, on the plain functions behind the Celery tasks:
 
 - a task whose service holds nothing of the subject records itself claimed and
-  succeeded at once (``tasks.erase._nothing_here``; one statement on a PostgreSQL job
+  succeeded at once (``tasks.quick_path``; one statement on a PostgreSQL job
   store), and leaves everything else to the general path;
 - a kept plan is checked against the schema's version in the verification statement
   (``worker.service.nothing_here``): a schema change is never missed;
@@ -28,14 +28,18 @@ import pytest
 import sqlalchemy as sa
 from kombu.exceptions import OperationalError
 
-import tasks.erase
+import models.store.cancellation
+import tasks.quick_path
 import tasks.submit
-from models.jobstore import Attempt, AuditEvent, Job, JobStore, Task, TaskStatus, utcnow
 from models.messages import ErasureRequest, TaskResult
 from models.registry import Registry
 from models.settings import Settings
-from tasks.erase import Delivery, Outcome, _quick_record, erase_service, execute_task
+from models.store.database import JobStore
+from models.store.nothing_found import one_statement_record
+from models.store.tables import Attempt, AuditEvent, Job, Task, TaskStatus, utcnow
+from tasks.erase import erase_service, execute_task
 from tasks.events import EVENTS_QUEUE, completion_event
+from tasks.execution import Delivery, Outcome
 from tasks.finalize import finalize
 from tasks.queues import Queue
 from tasks.reaper import reap
@@ -68,6 +72,7 @@ from tests.unit.test_resilience import (
     _update_task,
 )
 from worker.app import app
+from worker.prepared import Prepared
 from worker.service import PlanCache, nothing_here
 
 #: A subject that no target holds: every task of its jobs has nothing to erase.
@@ -285,7 +290,7 @@ def test_with_a_kept_plan_the_target_sees_one_read_and_the_job_store_two_stateme
         # statement events), then run as EXECUTE.
         read, record = jobs
         assert read.lstrip().upper().startswith("SELECT")
-        prepared = _quick_record(store.engine.dialect)
+        prepared = one_statement_record(store.engine.dialect, Prepared)
         assert record == prepared.execute_sql
         assert "UPDATE eraser_tasks" in prepared.sql
         assert "INSERT INTO eraser_task_attempts" in prepared.sql
@@ -470,11 +475,11 @@ def test_a_task_claimed_while_its_job_is_cancelled_is_never_marked_cancelled_aft
     moment: it waits for the cancel to commit and then finds the task cancelled."""
     job_id = _submit(store, registry, "shop", "billing", subject=SUBJECT)
     shop_before = _tenant_rows(targets.engines["shop"])
-    real_utcnow = tasks.submit.utcnow
+    real_utcnow = models.store.cancellation.utcnow
     worker: dict[str, Any] = {}
 
     def a_worker_claims_shop_now() -> datetime:
-        monkeypatch.setattr(tasks.submit, "utcnow", real_utcnow)
+        monkeypatch.setattr(models.store.cancellation, "utcnow", real_utcnow)
 
         def claim() -> None:
             worker["outcome"] = _run(store, registry, job_id, "shop", targets, PlanCache())
@@ -484,7 +489,7 @@ def test_a_task_claimed_while_its_job_is_cancelled_is_never_marked_cancelled_aft
         worker["thread"].join(2.0)  # a claim that did not wait would be done by now
         return real_utcnow()
 
-    monkeypatch.setattr(tasks.submit, "utcnow", a_worker_claims_shop_now)
+    monkeypatch.setattr(models.store.cancellation, "utcnow", a_worker_claims_shop_now)
     assert cancel_job(store, job_id) == ["billing", "shop"]
     worker["thread"].join(30)
     assert not worker["thread"].is_alive()
@@ -584,7 +589,7 @@ def test_a_task_changed_after_the_read_is_left_to_the_general_path(
         case.change(store, job_id)
         return report
 
-    monkeypatch.setattr(tasks.erase, "nothing_here", racing)
+    monkeypatch.setattr(tasks.quick_path, "nothing_here", racing)
 
     outcome = _run(store, registry, job_id, "shop", targets, PlanCache(), Delivery("c-late"))
 
@@ -613,7 +618,7 @@ def test_duplicated_messages_racing_on_one_task_record_one_execution(
         lined_up.wait()  # every copy read the task as pending: they update together
         return report
 
-    monkeypatch.setattr(tasks.erase, "nothing_here", all_at_once)
+    monkeypatch.setattr(tasks.quick_path, "nothing_here", all_at_once)
     plans = PlanCache()
     outcomes: dict[str, Outcome] = {}
 

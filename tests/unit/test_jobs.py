@@ -14,12 +14,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from models import migrate
-from models.jobstore import AuditEvent, Base, Job, JobStatus, JobStore, Task, TaskStatus
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry, load_registry
 from models.settings import Settings, service_url
+from models.store.database import JobStore
+from models.store.finalizing import job_status
+from models.store.tables import AuditEvent, Base, Job, JobStatus, Task, TaskStatus
 from tasks.erase import execute_task
-from tasks.finalize import finalize, job_status
+from tasks.finalize import finalize
 from tasks.submit import IdempotencyConflict, SubmitError, submit
 from worker.database import create_engine
 

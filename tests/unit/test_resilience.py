@@ -22,24 +22,26 @@ import pytest
 import sqlalchemy as sa
 
 from models import migrate
-from models.jobstore import (
+from models.messages import ErasureRequest
+from models.registry import Registry, load_registry
+from models.settings import Settings, service_url
+from models.store.database import JobStore
+from models.store.tables import (
     Attempt,
     AuditEvent,
     DeadLetter,
     Job,
     JobStatus,
-    JobStore,
     Task,
     TaskStatus,
     utcnow,
 )
-from models.messages import ErasureRequest
-from models.registry import Registry, load_registry
-from models.settings import Settings, service_url
-from tasks.erase import Delivery, Outcome, backoff, execute_task
+from tasks.erase import execute_task
+from tasks.execution import Delivery, Outcome
 from tasks.finalize import finalize, finalize_if_done
 from tasks.queues import Queue
 from tasks.reaper import REAPER_LOCK_KEY, ReapReport, reap
+from tasks.retry_policy import backoff
 from tasks.submit import RetryRefused, dispatch, replay_dead_letter, retry_job, submit
 from tests.conftest import make_db
 from worker.app import app
@@ -75,7 +77,7 @@ _NAIVE = (
     "a SQLite job store returns naive datetimes and the code mixes them with the aware "
     "utcnow(): TypeError"
 )
-#: Tests that meet a lease left by another execution: ``tasks.erase._claim`` computes
+#: Tests that meet a lease left by another execution: ``models.store.leases.claim_task`` computes
 #: ``now - task.heartbeat_at``.
 LEASE_STORES = [
     pytest.param(
@@ -83,7 +85,8 @@ LEASE_STORES = [
     ),
     pytest.param("postgresql", marks=pytest.mark.postgres),
 ]
-#: Tests that retry a job: ``tasks.submit.retry_job`` computes ``max(job.deadline_at, ...)``.
+#: Tests that retry a job: ``models.store.retries.requeue_failed_tasks`` computes
+#: ``max(job.deadline_at, ...)``.
 RETRY_STORES = [
     pytest.param(
         "sqlite",
