@@ -79,26 +79,6 @@ _NAIVE = (
 )
 
 
-#: Tests that meet a lease left by another execution: ``models.store.leases.claim_task`` computes
-#: ``now - task.heartbeat_at``.
-LEASE_STORES = [
-    pytest.param(
-        "sqlite",
-    ),
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-]
-
-
-#: Tests that retry a job: ``models.store.retries.requeue_failed_tasks`` computes
-#: ``max(job.deadline_at, ...)``.
-RETRY_STORES = [
-    pytest.param(
-        "sqlite",
-    ),
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-]
-
-
 @pytest.fixture
 def in_process_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings come from the tests alone, and messages go to the in-process broker,
@@ -125,6 +105,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
         engine.dispose()
         return
     for db in make_db(backend, tmp_path):
+        migrate.upgrade(db.engine)
+        yield JobStore(db.engine)
+
+
+@pytest.fixture(name="store")
+def store_on_postgresql(tmp_path: Path) -> Iterator[JobStore]:
+    """A migrated PostgreSQL job store: the same tests again, in ``tests/integration``."""
+    for db in make_db("postgresql", tmp_path):
         migrate.upgrade(db.engine)
         yield JobStore(db.engine)
 

@@ -41,13 +41,6 @@ from worker.service import PlanCache
 NOBODY = "nobody-0c41"
 
 
-STORES = [
-    pytest.param("sqlite"),
-    # the one-statement branch (UPDATE ... RETURNING, INSERT ... SELECT, count)
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-]
-
-
 TARGETS = [
     pytest.param("sqlite"),
     pytest.param("postgresql", marks=pytest.mark.postgres),

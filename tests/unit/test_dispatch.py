@@ -40,7 +40,6 @@ from tests.unit.job_world import (
     _update_task,
 )
 from tests.unit.shop_world import (
-    STORES,
     _purge,
     _submit,
 )
@@ -83,7 +82,6 @@ def _request(**fields: Any) -> ErasureRequest:
     return ErasureRequest(subject_kind="tenant", subject_value=SUBJECT, **fields)
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_submit_and_dispatch_stamps_the_job_before_the_chord_leaves(
     store: JobStore, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,7 +104,6 @@ def test_submit_and_dispatch_stamps_the_job_before_the_chord_leaves(
     assert sent.chords == [(job.id, ["billing", "legacy", "shop"], QUEUE)]
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_a_chord_the_broker_refuses_is_left_to_the_reaper(
     store: JobStore,
     registry: Registry,
@@ -138,7 +135,6 @@ class _SubmitterDied(BaseException):
     """Stands for the submitting process being killed between its commit and the send."""
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_tasks_a_dead_submitter_never_sent_are_sent_by_the_reaper(
     store: JobStore, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

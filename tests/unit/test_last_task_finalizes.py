@@ -26,7 +26,6 @@ from tests.unit.job_world import (
     _settings,
 )
 from tests.unit.shop_world import (
-    STORES,
     _history,
     _submit,
 )
@@ -85,7 +84,6 @@ def _finished_events(store: JobStore, job_id: str) -> list[AuditEvent]:
         )
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_the_last_task_finalizes_and_announces_the_job(
     store: JobStore, registry: Registry, targets: Targets, worker: Resources
 ) -> None:
@@ -118,7 +116,6 @@ def test_the_last_task_finalizes_and_announces_the_job(
     assert len(_finished_events(store, job_id)) == 1
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_a_job_with_nothing_to_erase_is_finished_by_its_only_task(
     store: JobStore, registry: Registry, targets: Targets, worker: Resources
 ) -> None:

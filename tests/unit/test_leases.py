@@ -17,7 +17,6 @@ from tasks.erase import execute_task
 from tasks.execution import Delivery
 from tasks.finalize import finalize_if_done
 from tests.unit.job_world import (
-    LEASE_STORES,
     OTHER,
     SUBJECT,
     Targets,
@@ -73,7 +72,6 @@ class _WorkerDied(BaseException):
     """Stands for the worker process being killed mid-execution: nothing is recorded."""
 
 
-@pytest.mark.parametrize("store", LEASE_STORES, indirect=True)
 def test_rows_removed_before_a_crash_are_counted(
     store: JobStore, registry: Registry, targets: Targets, tmp_path: Path
 ) -> None:
@@ -111,7 +109,6 @@ def test_rows_removed_before_a_crash_are_counted(
     assert _rows_by_table(task) == {"main.invoices": 2500}
 
 
-@pytest.mark.parametrize("store", LEASE_STORES, indirect=True)
 def test_a_live_lease_makes_the_execution_wait(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:
@@ -131,7 +128,6 @@ def test_a_live_lease_makes_the_execution_wait(
     assert _tenant_rows(targets.engines["shop"])["customers"] == {SUBJECT: 10, OTHER: 10}
 
 
-@pytest.mark.parametrize("store", LEASE_STORES, indirect=True)
 def test_a_stale_lease_is_taken_over(store: JobStore, registry: Registry, targets: Targets) -> None:
     job_id = _submit(store, registry)
     _hold_lease(store, job_id, "shop", age_seconds=60)
@@ -151,7 +147,6 @@ def test_a_stale_lease_is_taken_over(store: JobStore, registry: Registry, target
     assert _tenant_rows(targets.engines["shop"])["customers"] == {OTHER: 10}
 
 
-@pytest.mark.parametrize("store", LEASE_STORES, indirect=True)
 @pytest.mark.parametrize(
     ("delivery", "takes_over"),
     [
@@ -182,7 +177,6 @@ def test_own_redelivery_takes_over_a_fresh_lease(
         assert _outcomes(store, job_id, "shop") == ["running"]
 
 
-@pytest.mark.parametrize("store", LEASE_STORES, indirect=True)
 def test_a_poison_message_is_dead_lettered(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:

@@ -41,7 +41,6 @@ from tests.unit.job_world import (
     _update_task,
 )
 from tests.unit.shop_world import (
-    STORES,
     _add_attempt,
     _counts,
     _history,
@@ -60,7 +59,6 @@ targets = shop_world.targets
 broker_emptied = shop_world.broker_emptied
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_a_task_with_nothing_to_erase_is_claimed_and_succeeds_at_once(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:
@@ -112,7 +110,6 @@ def test_a_task_with_nothing_to_erase_is_claimed_and_succeeds_at_once(
     assert _task(store, job_id, "shop").attempts == 1
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_with_a_kept_plan_the_target_sees_one_read_and_the_job_store_two_statements(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:
@@ -143,7 +140,6 @@ def test_with_a_kept_plan_the_target_sees_one_read_and_the_job_store_two_stateme
     assert _history(store, job_id, "shop") == [(1, "succeeded")]
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_last_says_whether_another_task_of_the_job_is_still_open(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:
@@ -202,7 +198,6 @@ def test_a_dry_run_goes_the_general_way(
     assert _history(store, job_id, "shop") == [(1, "succeeded")]
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_a_subject_with_rows_is_erased_by_the_general_path(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:
@@ -308,7 +303,6 @@ def test_a_cancelled_task_stays_cancelled(
     assert (_task(store, job_id, "shop").attempts, _attempts(store, job_id, "shop")) == (0, [])
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_a_task_claimed_while_its_job_is_cancelled_is_never_marked_cancelled_after_it_ran(
     store: JobStore, registry: Registry, targets: Targets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -406,7 +400,6 @@ RACES = {
 }
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 @pytest.mark.parametrize("race", list(RACES))
 def test_a_task_changed_after_the_read_is_left_to_the_general_path(
     store: JobStore,
@@ -445,7 +438,6 @@ def test_a_task_changed_after_the_read_is_left_to_the_general_path(
         assert _job(store, job_id).status == "cancelled"
 
 
-@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_duplicated_messages_racing_on_one_task_record_one_execution(
     store: JobStore, registry: Registry, targets: Targets, monkeypatch: pytest.MonkeyPatch
 ) -> None:

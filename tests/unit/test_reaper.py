@@ -205,9 +205,6 @@ def test_reaper_finalizes_a_job_whose_chord_was_lost(store: JobStore, registry: 
 
 
 # On PostgreSQL too: the round runs under the reaper's advisory lock there.
-@pytest.mark.parametrize(
-    "store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
 def test_reaper_fails_what_is_left_past_the_deadline(store: JobStore, registry: Registry) -> None:
     job_id = _dispatched(store, registry, "shop", "billing")
     _update_task(store, job_id, "shop", status=TaskStatus.SUCCEEDED, total_rows=40)

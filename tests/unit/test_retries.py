@@ -14,7 +14,6 @@ from tasks.finalize import finalize, finalize_if_done
 from tasks.submit import RetryRefused, dispatch, replay_dead_letter, retry_job
 from tests.unit.job_world import (
     QUEUE,
-    RETRY_STORES,
     Targets,
     _events,
     _job,
@@ -41,7 +40,6 @@ def _partially_failed_job(store: JobStore, registry: Registry, targets: Targets)
     return job_id
 
 
-@pytest.mark.parametrize("store", RETRY_STORES, indirect=True)
 def test_retry_job_reruns_only_the_failed_tasks(
     store: JobStore, registry: Registry, targets: Targets
 ) -> None:
@@ -90,7 +88,6 @@ def test_retry_job_reruns_only_the_failed_tasks(
     assert _task(store, job_id, "billing").attempts == 2
 
 
-@pytest.mark.parametrize("store", RETRY_STORES, indirect=True)
 def test_replay_dead_letter_once(store: JobStore, registry: Registry, targets: Targets) -> None:
     job_id = _partially_failed_job(store, registry, targets)
     [letter] = _letters(store, job_id)
