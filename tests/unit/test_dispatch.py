@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from kombu.exceptions import OperationalError
 
-import tasks.quick_path
 import tasks.submit
 from models.messages import ErasureRequest
 from models.registry import Registry
