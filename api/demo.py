@@ -22,10 +22,11 @@ from typing import TextIO
 from examples.bakery import seed as bakery
 from examples.bakery.schema import SERVICES, metadata_for
 from models import certificate, migrate
-from models.jobstore import Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry
 from models.settings import Settings, get_settings
+from models.store.database import JobStore
+from models.store.tables import Job, JobStatus
 from tasks.embedded import EmbeddedWorker, is_embedded
 from tasks.resources import Resources, use_resources
 from tasks.submit import request_dispatch, submit

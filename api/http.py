@@ -31,10 +31,11 @@ from api.keys import Scope as KeyScope
 from api.keys import authenticate
 from api.metrics import JobStoreCollector
 from models import certificate
-from models.jobstore import DeadLetter, Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView, Text
 from models.registry import Registry
 from models.settings import ApiKeyEntry, Settings
+from models.store.database import JobStore
+from models.store.tables import DeadLetter, Job, JobStatus
 from tasks.submit import (
     IdempotencyConflict,
     RetryRefused,

@@ -15,10 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from models import migrate
-from models.jobstore import Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry, load_registry
 from models.settings import Settings, get_settings
+from models.store.database import JobStore
+from models.store.tables import Job, JobStatus
 from tasks.embedded import EmbeddedWorker, announce, is_embedded
 from tasks.queues import all_queues
 from tasks.resources import Resources, use_resources

@@ -34,8 +34,9 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from models.jobstore import Attempt, DeadLetter, Job, JobStatus, JobStore, Task, TaskStatus
 from models.registry import Registry
+from models.store.database import JobStore
+from models.store.tables import Attempt, DeadLetter, Job, JobStatus, Task, TaskStatus
 from tasks.queues import Queue, all_queues
 from worker.app import app
 

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.jobs import EXIT_OK, _registry, _settings, _store, wait_and_show
-from models.jobstore import Attempt, DeadLetter, Task
+from models.store.tables import Attempt, DeadLetter, Task
 from tasks.reaper import ReapReport, reap, run_forever
 from tasks.submit import replay_dead_letter, retry_job
 from worker.logs import use_json

@@ -21,8 +21,8 @@ from typing import Any
 from api.jobs import EXIT_JOB_FAILED, EXIT_OK, _registry, _settings, _store, embedded_session
 from api.keys import Scope, create_key
 from models import certificate
-from models.jobstore import Job
 from models.settings import Settings
+from models.store.tables import Job
 
 
 class CertificateKeyMissing(Exception):

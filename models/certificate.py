@@ -18,7 +18,7 @@ import hmac
 import json
 from typing import Any
 
-from models.jobstore import Job
+from models.store.tables import Job
 
 FORMAT = "eraser.certificate/v1"
 

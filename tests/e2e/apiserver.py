@@ -42,7 +42,8 @@ import sqlalchemy as sa
 
 from api.keys import Scope, create_key
 from models import migrate
-from models.jobstore import JobStatus, JobStore, Task, TaskStatus
+from models.store.database import JobStore
+from models.store.tables import JobStatus, Task, TaskStatus
 from tests.conftest import REQUIRE, TargetDB, make_db
 from worker.database import create_engine
 

@@ -24,8 +24,8 @@ from kombu import Connection
 from api.client import EraserApiError, EraserClient, submit_via_celery
 from api.keys import Scope
 from models import certificate
-from models.jobstore import AuditEvent, DeadLetter, Job
 from models.messages import ErasureRequest
+from models.store.tables import AuditEvent, DeadLetter, Job
 from tasks.events import EVENTS_QUEUE
 from tests.conftest import PG_ADMIN_URL
 from tests.e2e.apiserver import (

@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from models.jobstore import DeadLetter
+from models.store.tables import DeadLetter
 from tests.e2e.apiserver import ApiServer, running_api
 
 pytestmark = pytest.mark.slow

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from api.http import create_app
 from models import migrate
-from models.jobstore import JobStore
 from models.messages import ErasureRequest
 from models.registry import Registry, load_registry
 from models.settings import Settings
+from models.store.database import JobStore
 from tasks.erase import execute_task
 from tasks.finalize import finalize
 from tasks.submit import submit
