@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import certificates
 from api.keys import Scope as KeyScope
 from api.keys import authenticate
 from api.metrics import JobStoreCollector
-from models import certificate
 from models.messages import ErasureRequest, JobView, Text
 from models.registry import Registry
 from models.settings import ApiKeyEntry, Settings
@@ -435,24 +435,34 @@ def create_app(
             raise Problem(409, "nothing-to-cancel", "Nothing to cancel", str(exc)) from None
         return RetryAnswer(job_id=job_id, services=names)
 
-    @api.get("/v1/jobs/{job_id}/certificate", tags=["jobs"])
-    def get_certificate(job_id: str, _key: Reader) -> dict[str, Any]:
-        """The signed erasure certificate of a finished job."""
-        if settings.certificate_key is None:
-            raise Problem(
-                503, "no-certificate-key", "Certificates are off", "ERASER_CERTIFICATE_KEY is unset"
-            )
-        key = settings.certificate_key.get_secret_value().encode()
-        with store.transaction(durable=False) as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise Problem(404, "job-not-found", "No such job", f"no job {job_id}")
-            try:
-                return certificate.build(job, key)
-            except certificate.CertificateError as exc:
-                raise Problem(
-                    409, "job-not-finished", "The job has not finished", str(exc)
-                ) from None
+    @api.get(
+        "/v1/jobs/{job_id}/certificate",
+        tags=["jobs"],
+        response_class=Response,
+        responses=certificates.CERTIFICATE_RESPONSES,
+    )
+    def get_certificate(
+        job_id: str, _key: Reader, accept: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """The signed erasure certificate of a finished job: a compact JWS (Ed25519),
+        verifiable with the keys at ``/.well-known/jwks.json``."""
+        try:
+            return certificates.certificate_response(store, settings, job_id, accept)
+        except certificates.CertificateRefused as exc:
+            raise Problem(exc.status, exc.kind, exc.title, exc.detail) from None
+
+    @api.get(
+        "/.well-known/jwks.json",
+        tags=["certificates"],
+        response_class=Response,
+        responses=certificates.JWKS_RESPONSES,
+    )
+    def jwks() -> Response:
+        """The public keys that verify certificates (no authentication)."""
+        try:
+            return certificates.jwks_response(settings)
+        except certificates.CertificateRefused as exc:
+            raise Problem(exc.status, exc.kind, exc.title, exc.detail) from None
 
     @api.get("/v1/dead-letters", tags=["dead letters"], response_model=list[DeadLetterView])
     def dead_letters(

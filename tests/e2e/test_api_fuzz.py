@@ -44,6 +44,7 @@ OPERATIONS = [
     "POST /v1/jobs/{job_id}/retry",
     "POST /v1/jobs/{job_id}/cancel",
     "GET /v1/jobs/{job_id}/certificate",
+    "GET /.well-known/jwks.json",
     "GET /v1/dead-letters",
     "POST /v1/dead-letters/{letter_id}/replay",
     "GET /v1/services",
