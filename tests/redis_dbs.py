@@ -241,6 +241,19 @@ def pool() -> RedisDbPool:
     return _pool
 
 
+def finish() -> None:
+    """Release this process's databases (end of a test session); ``LostRedisDb`` if
+    another run took one of them meanwhile."""
+    global _pool  # noqa: PLW0603 - see pool()
+    if _pool is None:
+        return
+    try:
+        _pool.check()
+    finally:
+        _pool.close()
+        _pool = None
+
+
 @contextmanager
 def claimed(count: int, *, contiguous: bool = False) -> Iterator[list[int]]:
     """``count`` databases held (and empty) for the ``with`` block, emptied and given
