@@ -22,7 +22,10 @@ install: $(BIN)/eraser ## Create .venv and install Eraser with its test tools
 demo: install ## Erase one tenant from the 12-service bakery estate through the chord (no server)
 	$(BIN)/eraser demo
 
-test: install ## Run the test suite (PostgreSQL/MariaDB tests skip if a server is down, unless ERASER_REQUIRE_SERVICES=1)
+# Redis: ERASER_TEST_REDIS_URL and ERASER_TEST_REDIS_DBS (tests/redis_dbs.py). The tests that
+# install from the package index into a fresh environment run only when asked:
+# make test PYTEST_ARGS="-m fresh_install" (CI does, once).
+test: install ## Run the test suite (tests needing a server skip if it is down, unless ERASER_REQUIRE_SERVICES=1)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check), mypy --strict and a strict docs build

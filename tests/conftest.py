@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests import redis_dbs
 from worker.database import create_engine
 
 PG_ADMIN_URL = os.environ.get("ERASER_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
@@ -196,3 +197,11 @@ def mysql(tmp_path: Path) -> Iterator[TargetDB]:
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[TargetDB]:
     yield from _make_sqlite(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_claims() -> Iterator[None]:
+    """Gives back the Redis databases the session claimed (``tests/redis_dbs.py``) and
+    fails it if another run took one of them while it ran."""
+    yield
+    redis_dbs.finish()

@@ -11,7 +11,8 @@ lasts:
   ``legacy``, held by ``archive`` (a queue no worker consumes, so its tasks wait and
   can be cancelled) and ``broken`` (a refused connection, so its tasks are
   dead-lettered);
-- a real ``eraser worker -c 2`` process on Redis databases 3 (broker) and 4 (results);
+- a real ``eraser worker -c 2`` process on two Redis databases claimed for it (broker,
+  results; see ``tests/redis_dbs.py``);
 - a real ``eraser api`` process on a free port, with one API key per scope
   combination.
 
@@ -44,13 +45,11 @@ from models import migrate
 from models.keyring import new_secrets
 from models.store.database import JobStore
 from models.store.tables import JobStatus, Task, TaskStatus
-from tests.conftest import REQUIRE, TargetDB, make_db
+from tests.conftest import TargetDB, make_db
+from tests.redis_dbs import claimed, need_redis, pool
 from worker.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-#: Redis databases of this deployment's own (the chord tests use 11 and 12).
-BROKER_DB, RESULT_DB = 3, 4
 #: A password that must never reach an API answer: the broken service's DSN holds it.
 BROKEN_PASSWORD = "broken-Pa55word-7q"  # noqa: S105 - a marker, not a credential
 #: The queue of the ``archive`` service: no worker of this deployment consumes it.
@@ -96,13 +95,6 @@ queue = "{PARKED_QUEUE}"
 url_env = "API_E2E_BROKEN_URL"
 subjects = ["legacy"]
 """
-
-
-def redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(f"{REDIS_URL}/0", socket_timeout=2).ping())
-    except redis.RedisError:
-        return False
 
 
 def free_port() -> int:
@@ -338,21 +330,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def _flush() -> None:
-    for number in (BROKER_DB, RESULT_DB):
-        redis.Redis.from_url(f"{REDIS_URL}/{number}").flushdb()
-
-
 @contextmanager
 def running_api(
     tmp: Path, tenants: Sequence[str], accounts: Sequence[str] = ()
 ) -> Iterator[ApiServer]:
     """The whole deployment, torn down (processes, Redis databases, databases) after."""
-    if not redis_up():
-        if REQUIRE:
-            pytest.fail("Redis is not reachable and ERASER_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable")
+    need_redis()
     with ExitStack() as stack:
+        broker_db, result_db = stack.enter_context(claimed(2))
         gens = [make_db(backend, tmp) for backend in ("postgresql", "postgresql", "mysql")]
         for gen in gens:
             stack.callback(gen.close)
@@ -366,12 +351,12 @@ def running_api(
         registry_path.write_text(REGISTRY, encoding="utf-8")
         keys = {name: create_key(f"e2e-{name}", scopes) for name, scopes in KEY_SCOPES.items()}
         deployment_secrets = new_secrets()
-        broker_url = f"{REDIS_URL}/{BROKER_DB}"
+        broker_url = pool().url_of(broker_db)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
             "ERASER_DATABASE_URL": store_db.url,
             "ERASER_BROKER_URL": broker_url,
-            "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
+            "ERASER_RESULT_BACKEND": pool().url_of(result_db),
             "ERASER_CONFIG": str(registry_path),
             **deployment_secrets,
             "ERASER_API_KEYS": json.dumps([k.entry.model_dump() for k in keys.values()]),
@@ -385,8 +370,6 @@ def running_api(
             "API_E2E_BROKEN_URL": f"postgresql://eraser:{BROKEN_PASSWORD}@127.0.0.1:1/nowhere",
             "PYTHONPATH": str(ROOT),
         }
-        _flush()
-        stack.callback(_flush)
         logs = {"worker": tmp / "worker.log", "api": tmp / "api.log"}
         # -Q: every queue but the archive service's, whose tasks must stay waiting.
         worker = _spawn(

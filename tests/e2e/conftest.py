@@ -4,6 +4,7 @@ databases (PostgreSQL with two schemas, MariaDB, another PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,24 +22,14 @@ import sqlalchemy as sa
 
 from models import migrate
 from models.store.database import JobStore
-from tests.conftest import REQUIRE, TargetDB, make_db
+from tests.conftest import TargetDB, make_db
+from tests.redis_dbs import REDIS_URL, claimed, need_redis
 from worker.database import create_engine
-
-REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-#: Redis databases of their own, so test runs do not collide with other users.
-BROKER_DB, RESULT_DB = 11, 12
 
 SUBJECT = "acme-5b1e9"
 OTHERS = ("globex-77", "initech-31")
 TENANTS = (SUBJECT, *OTHERS)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(f"{REDIS_URL}/0", socket_timeout=2).ping())
-    except redis.RedisError:
-        return False
 
 
 @dataclass
@@ -205,6 +196,59 @@ url_env = "E2E_BROKEN_URL"
 """
 
 
+class BrokerMonitor(threading.Thread):
+    """Records every command the Redis server executes (message bodies, results) via
+    MONITOR, from the moment ``ready`` is set.
+
+    The connection has no socket timeout: a Redis with nothing to do sends nothing, for
+    as long as it likes, and that is not a failure (redis-py's default of 5 s ended the
+    thread on an idle server). A real failure is kept in ``error`` and raised by
+    ``commands()``, so a test never reads a capture that silently stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url, socket_timeout=None, socket_keepalive=True)
+        self.url = url
+        self.sink: list[str] = []
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with self.client.monitor() as monitor:
+                self.ready.set()
+                for command in monitor.listen():
+                    if self.stopping.is_set():
+                        return
+                    self.sink.append(str(command.get("command", "")))
+        except Exception as exc:  # any failure is the test's to see
+            self.error = exc
+        finally:
+            self.ready.set()
+            self.client.close()
+        if not self.stopping.is_set() and self.error is None:
+            self.error = RuntimeError("the MONITOR connection ended")
+
+    def start_and_wait(self, timeout: float = 10) -> None:
+        """Start, and return once Redis has accepted MONITOR."""
+        self.start()
+        if not self.ready.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"MONITOR did not start: {self.error!r}")
+
+    def commands(self) -> list[str]:
+        """What was captured so far; raises if the monitor stopped on its own."""
+        if self.error is not None:
+            raise RuntimeError(f"the broker monitor failed: {self.error!r}") from self.error
+        return list(self.sink)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(self.url).ping()  # a command, to wake the reader
+        self.join(timeout=5)
+
+
 @dataclass
 class Deployment:
     estate: Estate
@@ -213,7 +257,12 @@ class Deployment:
     log_path: Path
     registry_path: Path
     dsns: list[str]
-    captured: list[str]
+    monitor: BrokerMonitor
+
+    @property
+    def captured(self) -> list[str]:
+        """Every Redis command seen since the worker started (fails if the monitor died)."""
+        return self.monitor.commands()
 
     def eraser(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run the ``eraser`` CLI as a separate process, as an operator would."""
@@ -231,31 +280,62 @@ class Deployment:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
-class _BrokerMonitor(threading.Thread):
-    """Records every command Redis executes (message bodies, results) via MONITOR."""
+def _env(store_url: str, registry: Path, tmp: Path, redis_dbs: list[int]) -> dict[str, str]:
+    broker_db, result_db = redis_dbs
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
+        "ERASER_DATABASE_URL": store_url,
+        "ERASER_BROKER_URL": f"{REDIS_URL}/{broker_db}",
+        "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{result_db}",
+        "ERASER_CONFIG": str(registry),
+        "ERASER_HEARTBEAT_SECONDS": "0",
+        "ERASER_LIVENESS_FILE": str(tmp / "worker.alive"),
+        "ERASER_LOG_FORMAT": "json",
+        "ERASER_LIVENESS_SECONDS": "0.5",
+        # The broken service's refused connection is transient: retried quickly.
+        "ERASER_MAX_RETRIES": "2",
+        "ERASER_RETRY_BACKOFF_SECONDS": "0.05",
+        "ERASER_RETRY_BACKOFF_MAX_SECONDS": "0.2",
+        "PYTHONPATH": str(ROOT),
+    }
 
-    def __init__(self, url: str, sink: list[str]) -> None:
-        super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(url)
-        self.sink = sink
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        with self.client.monitor() as monitor:
-            for command in monitor.listen():
-                if self.stopping.is_set():
-                    return
-                self.sink.append(str(command.get("command", "")))
+def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "worker",
+                "-c",
+                "2",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"e2e{os.getpid()}@%h",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
-# Module scope: the worker is gone before any later module (the README test runs the
-# whole suite again in a clone, on the same Redis databases).
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+# Module scope: the worker and its Redis databases are gone before any later module.
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if not _redis_up():
-        if REQUIRE:
-            pytest.fail("Redis is not reachable and ERASER_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable")
+    need_redis()
     tmp = tmp_path_factory.mktemp("e2e")
     gens = [
         make_db("postgresql", tmp),
@@ -271,82 +351,39 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         store = JobStore(create_engine(store_db.url))
         registry_path = tmp / "services.toml"
         registry_path.write_text(REGISTRY, encoding="utf-8")
-        for db_number in (BROKER_DB, RESULT_DB):
-            redis.Redis.from_url(f"{REDIS_URL}/{db_number}").flushdb()
         broken = "postgresql://eraser:wrong-secret-pw@127.0.0.1:1/nowhere"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
-            "ERASER_DATABASE_URL": store_db.url,
-            "ERASER_BROKER_URL": f"{REDIS_URL}/{BROKER_DB}",
-            "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
-            "ERASER_CONFIG": str(registry_path),
-            "ERASER_HEARTBEAT_SECONDS": "0",
-            "ERASER_LIVENESS_FILE": str(tmp / "worker.alive"),
-            "ERASER_LOG_FORMAT": "json",
-            "ERASER_LIVENESS_SECONDS": "0.5",
-            # The broken service's refused connection is transient: retried quickly.
-            "ERASER_MAX_RETRIES": "2",
-            "ERASER_RETRY_BACKOFF_SECONDS": "0.05",
-            "ERASER_RETRY_BACKOFF_MAX_SECONDS": "0.2",
-            "E2E_ORDERS_URL": orders.url,
-            "E2E_INVENTORY_URL": inventory.url,
-            "E2E_NOTIFY_URL": notify.url,
-            "E2E_BROKEN_URL": broken,
-            "PYTHONPATH": str(ROOT),
-        }
-        captured: list[str] = []
-        monitor = _BrokerMonitor(f"{REDIS_URL}/{BROKER_DB}", captured)
-        monitor.start()
-        log_path = tmp / "worker.log"
-        with log_path.open("w") as log:
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "api.cli",
-                    "worker",
-                    "-c",
-                    "2",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"e2e{os.getpid()}@%h",
-                ],
+        with claimed(2) as redis_dbs:
+            env = {
+                **_env(store_db.url, registry_path, tmp, redis_dbs),
+                "E2E_ORDERS_URL": orders.url,
+                "E2E_INVENTORY_URL": inventory.url,
+                "E2E_NOTIFY_URL": notify.url,
+                "E2E_BROKEN_URL": broken,
+            }
+            monitor = BrokerMonitor(env["ERASER_BROKER_URL"])
+            monitor.start_and_wait()
+            log_path = tmp / "worker.log"
+            worker = _start_worker(env, log_path)
+            deployment = Deployment(
+                estate=estate,
+                store=store,
                 env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                log_path=log_path,
+                registry_path=registry_path,
+                dsns=[store_db.url, orders.url, inventory.url, notify.url, broken],
+                monitor=monitor,
             )
-        deployment = Deployment(
-            estate=estate,
-            store=store,
-            env=env,
-            log_path=log_path,
-            registry_path=registry_path,
-            dsns=[store_db.url, orders.url, inventory.url, notify.url, broken],
-            captured=captured,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while "ready." not in deployment.worker_log():
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the worker did not start:\n" + deployment.worker_log()[-3000:])
-                time.sleep(0.2)
-            yield deployment
-        finally:
-            worker.send_signal(signal.SIGTERM)
             try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            monitor.stopping.set()
-            redis.Redis.from_url(f"{REDIS_URL}/{BROKER_DB}").ping()  # wakes the monitor
-            monitor.join(timeout=5)
-            store.dispose()
-            for db_number in (BROKER_DB, RESULT_DB):
-                redis.Redis.from_url(f"{REDIS_URL}/{db_number}").flushdb()
+                deadline = time.monotonic() + 60
+                while "ready." not in deployment.worker_log():
+                    if worker.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail("the worker did not start:\n" + deployment.worker_log()[-3000:])
+                    time.sleep(0.2)
+                yield deployment
+            finally:
+                _stop_worker(worker)
+                monitor.stop()
+                store.dispose()
     finally:
         for gen in gens:
             gen.close()

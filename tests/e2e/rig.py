@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import redis
 import sqlalchemy as sa
 from celery import Celery
 
@@ -38,10 +37,10 @@ from models.store.database import JobStore
 from models.store.tables import Attempt, Job, Task
 from tasks.submit import submit
 from tests.conftest import TargetDB, make_db
+from tests.redis_dbs import pool
 from worker.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 REGISTRY = """
 [subjects.tenant]
@@ -88,7 +87,8 @@ class Rig:
     small: TargetDB
     locky: TargetDB
     tmp: Path
-    broker_db: int
+    #: The Redis databases this rig holds: broker, result backend.
+    redis_dbs: list[int]
     tenants: list[str]
     env: dict[str, str] = field(default_factory=dict)
     store: JobStore | None = None
@@ -216,8 +216,9 @@ class Rig:
             )
 
     def flush_redis(self) -> None:
-        for number in (self.broker_db, self.broker_db + 1):
-            redis.Redis.from_url(f"{REDIS_URL}/{number}").flushdb()
+        """FLUSHDB of the broker and result databases (they stay this rig's)."""
+        for number in self.redis_dbs:
+            pool().flush(number)
 
     # --- data -------------------------------------------------------------------------------
 
@@ -356,11 +357,16 @@ def build_rig(
     projects: int = 5,
     items: int = 300,
     big_batch: int = 10,
-    broker_db: int = 7,
+    broker_db: int | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Rig]:
     """Create the databases, load them, migrate the job store; yields the rig (no
-    process started) and tears everything down afterwards."""
+    process started) and tears everything down afterwards.
+
+    The broker and result databases are claimed from ``tests.redis_dbs`` (the first
+    free pair of ``ERASER_TEST_REDIS_DBS``); ``broker_db`` is no longer used and kept
+    for callers that still pass it."""
+    del broker_db
     with ExitStack() as stack:
         dbs = []
         for backend in ("postgresql", "postgresql", "mysql", "postgresql"):
@@ -374,7 +380,7 @@ def build_rig(
             small,
             locky,
             tmp,
-            broker_db,
+            [],
             [f"tenant-{i:02d}" for i in range(tenants)],
         )
         _load(rig, accounts, projects, items)
@@ -395,9 +401,9 @@ def build_rig(
         stack.callback(rig.store.dispose)
         registry_path = tmp / "rig.toml"
         registry_path.write_text(REGISTRY.format(big_batch=big_batch), encoding="utf-8")
-        rig.flush_redis()
-        broker = f"{REDIS_URL}/{broker_db}"
-        backend = f"{REDIS_URL}/{broker_db + 1}"
+        rig.redis_dbs = pool().claim(2)
+        stack.callback(pool().release, rig.redis_dbs)
+        broker, backend = (pool().url_of(number) for number in rig.redis_dbs)
         rig.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
             "ERASER_DATABASE_URL": store_db.url,
@@ -416,6 +422,5 @@ def build_rig(
         }
         rig.client = Celery("rig-client", broker=broker, backend=backend)
         rig.client.conf.update(task_serializer="json", accept_content=["json"])
-        stack.callback(rig.flush_redis)
         stack.callback(rig.stop)
         yield rig

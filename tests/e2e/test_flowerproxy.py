@@ -24,13 +24,9 @@ import redis
 
 from api.cli import main
 from api.flowerproxy import BadFlowerUser, NoFlowerUsers, authenticated, is_read_route, parse_users
-from tests.conftest import REQUIRE
+from tests.redis_dbs import claimed, need_redis, pool
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-#: Redis databases of their own (make up: 1-2, API e2e: 3-4, rig: 7-8, make-up test:
-#: 9-10, e2e: 11-12, bench: 13-14).
-BROKER_DB, RESULT_DB = 5, 6
 PASSWORD = secrets.token_urlsafe(16)
 USERS = f"alice:sha256:{hashlib.sha256(PASSWORD.encode()).hexdigest()}"
 GOOD = ("alice", PASSWORD)
@@ -80,31 +76,33 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.stderr.close()
 
 
-def _broker() -> redis.Redis:
-    return redis.Redis.from_url(f"{REDIS_URL}/{BROKER_DB}")
-
-
-def queued() -> int:
+def queued(broker: redis.Redis) -> int:
     """Messages waiting in every queue of the test broker."""
-    broker = _broker()
     return sum(int(broker.llen(key)) for key in broker.scan_iter() if broker.type(key) == b"list")
 
 
 @pytest.fixture(scope="module")
-def flower() -> Iterator[str]:
-    try:
-        _broker().ping()
-    except redis.RedisError:
-        if REQUIRE:
-            pytest.fail("Redis is not reachable and ERASER_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable")
-    for number in (BROKER_DB, RESULT_DB):
-        redis.Redis.from_url(f"{REDIS_URL}/{number}").flushdb()
+def redis_dbs() -> Iterator[list[int]]:
+    """Broker and result databases of this module's own (claimed, emptied after)."""
+    need_redis()
+    with claimed(2) as numbers:
+        yield numbers
+
+
+@pytest.fixture
+def broker(redis_dbs: list[int]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(pool().url_of(redis_dbs[0]))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def flower(redis_dbs: list[int]) -> Iterator[str]:
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("ERASER_", "FLOWER_"))},
-        "ERASER_BROKER_URL": f"{REDIS_URL}/{BROKER_DB}",
-        "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
+        "ERASER_BROKER_URL": pool().url_of(redis_dbs[0]),
+        "ERASER_RESULT_BACKEND": pool().url_of(redis_dbs[1]),
         "FLOWER_UNAUTHENTICATED_API": "true",
         "PYTHONPATH": str(ROOT),
     }
@@ -116,8 +114,6 @@ def flower() -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
-        for number in (BROKER_DB, RESULT_DB):
-            redis.Redis.from_url(f"{REDIS_URL}/{number}").flushdb()
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +200,16 @@ def test_health_needs_no_credentials(proxy: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_task_sent_through_the_proxy_never_reaches_flower(flower: str, proxy: str) -> None:
+def test_a_task_sent_through_the_proxy_never_reaches_flower(
+    flower: str, proxy: str, broker: redis.Redis
+) -> None:
     send = "/api/task/async-apply/eraser.dispatch_job"
     body = {"args": [A_TASK_ID]}
-    before = queued()
+    before = queued(broker)
     # The same request sent to Flower itself does enqueue a task: what is counted works.
     direct = httpx.post(flower + send, json=body, timeout=30)
     assert direct.status_code == 200, direct.text
-    assert queued() == before + 1
+    assert queued(broker) == before + 1
 
     answers = [
         httpx.request(method, proxy + path, json=body, auth=GOOD, timeout=30)
@@ -219,7 +217,7 @@ def test_a_task_sent_through_the_proxy_never_reaches_flower(flower: str, proxy: 
         for method in ("POST", "PUT", "PATCH", "DELETE")
     ]
     # Flower enqueues before it answers: nothing more was enqueued.
-    assert queued() == before + 1
+    assert queued(broker) == before + 1
     for answer in answers:
         assert answer.status_code == 405, answer.request.method
         assert answer.headers["allow"] == "GET, HEAD"

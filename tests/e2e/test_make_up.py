@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, REQUIRE, need_server
-from tests.e2e.conftest import REDIS_URL, _redis_up
+from tests.conftest import PG_ADMIN_URL, need_server
+from tests.redis_dbs import REDIS_URL, claimed, need_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -29,17 +29,20 @@ def _free_port() -> int:
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[dict[str, str]]:
     need_server("PostgreSQL", PG_ADMIN_URL)
-    if not _redis_up():
-        if REQUIRE:
-            pytest.fail("Redis is not reachable and ERASER_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable")
+    need_redis()
+    # deploy/up.py uses the database it is given and the next one (and flushes both).
+    with claimed(2, contiguous=True) as redis_dbs:
+        yield from _up(tmp_path, redis_dbs[0])
+
+
+def _up(tmp_path: Path, broker_db: int) -> Iterator[dict[str, str]]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
         "ERASER_UP_STATE": str(tmp_path / "up"),
         "ERASER_UP_PG": PG_ADMIN_URL,
         "ERASER_UP_REDIS": REDIS_URL,
         "ERASER_UP_PREFIX": f"eraser_t{os.getpid()}_up",
-        "ERASER_UP_REDIS_DB": "9",
+        "ERASER_UP_REDIS_DB": str(broker_db),
         "ERASER_UP_API_PORT": str(_free_port()),
         "ERASER_UP_FLOWER_PORT": str(_free_port()),
     }

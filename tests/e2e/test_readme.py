@@ -6,7 +6,10 @@ the chord, no server) and ``make test`` (the suite).
 fresh clone is what CI's own run is (``.ci/run`` clones, installs and calls ``make
 test``), and running it again nested doubled CI's time. What this adds is a fresh
 terminal: no virtualenv, no ``ERASER_*`` variable, the make target as written.
-``ERASER_README_INNER=1`` keeps the inner run from cloning again."""
+
+The clone test installs everything from the package index, so it is marked
+``fresh_install``: left out of ``make test`` (the ``addopts`` of pyproject.toml) and run
+once by CI (``make test PYTEST_ARGS="-m fresh_install"``)."""
 
 from __future__ import annotations
 
@@ -19,15 +22,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INNER = os.environ.get("ERASER_README_INNER") == "1"
 
 #: What the inner ``make test`` runs: the server-free unit tests.
 UNIT_ONLY = "tests/unit -p no:cacheprovider"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(INNER, reason="already inside the README run"),
-]
 
 
 def readme_commands() -> list[str]:
@@ -43,6 +40,7 @@ def test_the_readme_quick_start_is_make_demo_then_make_test() -> None:
     assert readme_commands() == ["make demo", "make test"]
 
 
+@pytest.mark.fresh_install
 @pytest.mark.timeout(2400)
 def test_a_fresh_clone_runs_the_readme_commands(tmp_path: Path) -> None:
     git = shutil.which("git")
@@ -59,7 +57,6 @@ def test_a_fresh_clone_runs_the_readme_commands(tmp_path: Path) -> None:
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p
     )
-    env["ERASER_README_INNER"] = "1"
     results = {}
     for command in readme_commands():
         program, *rest = command.split()

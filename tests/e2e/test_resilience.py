@@ -18,19 +18,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.rig import ROOT, Rig, build_rig
+from tests.redis_dbs import need_redis
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    from tests.conftest import REQUIRE  # noqa: PLC0415
-    from tests.e2e.conftest import _redis_up  # noqa: PLC0415
-
-    if not _redis_up():
-        if REQUIRE:
-            pytest.fail("Redis is not reachable and ERASER_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable")
+    need_redis()
     gen = build_rig(tmp_path_factory.mktemp("rig"), tenants=12)
     rig = next(gen)
     rig.start_worker()
