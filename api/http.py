@@ -33,7 +33,7 @@ from api.metrics import JobStoreCollector
 from models import certificate
 from models.jobstore import DeadLetter, Job, JobStatus, JobStore
 from models.messages import ErasureRequest, JobView, Text
-from models.registry import Registry
+from models.registry import Registry, Service
 from models.settings import ApiKeyEntry, Settings
 from tasks.submit import (
     IdempotencyConflict,
@@ -496,15 +496,17 @@ def create_app(
         for every subject kind it holds (this connects to the databases)."""
         out = []
         for name, service in sorted(registry.services.items()):
+            # Redis and S3 services have no lock timeout, tables or plan (issue 23).
+            sql = service if isinstance(service, Service) else None
             view = ServiceView(
                 name=name,
                 subjects=registry.kinds_for(name),
                 queue=service.queue,
                 batch_size=service.batch_size,
-                lock_timeout_ms=service.lock_timeout_ms,
-                policies={t: p.action.value for t, p in service.tables.items()},
+                lock_timeout_ms=sql.lock_timeout_ms if sql else 0,
+                policies={t: p.action.value for t, p in sql.tables.items()} if sql else {},
             )
-            if plans:
+            if plans and sql is not None:
                 view.plan, view.plan_error = _plan_summary(registry, name)
             out.append(view)
         return out
@@ -522,7 +524,7 @@ def _plan_summary(registry: Registry, name: str) -> tuple[dict[str, Any] | None,
         engine = resources().engine_for(name)
         for kind in registry.kinds_for(name):
             plan = plan_service(
-                engine, registry.services[name], registry.subject_columns(name, kind)
+                engine, registry.sql_service(name), registry.subject_columns(name, kind)
             )
             summary[kind] = {
                 "tables": len(plan.steps),

@@ -209,7 +209,7 @@ def execute_task(
             report = run_service(
                 engine,
                 service,
-                registry.services[service],
+                registry.sql_service(service),
                 claim.subject_kind,
                 columns,
                 claim.subject_value,
@@ -425,7 +425,7 @@ def _nothing_here(
         report = nothing_here(
             engine_for(service),
             service,
-            registry.services[service],
+            registry.sql_service(service),
             job.subject_kind,
             columns,
             job.subject_value,
