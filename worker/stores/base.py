@@ -38,8 +38,8 @@ class Tally:
 class Store(ABC):
     """One registered service that is not a SQL database.
 
-    ``token`` names one erasure across its attempts (the caller's job and service ids,
-    never the subject's value): an attempt that follows a failed one with the same token
+    ``erasure_id`` names one erasure across its attempts (the caller's job and service ids,
+    never the subject's value): an attempt that follows a failed one with the same erasure_id
     reports what both removed, counted once.
     """
 
@@ -59,7 +59,11 @@ class Store(ABC):
 
     @abstractmethod
     def erase(
-        self, subject: str, progress: ProgressCallback | None = None, *, token: str | None = None
+        self,
+        subject: str,
+        progress: ProgressCallback | None = None,
+        *,
+        erasure_id: str | None = None,
     ) -> ErasureReport:
         """Remove the subject's keys or objects; ``progress`` hears of every batch."""
 

@@ -7,8 +7,8 @@ the key ``a*`` only, never ``ab``.
 
 Counts stay exact across a failed attempt and its retry: each batch's ``UNLINK`` and
 the count of what it removed are one Lua call, so the server applies both or neither;
-the count lives in a hash ``eraser:erasure:<token>`` (per pattern template, no subject
-data) that expires after a week. A retry with the same token adds to it, so the
+the count lives in a hash ``eraser:erasure:<erasure_id>`` (per pattern template, no subject
+data) that expires after a week. A retry with the same erasure_id adds to it, so the
 report counts every key removed by any attempt once.
 
 A Redis Cluster (``cluster = true``) is scanned node by node (every primary) and its
@@ -94,11 +94,15 @@ class RedisStore(Store):
             return len(self._census(subject)[1])
 
     def erase(
-        self, subject: str, progress: ProgressCallback | None = None, *, token: str | None = None
+        self,
+        subject: str,
+        progress: ProgressCallback | None = None,
+        *,
+        erasure_id: str | None = None,
     ) -> ErasureReport:
         started = time.monotonic()
         patterns = self.render(subject)
-        ledger = LEDGER_PREFIX + (token or uuid.uuid4().hex)
+        ledger = LEDGER_PREFIX + (erasure_id or uuid.uuid4().hex)
         passes = 0
         with self._faults("UNLINK"):
             totals = self._counted(ledger)
@@ -113,7 +117,7 @@ class RedisStore(Store):
                 if remaining == 0 or passes >= MAX_PASSES:
                     break
             totals = self._counted(ledger)
-            if token is None:
+            if erasure_id is None:
                 self.client.unlink(ledger)
         tallies = {t: Tally(rows=totals.get(t, 0)) for t in self.templates}
         return self.report(

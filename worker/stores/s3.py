@@ -12,7 +12,7 @@ would name another prefix than the subject's.
 
 Counts: an object (or version, or delete marker) counts when a listing of this
 erasure saw it and a later listing no longer does. The store remembers what it saw per
-``token``, so a retry after a failed attempt in the same worker counts each object once,
+``erasure_id``, so a retry after a failed attempt in the same worker counts each object once,
 including a batch whose ``DeleteObjects`` reply was lost.
 
 Endpoint, region and credentials come from the standard AWS variables
@@ -111,11 +111,15 @@ class S3Store(Store):
         return sum(len(entries) for entries in seen.values())
 
     def erase(
-        self, subject: str, progress: ProgressCallback | None = None, *, token: str | None = None
+        self,
+        subject: str,
+        progress: ProgressCallback | None = None,
+        *,
+        erasure_id: str | None = None,
     ) -> ErasureReport:
         started = time.monotonic()
         prefixes = self.render(subject)
-        seen = self._remembered(token)
+        seen = self._remembered(erasure_id)
         passes = 0
         with self._faults("DeleteObjects"):
             versions = self._all_versions()
@@ -146,12 +150,12 @@ class S3Store(Store):
 
     # --- listing and deleting --------------------------------------------------------------
 
-    def _remembered(self, token: str | None) -> Seen:
-        if token is None:
+    def _remembered(self, erasure_id: str | None) -> Seen:
+        if erasure_id is None:
             return {}
         with self._lock:
-            seen = self._seen.setdefault(token, {})
-            self._seen.move_to_end(token)
+            seen = self._seen.setdefault(erasure_id, {})
+            self._seen.move_to_end(erasure_id)
             while len(self._seen) > _REMEMBERED:
                 self._seen.popitem(last=False)
         return seen
