@@ -111,6 +111,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -259,3 +262,57 @@ def bucket(s3_env: Weed) -> str:
     name = f"erasure{next(_names)}x{uuid.uuid4().hex[:6]}"
     s3_env.client().create_bucket(Bucket=name)  # type: ignore[attr-defined]
     return name
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 >= 65536:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
+    """A three-primary Redis Cluster of the test's own; its URL (any node)."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        missing("redis-server and redis-cli are not installed")
+    assert binary is not None
+    assert cli is not None
+    ports = [_cluster_port() for _ in range(3)]
+    processes = []
+    for port in ports:
+        workdir = tmp_path / str(port)
+        workdir.mkdir()
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--dir", str(workdir), "--save", "", "--appendonly", "no"]
+        processes.append(
+            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    try:
+        for port in ports:
+            RedisServer(port=port, workdir=tmp_path).wait_ready()
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+        )
+        client = redis.Redis(port=ports[0])
+        deadline = time.monotonic() + 30
+        while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+            assert time.monotonic() < deadline, "the cluster did not become ready"
+            time.sleep(0.2)
+        client.close()
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(timeout=20)
