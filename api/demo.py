@@ -100,7 +100,7 @@ def _run(
 
     target = create_engine(urls[SHOWN_SERVICE])
     try:
-        plan = plan_service(target, registry.services[SHOWN_SERVICE], ["tenant_id"])
+        plan = plan_service(target, registry.sql_service(SHOWN_SERVICE), ["tenant_id"])
     finally:
         target.dispose()
     say(f"2. Plan for tenant {subject} in {SHOWN_SERVICE!r} (children first):")
@@ -136,7 +136,7 @@ def _run(
         n
         for service, counts in after.tenant_rows.items()
         for table, n in counts.items()
-        if registry.services[service].tables.get(table) is not None
+        if registry.sql_service(service).tables.get(table) is not None
     )
     untouched = before.fingerprint == after.fingerprint
     verified = all(t.verified for t in real.tasks)

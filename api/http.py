@@ -32,7 +32,7 @@ from api.keys import Scope as KeyScope
 from api.keys import authenticate
 from api.metrics import JobStoreCollector
 from models.messages import ErasureRequest, JobView, Text
-from models.registry import Registry
+from models.registry import Registry, Service
 from models.settings import ApiKeyEntry, Settings
 from models.store.database import JobStore
 from models.store.tables import DeadLetter, Job, JobStatus
@@ -507,15 +507,17 @@ def create_app(
         for every subject kind it holds (this connects to the databases)."""
         out = []
         for name, service in sorted(registry.services.items()):
+            # Redis and S3 services have no lock timeout, tables or plan (issue 23).
+            sql = service if isinstance(service, Service) else None
             view = ServiceView(
                 name=name,
                 subjects=registry.kinds_for(name),
                 queue=service.queue,
                 batch_size=service.batch_size,
-                lock_timeout_ms=service.lock_timeout_ms,
-                policies={t: p.action.value for t, p in service.tables.items()},
+                lock_timeout_ms=sql.lock_timeout_ms if sql else 0,
+                policies={t: p.action.value for t, p in sql.tables.items()} if sql else {},
             )
-            if plans:
+            if plans and sql is not None:
                 view.plan, view.plan_error = _plan_summary(registry, name)
             out.append(view)
         return out
@@ -533,7 +535,7 @@ def _plan_summary(registry: Registry, name: str) -> tuple[dict[str, Any] | None,
         engine = resources().engine_for(name)
         for kind in registry.kinds_for(name):
             plan = plan_service(
-                engine, registry.services[name], registry.subject_columns(name, kind)
+                engine, registry.sql_service(name), registry.subject_columns(name, kind)
             )
             summary[kind] = {
                 "tables": len(plan.steps),

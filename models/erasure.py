@@ -46,6 +46,8 @@ class TableOutcome(BaseModel):
     table: str
     action: TableAction
     rows: int
+    #: Bytes the rows held, where the store says (S3 objects); None for SQL tables.
+    bytes: int | None = None
 
 
 class ErasureReport(BaseModel):
@@ -54,7 +56,10 @@ class ErasureReport(BaseModel):
     dry_run: bool
     tables: list[TableOutcome]
     #: Rows removed (or that a dry run would remove), rows deleted by cascades included.
+    #: For a Redis service: keys; for an S3 service: objects (versions and delete markers).
     total_rows: int
+    #: Bytes removed, where the store says (S3); None for SQL and Redis services.
+    total_bytes: int | None = None
     #: True when a final count found no row of the subject left in any erased table.
     verified: bool
     #: Execution passes: 1 normally, more when triggers or writers re-created subject rows.
@@ -73,3 +78,8 @@ class ErasureReport(BaseModel):
     #: (``lz4`` when Eraser asked for it, the server's own setting when it already
     #: compresses; empty for none, or when nothing was written).
     wal_compression: str = ""
+
+    @property
+    def nothing_matched(self) -> bool:
+        """Nothing of the subject was (or, in a dry run, would be) removed."""
+        return self.total_rows == 0

@@ -13,6 +13,19 @@ A TOML file (``services.toml``)::
     action = "anonymize"
     set = { email = "null", name = "'erased'" }
 
+A service has a ``kind``: ``sql`` (the default, a database reached with a DSN),
+``redis`` (key patterns) or ``s3`` (object prefixes); ``http`` is reserved::
+
+    [services.forecast_cache]
+    kind = "redis"
+    url_env = "FORECAST_CACHE_URL"
+    keys = ["forecast:{value}:*", "tenant:{value}"]
+
+    [services.model_artifacts]
+    kind = "s3"
+    url_env = "ARTIFACTS_S3_URL"          # s3://bucket[/base]
+    prefixes = ["tenants/{value}/"]
+
 An invalid file raises ``RegistryError`` naming the file, the place and the field.
 """
 
@@ -21,14 +34,28 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.erasure import ScalarValue, TableAction, TablePolicy
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Where a key pattern or an object prefix takes the subject's value.
+VALUE_PLACEHOLDER = "{value}"
+#: Redis glob metacharacters: next to ``{value}`` they would match other subjects' keys.
+_GLOB = frozenset("*?[]")
 
 
 class RegistryError(Exception):
@@ -121,10 +148,11 @@ def _literal(value: Any) -> Any:
 
 
 class Service(BaseModel):
-    """One target database."""
+    """One target SQL database (``kind = "sql"``, the default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["sql"] = "sql"
     #: Environment variable that holds the database URL (never the URL itself).
     url_env: str
     schemas: list[str] = Field(default_factory=list)
@@ -153,19 +181,159 @@ class Service(BaseModel):
     @field_validator("url_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        if not _ENV.match(value):
-            raise ValueError("must be the NAME of an environment variable, not a URL")
-        return value
+        return _env_variable(value)
 
     @field_validator("queue")
     @classmethod
     def _queue_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME.match(value):
-            raise ValueError("letters, digits, '-' and '_' only")
-        return value
+        return _queue(value)
 
     def policies(self) -> dict[str, TablePolicy]:
         return {name: t.policy() for name, t in self.tables.items()}
+
+
+#: Another name for ``Service``, for code that handles every kind.
+SqlService = Service
+
+
+class _StoreService(BaseModel):
+    """What every service that is not a SQL database has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Environment variable that holds the store's URL (never the URL itself).
+    url_env: str
+    #: Subject kinds this service holds; required when the registry has more than one
+    #: kind, since a pattern says nothing of the kind of value it takes.
+    subjects: list[str] = Field(default_factory=list)
+    #: A dedicated Celery queue, so workers can run next to this store.
+    queue: str | None = None
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        return _env_variable(value)
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        return _queue(value)
+
+
+class RedisService(_StoreService):
+    """A Redis (or Valkey) database: the subject's keys are found by glob patterns."""
+
+    kind: Literal["redis"]
+    #: Glob patterns; ``{value}`` is the subject's value, escaped so it matches only
+    #: itself. Each pattern must hold ``{value}``, with no wildcard right next to it.
+    keys: list[str] = Field(min_length=1)
+    #: ``SCAN``'s ``COUNT`` hint: keys the server looks at per call.
+    scan_count: int = Field(default=1000, ge=1, le=100_000)
+    #: Keys removed per ``UNLINK`` (bounded: the keys go through a Lua call's stack).
+    batch_size: int = Field(default=500, ge=1, le=5000)
+    #: A Redis Cluster: scan every primary node (see docs/stores.md).
+    cluster: bool = False
+
+    @field_validator("keys")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            _needs_value(pattern)
+            for before, after in _neighbours(pattern):
+                if before in _GLOB or after in _GLOB:
+                    raise ValueError(
+                        f"pattern {pattern!r}: a wildcard next to {VALUE_PLACEHOLDER} would "
+                        "match other subjects' keys (subject 1 would match 10)"
+                    )
+        return value
+
+
+class S3Service(_StoreService):
+    """An S3 bucket (or an S3-compatible store): the subject's objects are found by prefix."""
+
+    kind: Literal["s3"]
+    #: Object key prefixes below the URL's base; ``{value}`` is the subject's value,
+    #: used literally. ``{value}`` must be followed by a delimiter (``tenants/{value}/``):
+    #: ``tenants/{value}`` would also name tenant 10's objects when erasing tenant 1.
+    prefixes: list[str] = Field(min_length=1)
+    #: In a versioned bucket: ``delete`` every version and delete marker under the
+    #: prefix, or ``keep`` the older versions and delete only the current objects.
+    versions: Literal["delete", "keep"] = "delete"
+    #: Keys per ``DeleteObjects`` call (S3 takes at most 1,000).
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            _needs_value(prefix)
+            if prefix.endswith(VALUE_PLACEHOLDER):
+                raise ValueError(
+                    f"prefix {prefix!r}: end it with a delimiter after {VALUE_PLACEHOLDER} "
+                    "(e.g. '/'): as written it also names other subjects' objects"
+                )
+        return value
+
+
+def _env_variable(value: str) -> str:
+    if not _ENV.match(value):
+        raise ValueError("must be the NAME of an environment variable, not a URL")
+    return value
+
+
+def _queue(value: str | None) -> str | None:
+    if value is not None and not _NAME.match(value):
+        raise ValueError("letters, digits, '-' and '_' only")
+    return value
+
+
+def _needs_value(template: str) -> None:
+    if VALUE_PLACEHOLDER not in template:
+        raise ValueError(
+            f"{template!r} has no {VALUE_PLACEHOLDER}: it would erase other subjects' data"
+        )
+
+
+def _neighbours(template: str) -> list[tuple[str, str]]:
+    """The characters right before and after each ``{value}`` ('' at either end)."""
+    found = []
+    start = template.find(VALUE_PLACEHOLDER)
+    while start >= 0:
+        end = start + len(VALUE_PLACEHOLDER)
+        found.append((template[start - 1 : start], template[end : end + 1]))
+        start = template.find(VALUE_PLACEHOLDER, end)
+    return found
+
+
+def value_delimiters(template: str) -> set[str]:
+    """Characters a subject value may not hold for ``template``: the one right after each
+    ``{value}``. A value holding it would reach into another subject's keys
+    (``tenant:{value}:*`` with ``1:x`` names keys of tenant ``1``)."""
+    return {after for _, after in _neighbours(template) if after}
+
+
+def _service_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "sql"))
+    return str(getattr(value, "kind", "sql"))
+
+
+#: A registered service of any kind, told apart by ``kind``.
+AnyService = Annotated[
+    Annotated[Service, Tag("sql")]
+    | Annotated[RedisService, Tag("redis")]
+    | Annotated[S3Service, Tag("s3")],
+    Discriminator(
+        _service_kind,
+        custom_error_type="service_kind",
+        custom_error_message=(
+            "kind must be 'sql', 'redis' or 's3' ('http', a service-owned erasure "
+            "endpoint, is not supported yet)"
+        ),
+    ),
+]
+#: Kinds a service may have, in the registry's own words.
+KINDS = ("sql", "redis", "s3", "http")
 
 
 class Registry(BaseModel):
@@ -174,7 +342,7 @@ class Registry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subjects: dict[str, SubjectKind]
-    services: dict[str, Service]
+    services: dict[str, AnyService]
 
     @model_validator(mode="after")
     def _consistent(self) -> Registry:
@@ -182,9 +350,15 @@ class Registry(BaseModel):
             if not _NAME.match(name):
                 raise ValueError(f"name {name!r}: letters, digits, '-' and '_' only")
         for name, service in self.services.items():
-            for kind in (*service.subjects, *service.subject_columns):
+            named = service.subject_columns if isinstance(service, Service) else {}
+            for kind in (*service.subjects, *named):
                 if kind not in self.subjects:
                     raise ValueError(f"services.{name} names unknown subject kind {kind!r}")
+            if not isinstance(service, Service) and not service.subjects and len(self.subjects) > 1:
+                raise ValueError(
+                    f"services.{name}: name the subject kind(s) its {service.kind} "
+                    "patterns hold (subjects = [...]): they would take every kind's values"
+                )
         if not self.services:
             raise ValueError("no services")
         return self
@@ -198,8 +372,17 @@ class Registry(BaseModel):
         return sorted(k for k in self.subjects if service in self.services_for(k))
 
     def subject_columns(self, service: str, kind: str) -> list[str]:
-        cols = self.services[service].subject_columns.get(kind)
+        entry = self.services[service]
+        cols = entry.subject_columns.get(kind) if isinstance(entry, Service) else None
         return list(cols) if cols else self.subjects[kind].subject_columns
+
+    def sql_service(self, name: str) -> Service:
+        """The SQL service ``name``; ``RegistryError`` when it is of another kind (the
+        SQL engine's callers use this until every kind is wired into the tasks)."""
+        entry = self.services[name]
+        if not isinstance(entry, Service):
+            raise RegistryError(f"services.{name} is a {entry.kind} service, not a SQL database")
+        return entry
 
 
 def load_registry(path: str | Path) -> Registry:
@@ -217,7 +400,15 @@ def load_registry(path: str | Path) -> Registry:
         return Registry.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        place = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        place = ".".join(str(p) for p in _place(first["loc"])) or "(top level)"
         more = len(exc.errors()) - 1
         extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise RegistryError(f"{file}: {place}: {first['msg']}{extra}") from None
+
+
+def _place(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The error's place without pydantic's union tag (``services.cache.redis.keys`` is
+    ``services.cache.keys`` in the file)."""
+    if len(loc) > 2 and loc[0] == "services" and loc[2] in KINDS:
+        return (*loc[:2], *loc[3:])
+    return loc

@@ -36,7 +36,7 @@ from celery import Task as CeleryTask
 from celery.exceptions import Ignore, Reject, Retry
 
 from models.erasure import ErasureReport
-from models.registry import Registry
+from models.registry import RedisService, Registry, S3Service, Service
 from models.settings import MissingDatabaseUrl, Settings
 from models.store.database import JobStore
 from models.store.leases import Lease
@@ -53,6 +53,7 @@ from worker.app import app
 from worker.executor import SliceEnded
 from worker.faults import Fault, FaultKind, classify
 from worker.service import PlanCache, run_service
+from worker.stores import open_store
 
 __all__ = ["Delivery", "Outcome", "erase_service", "execute_task"]
 
@@ -161,7 +162,7 @@ def execute_task(
         return lease
     with Heartbeat(store, lease, settings.heartbeat_seconds, report_state) as beat:
         try:
-            report = _erase(registry, settings, service, lease, engine_for, plans, beat)
+            report = _erase(registry, settings, job_id, service, lease, engine_for, plans, beat)
         except LeaseLost:
             return superseded(job_id, service)
         except SliceEnded as ended:
@@ -189,19 +190,24 @@ def execute_task(
 def _erase(
     registry: Registry,
     settings: Settings,
+    job_id: str,
     service: str,
     lease: Lease,
     engine_for: Callable[[str], sa.Engine],
     plans: PlanCache | None,
     beat: Heartbeat,
 ) -> ErasureReport:
-    """Run the engine for at most one time slice, reporting progress to ``beat``."""
+    """Run the engine for at most one time slice, reporting progress to ``beat``; a
+    service that is not a SQL database is erased through its store."""
+    definition = registry.services[service]
+    if not isinstance(definition, Service):
+        return _erase_store(job_id, service, definition, lease, beat)
     columns = registry.subject_columns(service, lease.subject_kind)
     engine = engine_for(service)
     return run_service(
         engine,
         service,
-        registry.services[service],
+        registry.sql_service(service),
         lease.subject_kind,
         columns,
         lease.subject_value,
@@ -211,3 +217,15 @@ def _erase(
         deadline=time.monotonic() + settings.slice_seconds,
         lock_wait_seconds=SUBJECT_LOCK_WAIT_SECONDS,
     )
+
+
+def _erase_store(
+    job_id: str, name: str, definition: RedisService | S3Service, lease: Lease, beat: Heartbeat
+) -> ErasureReport:
+    """A Redis or S3 service's erasure (or dry run). The erasure id is opaque (job and
+    service): it keeps counts exact when a retry meets batches an earlier attempt
+    removed."""
+    with open_store(name, definition) as store:
+        if lease.dry_run:
+            return store.preview(lease.subject_value)
+        return store.erase(lease.subject_value, beat.progress, erasure_id=f"{job_id}:{name}")

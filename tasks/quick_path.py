@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from models.messages import TaskResult
-from models.registry import Registry
+from models.registry import Registry, Service
 from models.store.database import JobStore
 from models.store.nothing_found import NothingFound, quick_fields, record_nothing_found
 from models.store.tables import TaskStatus, utcnow
@@ -88,6 +88,8 @@ def try_nothing_here(
     recorded succeeded at once. None: the general path (claim, erase, record) takes
     over; it also covers failures here, which it meets again and records."""
     started = utcnow()
+    if not isinstance(registry.services[service], Service):
+        return None  # the quick check is the SQL engine's; a store's erasure counts anyway
     job = _job_fields(store, job_id, service)
     if job is None or job.dry_run:
         return None
@@ -96,7 +98,7 @@ def try_nothing_here(
         report = nothing_here(
             engine_for(service),
             service,
-            registry.services[service],
+            registry.sql_service(service),
             job.subject_kind,
             columns,
             job.subject_value,

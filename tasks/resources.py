@@ -31,7 +31,7 @@ class Resources:
         names, at first use)."""
         with self._lock:
             if service not in self._engines:
-                url = service_url(self.registry.services[service].url_env)
+                url = service_url(self.registry.sql_service(service).url_env)
                 # No ping at checkout (a round trip per use): a connection the server
                 # dropped fails its task with a transient error, which is retried,
                 # and the pool is renewed.

@@ -112,13 +112,13 @@ def census(urls: Mapping[str, str], tenant: int) -> Census:
     tenant's when that tenant holds every link to it. Everything else (weather data,
     suppliers several tenants use) belongs to nobody and is in every fingerprint.
     """
-    services = registry().services
+    reg = registry()
     fingerprints: dict[str, str] = {}
     counts: dict[str, dict[str, int]] = {}
     for service, url in urls.items():
         orphanable = {
             name
-            for name, settings in services[service].tables.items()
+            for name, settings in reg.sql_service(service).tables.items()
             if settings.action is TableAction.DELETE_IF_ORPHANED
         }
         engine = create_engine(url)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from models.erasure import TableAction
-from models.registry import RegistryError, load_registry
+from models.registry import (
+    RedisService,
+    RegistryError,
+    S3Service,
+    Service,
+    load_registry,
+    value_delimiters,
+)
 
 GOOD = """
 [subjects.tenant]
@@ -100,3 +107,95 @@ def test_invalid_registries_name_file_place_and_field(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="no such registry file"):
         load_registry(tmp_path / "nope.toml")
+
+
+STORES = (
+    GOOD
+    + """
+[services.forecast_cache]
+kind = "redis"
+url_env = "FORECAST_CACHE_URL"
+subjects = ["tenant"]
+keys = ["forecast:{value}:*", "tenant:{value}"]
+scan_count = 200
+
+[services.artifacts]
+kind = "s3"
+url_env = "ARTIFACTS_S3_URL"
+subjects = ["tenant"]
+prefixes = ["tenants/{value}/", "exports/{value}.csv"]
+versions = "keep"
+queue = "artifacts"
+"""
+)
+
+
+def test_redis_and_s3_services_load_beside_sql_ones(tmp_path: Path) -> None:
+    reg = load_registry(write(tmp_path, STORES))
+    cache, artifacts, orders = (reg.services[n] for n in ("forecast_cache", "artifacts", "orders"))
+    assert isinstance(cache, RedisService)
+    assert cache.keys == ["forecast:{value}:*", "tenant:{value}"]
+    assert (cache.scan_count, cache.batch_size, cache.cluster) == (200, 500, False)
+    assert isinstance(artifacts, S3Service)
+    assert (artifacts.versions, artifacts.batch_size, artifacts.queue) == (
+        "keep",
+        1000,
+        "artifacts",
+    )
+    # a service without ``kind`` is a SQL database, as before
+    assert isinstance(orders, Service)
+    assert orders.kind == "sql"
+    assert reg.services_for("tenant") == ["artifacts", "forecast_cache", "orders"]
+    assert reg.sql_service("orders") is orders
+    with pytest.raises(RegistryError, match="forecast_cache is a redis service"):
+        reg.sql_service("forecast_cache")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        # a pattern without {value} would erase every subject's keys
+        (
+            '"tenant:{value}"]',
+            '"tenant:*"]',
+            "services.forecast_cache.keys: Value error, 'tenant:*' has no {value}",
+        ),
+        # a wildcard right after {value}: erasing tenant 1 would take tenant 10's keys
+        ('"tenant:{value}"]', '"tenant:{value}*"]', "a wildcard next to {value}"),
+        # ... or right before it: tenant 1 would take tenant 21's keys
+        ('"tenant:{value}"]', '"tenant:?{value}"]', "a wildcard next to {value}"),
+        # an S3 prefix without {value}
+        ('"tenants/{value}/"', '"tenants/"', "services.artifacts.prefixes: Value error"),
+        # an S3 prefix ending at {value} also names tenant 10's objects for tenant 1
+        ('"tenants/{value}/"', '"tenants/{value}"', "end it with a delimiter"),
+        # redis fields are checked: a batch beyond a Lua call's stack
+        ("scan_count = 200", "batch_size = 10000", "services.forecast_cache.batch_size"),
+        # s3 fields are checked
+        ('versions = "keep"', 'versions = "sometimes"', "services.artifacts.versions"),
+        # a SQL field on a redis service is refused with its place
+        ("scan_count = 200", 'schemas = ["public"]', "services.forecast_cache.schemas: Extra"),
+        # missing fields
+        ('keys = ["forecast:{value}:*", "tenant:{value}"]', "", "services.forecast_cache.keys"),
+        ('prefixes = ["tenants/{value}/", "exports/{value}.csv"]', "", "artifacts.prefixes"),
+        # a URL where the variable name belongs
+        ('"ARTIFACTS_S3_URL"', '"s3://bucket/base"', "services.artifacts.url_env"),
+        # a store without subjects in a registry of several kinds: patterns take any value
+        ('subjects = ["tenant"]\nprefixes', "prefixes", "name the subject kind(s)"),
+        # http is reserved, other kinds unknown
+        ('kind = "s3"', 'kind = "http"', "services.artifacts: kind must be 'sql', 'redis' or"),
+        ('kind = "s3"', 'kind = "ftp"', "('http', a service-owned erasure endpoint, is not"),
+    ],
+)
+def test_invalid_store_services(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in STORES
+    path = write(tmp_path, STORES.replace(old, new, 1))
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    assert str(info.value).startswith(str(path))
+    assert message in str(info.value)
+
+
+def test_value_delimiters() -> None:
+    assert value_delimiters("tenant:{value}:*") == {":"}
+    assert value_delimiters("tenant:{value}") == set()
+    assert value_delimiters("t/{value}/x/{value}.csv") == {"/", "."}
