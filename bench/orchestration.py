@@ -86,10 +86,11 @@ from models.jobstore import Job, JobStore
 from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import get_settings
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, erase
-from worker.planner import build_plan
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
 from worker.service import PlanCache, plan_service
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,9 +56,9 @@ from tasks.deadletter import DeadLetterReason, publish_dead_letter, record_dead_
 from tasks.finalize import finalize
 from tasks.resources import resources
 from worker.app import app
-from worker.executor import Progress, SliceEnded
+from worker.execution.options import Progress, SliceEnded
 from worker.faults import Fault, FaultKind, classify
-from worker.planner import REMOVING
+from worker.planning.model import REMOVING
 from worker.prepared import Prepared
 from worker.service import PlanCache, nothing_here, run_service
 

@@ -16,11 +16,13 @@ import sqlalchemy as sa
 
 from models.erasure import ErasureReport, TableAction, TablePolicy
 from tests.conftest import TargetDB, make_db
-from worker import executor as executor_module
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
-from worker.executor import ExecutionOptions, dry_run, erase
-from worker.planner import CycleStrategy, build_plan
+from worker.execution import server_batches
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
+from worker.planning.model import CycleStrategy
 
 SUBJECT = 1
 Row = dict[str, Any]
@@ -703,7 +705,7 @@ def test_rerun_after_partial_erasure_finishes_the_job(
 ) -> None:
     """A crash between batches leaves a consistent state that a re-run completes. (The
     server-side loop on PostgreSQL is made to report after every batch.)"""
-    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)
     md = sa.MetaData()
     customers = tenant_table(md, "customers")
     orders = child_table(md, "orders", "customer_id", "customers.id")

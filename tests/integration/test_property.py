@@ -36,9 +36,10 @@ from hypothesis import strategies as st
 
 from models.erasure import ErasureReport, TableAction
 from tests.conftest import TargetDB
-from worker.catalog import reflect
-from worker.executor import ExecutionOptions, dry_run, erase
-from worker.planner import build_plan
+from worker.catalog.reflection import reflect
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
 
 SUBJECT = 1
 #: Row owners; tenant 1 twice as likely, so that erasures have work to do.

@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool
 from api.cli import EXIT_ERROR, EXIT_OK, main
 from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.exceptions import (
     CrossSubjectReference,
@@ -28,9 +28,11 @@ from worker.exceptions import (
     UnsatisfiablePlan,
     UnsupportedTable,
 )
-from worker.executor import ExecutionOptions, dry_run, erase
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import ExecutionOptions
 from worker.faults import DatabaseFailure
-from worker.planner import build_plan, coerce_subject
+from worker.planning.building import build_plan
+from worker.planning.subjects import coerce_subject
 
 SUBJECT = 42
 Rows = list[tuple[Any, ...]]

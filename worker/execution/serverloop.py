@@ -45,7 +45,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.database import driver_error
-from worker.dialects import addressed_by, row_address
+from worker.dialects.postgresql_arrays import addressed_by, row_address
 
 #: SQLSTATEs the loop raises to give a batch back to the client: a reference it may not
 #: clear (another subject's row, or a probe that found one), or a transaction budget
