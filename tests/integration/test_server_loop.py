@@ -1,4 +1,4 @@
-"""The server-side loop (``worker.serverloop``): batches run inside PostgreSQL, in
+"""The server-side loop (``worker.execution.serverloop``): batches run inside PostgreSQL, in
 ``DO`` blocks that commit each batch, on a real server.
 
 * the same data erased by the loop and by the client ends byte for byte the same,
@@ -29,7 +29,7 @@ from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport, TableAction
 from models.registry import Service
 from tests.conftest import TargetDB
-from tests.integration.test_fk_checks import orphans
+from tests.integration.test_reference_checks import orphans
 from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.dialects import dialect_named

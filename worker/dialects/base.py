@@ -97,7 +97,7 @@ class Dialect:
     #: A row whose NOT NULL self-reference points at itself cannot be deleted while
     #: the checks are on.
     blocks_self_pointing_rows: bool = False
-    #: Batches can run inside the server (``worker.serverloop``).
+    #: Batches can run inside the server (``worker.execution.serverloop``).
     server_loop: bool = False
     #: Statements run for many subjects are prepared once per connection.
     prepares_statements: bool = False

@@ -39,15 +39,10 @@ def addressed_by(chosen: sa.Select[Any]) -> ColumnElement[bool]:
 def pg_array(values: Sequence[Any], element: sa.types.TypeEngine[Any]) -> ColumnElement[Any]:
     """A PostgreSQL array of ``values`` for ``= ANY(...)``, as one parameter.
 
-    Integers, strings and row addresses go as one array literal, ``CAST('{1,2,3}' AS
-    BIGINT[])``: the server reads it with the array type's input function. psycopg2
-    would otherwise send a list as ``ARRAY[1,2,3]``, an expression of one constant per
-    element, which for a 2,000-key batch costs about 2 ms of driver CPU and as much
-    server parsing, on every statement (measured; the plan is the same). Integers are
-    cast to BIGINT[], which compares with every integer column through the index, so a
-    parent key wider than its referencing column cannot overflow the cast; strings to
-    TEXT[], which ``varchar`` compares as. Anything else (``char(n)``, numerics, dates,
-    enums, ...) is bound as the driver adapts it."""
+    Integers (as ``BIGINT[]``), strings (as ``TEXT[]``) and row addresses go as one
+    array literal, read by the server's array input function; anything else is bound
+    as the driver adapts it. A list bound as ``ARRAY[...]`` costs the driver and the
+    server about 2 ms per 2,000 keys (docs/design/engine-notes.md, "Key lists")."""
     as_type: sa.types.TypeEngine[Any] | None = None
     text: Callable[[Any], str] | None = None
     if isinstance(element, sa.Integer) and not isinstance(element, sa.Enum):

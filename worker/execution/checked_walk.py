@@ -54,18 +54,12 @@ class CheckedWalk:
         loop = self.server.loop(table, where, leaf=False) if ordered else None
         if loop is not None:
             return self.server.walk(table, loop)
-        target = self.ctx.table(table)
-        rid = self.ctx.rid[table]
         last: tuple[Any, ...] | None = None
         while True:
             n = self.tx.batch_size(table)
-            cond = where if last is None else sa.and_(where, rid.after(target, last))
-            sub = sa.select(row_address()).select_from(target).where(cond).limit(n)
-            if ordered:
-                sub = sub.order_by(*rid.order_by(target))
             try:
                 count, last_key = self._batch(
-                    table, sa.delete(target).where(addressed_by(sub)), ordered
+                    table, self._statement(table, where, last, n, ordered), ordered
                 )
             except StillReferenced:
                 return False
@@ -82,6 +76,24 @@ class CheckedWalk:
                 return True
             if ordered:
                 last = last_key
+
+    def _statement(
+        self,
+        table: TableName,
+        where: ColumnElement[bool],
+        last: tuple[Any, ...] | None,
+        n: int,
+        ordered: bool,
+    ) -> sa.Delete:
+        """The DELETE of the next ``n`` rows (after ``last``, in key order if
+        ``ordered``), chosen by row address."""
+        target = self.ctx.table(table)
+        rid = self.ctx.rid[table]
+        cond = where if last is None else sa.and_(where, rid.after(target, last))
+        sub = sa.select(row_address()).select_from(target).where(cond).limit(n)
+        if ordered:
+            sub = sub.order_by(*rid.order_by(target))
+        return sa.delete(target).where(addressed_by(sub))
 
     def _batch(
         self, table: TableName, stmt: sa.Delete, ordered: bool

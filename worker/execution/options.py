@@ -10,7 +10,7 @@ from models.erasure import TableAction, TableOutcome
 
 #: Who checks the references into a batch of parents as it goes (``fk_checks``).
 #: ``database``: the database's own per-row foreign-key triggers. ``eraser``
-#: (PostgreSQL): Eraser, under the batch's row locks (see ``_Shortcut``); the role
+#: (PostgreSQL): Eraser, under the batch's row locks (``reference_checks``); the role
 #: must be a superuser or be granted ``SET ON PARAMETER session_replication_role``.
 #: ``auto``: ``eraser`` where the role may have it, else ``database``.
 FK_CHECKS = ("auto", "database", "eraser")

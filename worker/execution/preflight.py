@@ -33,16 +33,11 @@ def count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[b
 
 def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
     """Predicates that follow every multi-table cycle as far as the subject's rows go,
-    for the dry run's counts and the pre-flight checks.
-
-    A cycle's membership is unrolled a fixed number of times round (a recursive CTE
-    cannot join several tables on every database); a chain of rows going round it more
-    often would be missed. So the depth doubles until one more time round finds no
-    more rows; past ``MAX_UNROLL`` times round the plan is
-    refused rather than run blind. Plans without such a cycle cost nothing. (The walk
-    itself follows keys, to any depth, and the verification needs no depth: once the
-    subject's own rows are gone nothing is reached through them.) Run it, and the
-    statements built from what it returns, inside ``deep_statements()``."""
+    for the dry run's counts and the pre-flight checks: the unrolling doubles until one
+    more time round finds nothing more, and past ``MAX_UNROLL`` (or the database's
+    nesting limit) the plan is refused (``UnsatisfiablePlan``). Run it, and the
+    statements built from what it returns, inside ``deep_statements()``. Why:
+    docs/design/engine-notes.md, "Cycles deeper than the predicates unroll"."""
     cycles = list({id(c): c for c in plan.cycle_of.values() if len(c.tables) > 1}.values())
     if not cycles:
         return preds

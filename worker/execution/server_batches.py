@@ -21,6 +21,7 @@ from worker.execution.serverloop import (
     OVERFLOW,
     PREFIX,
     REFERENCED,
+    LoopRun,
     LoopSpec,
     Node,
     Reference,
@@ -175,23 +176,10 @@ class ServerBatches:
         time. False when it gave a batch back that the client's general way must take;
         the batches before it are committed and counted."""
         last: Any = None
-        shortcut = self.checks.shortcuts.get(table)
         while True:
             n = self.tx.batch_size(table)
-            seconds = min(_LOOP_SECONDS, self._seconds)
-            if self.ctx.opts.deadline is not None:
-                seconds = max(0.0, min(seconds, self.ctx.opts.deadline - time.monotonic()))
-            run, error = loop.server.run(self.ctx.conn, n, last, seconds)
-            self.tx.pending.clear()
-            for (t, action), count in zip(loop.slots, run.counts, strict=True):
-                self.tx.record(t, action, count)
-                if count:
-                    self.in_server.add(t)
-            if not loop.leaf and run.counts[loop.server.spec.slot]:
-                self.checks.checked.add(table)
-            self.tx.committed(run.longest_seconds, deadline=error is None)
-            if error is not None:
-                raise error
+            run, error = loop.server.run(self.ctx.conn, n, last, self._call_seconds())
+            self._keep(table, loop, run, error)
             if run.batches:
                 last = run.last
             if run.gave_back == REFERENCED:
@@ -200,12 +188,39 @@ class ServerBatches:
                 if n > 1:
                     self.tx.shrink_batch(table, n, run.top, run.rows)
                     continue
-                if shortcut is not None and run.swept:
-                    widest = max(range(len(run.swept)), key=run.swept.__getitem__)
-                    self.checks.wide.add(shortcut.sweep[widest])
+                self._widen(table, run)
                 return False
             if run.done:
                 return True
+
+    def _call_seconds(self) -> float:
+        """How long the next call may run: a fraction of a second, and not past the
+        deadline."""
+        seconds = min(_LOOP_SECONDS, self._seconds)
+        if self.ctx.opts.deadline is not None:
+            seconds = max(0.0, min(seconds, self.ctx.opts.deadline - time.monotonic()))
+        return seconds
+
+    def _keep(self, table: TableName, loop: Loop, run: LoopRun, error: Exception | None) -> None:
+        """Count what a call committed, report it, and raise the error it ended with."""
+        self.tx.pending.clear()
+        for (t, action), count in zip(loop.slots, run.counts, strict=True):
+            self.tx.record(t, action, count)
+            if count:
+                self.in_server.add(t)
+        if not loop.leaf and run.counts[loop.server.spec.slot]:
+            self.checks.checked.add(table)
+        self.tx.committed(run.longest_seconds, deadline=error is None)
+        if error is not None:
+            raise error
+
+    def _widen(self, table: TableName, run: LoopRun) -> None:
+        """A single row swept too many along: its widest reference goes in batches of
+        its own first."""
+        shortcut = self.checks.shortcuts.get(table)
+        if shortcut is not None and run.swept:
+            widest = max(range(len(run.swept)), key=run.swept.__getitem__)
+            self.checks.wide.add(shortcut.sweep[widest])
 
 
 def _slot(slots: Slots, table: TableName, action: TableAction) -> int:

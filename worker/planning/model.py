@@ -118,18 +118,10 @@ class Plan:
     @cached_property
     def verifiable_by_own_column(self) -> frozenset[TableName]:
         """Tables whose remaining subject rows, if any, must hold the subject's value in
-        their own subject column(s) once the erasure has run.
-
-        A row belongs to the subject through its own column (depth 0) or by referencing
-        an existing row that belongs to it (depth d + 1). Take the largest set S of
-        removed tables (delete, unlink) such that every reference that carries
-        membership into a table of S comes from a table of S. If no table of S holds a
-        depth-0 row, none holds a depth-1 row (it would reference a depth-0 row of S),
-        and so on: S is empty of the subject exactly when its own columns say so.
-        Anonymized tables (whose rows stay) and shared tables are outside S, and so is
-        every table they lead to: those are checked with their whole predicate. This
-        turns the verification from scans of every table into index lookups.
-        """
+        their own subject column(s) once the erasure has run: the largest set of removed
+        tables into which membership only comes from tables of the set. Their
+        verification is an index look-up (proof: docs/design/engine-notes.md,
+        "Verification by own column")."""
         removed = (TableAction.DELETE, TableAction.UNLINK)
         into: dict[TableName, list[TableName]] = {}
         for parent in self.actions:

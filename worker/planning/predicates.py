@@ -24,7 +24,7 @@ class Predicates:
     """Builds the SQL that selects the subject's rows of each table.
 
     Used for dry-run counts, pre-flight checks and the final verification; the
-    executor's own batches use cheaper key lookups (see ``executor.py``).
+    walk's own batches use cheaper key look-ups (see ``worker.execution.walk``).
     """
 
     plan: Plan

@@ -6,6 +6,7 @@ import datetime
 import decimal
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,36 +40,49 @@ def coerce_subject(value: object, column_type: sa.types.TypeEngine[Any], column:
 
 
 def _convert(value: object, python_type: type) -> Any:
-    if python_type is bool:
-        if isinstance(value, bool):
-            return value
-        return _BOOLEANS[str(value).strip().lower()]
-    if python_type is int:
-        if isinstance(value, bool):
-            raise TypeError(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and _INTEGER.fullmatch(value):
-            return int(value)
-        raise ValueError(value)
-    if python_type is str:
-        return str(value)
-    if python_type is uuid.UUID:
-        return uuid.UUID(str(value))
-    if python_type is decimal.Decimal:
-        number_ = decimal.Decimal(str(value))
-        if not number_.is_finite():
-            raise ValueError(value)
-        return number_
-    if python_type is float:
-        return float(str(value))
-    if python_type is bytes:
-        return str(value).encode()
+    converter = _CONVERTERS.get(python_type)
+    if converter is not None:
+        return converter(value)
     if python_type in (datetime.datetime, datetime.date, datetime.time):
         if isinstance(value, str):
             return python_type.fromisoformat(value.strip())
         raise TypeError(value)
     return value
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    return _BOOLEANS[str(value).strip().lower()]
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    raise ValueError(value)
+
+
+def _to_decimal(value: object) -> decimal.Decimal:
+    number = decimal.Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError(value)
+    return number
+
+
+#: How a value becomes each Python type a column holds (exact types, no subclasses).
+_CONVERTERS: dict[type, Callable[[object], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    str: str,
+    uuid.UUID: lambda value: uuid.UUID(str(value)),
+    decimal.Decimal: _to_decimal,
+    float: lambda value: float(str(value)),
+    bytes: lambda value: str(value).encode(),
+}
 
 
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1

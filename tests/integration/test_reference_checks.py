@@ -37,7 +37,7 @@ from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.dialects import is_foreign_key_violation
 from worker.exceptions import ReferenceChecksUnavailable
-from worker.execution import server_batches, walk
+from worker.execution import batch_erasure, server_batches
 from worker.execution.erasure import erase
 from worker.execution.options import ExecutionOptions, Progress, ProgressCallback
 from worker.faults import DatabaseFailure
@@ -713,16 +713,16 @@ def test_a_batch_held_locked_makes_racing_writers_wait(
     attempt here, every batch not removed by a shortcut goes that way, under the same
     racing writers: no failure, nothing dangling, the writers' references to erased
     accounts refused or removed."""
-    monkeypatch.setattr(walk, "_FK_RACE_ATTEMPTS", 1)
+    monkeypatch.setattr(batch_erasure, "_FK_RACE_ATTEMPTS", 1)
     load_accounts(pg, 3300, steps_trigger=True)
     held = []
-    original = walk.Walker._erase_rows_holding
+    original = batch_erasure.BatchEraser._erase_rows_holding
 
     def counted(self: Any, table: Any, rows: Any) -> None:
         held.append(len(rows))
         original(self, table, rows)
 
-    monkeypatch.setattr(walk.Walker, "_erase_rows_holding", counted)
+    monkeypatch.setattr(batch_erasure.BatchEraser, "_erase_rows_holding", counted)
     race = erase_while_writing(pg, fk_checks, seeds=(3, 4))
     report, writers = race.report, race.writers
     assert sum(held) > 0  # the held way was taken
