@@ -14,6 +14,10 @@ from worker.planning.model import Cycle, CycleStrategy, Edge, EdgeMode
 def cycle_strategy(
     catalog: Catalog, component: list[TableName], children: Mapping[TableName, list[Edge]]
 ) -> Cycle:
+    """How the rows of one cyclic component are removed: leaves first for a tree, a
+    nullable reference cleared where there is one, else together in one transaction as
+    the database allows (deferred checks, writable CTEs), or refused where it cannot
+    defer them (``UnsatisfiablePlan``)."""
     members = set(component)
     edges = [
         e.fk
