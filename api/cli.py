@@ -32,11 +32,13 @@ from models.keyring import MissingSecrets
 from models.registry import RegistryError
 from models.settings import MissingDatabaseUrl
 from tasks.submit import SubmitError
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import check_connection, create_engine, describe_database_error, redact
 from worker.exceptions import DatabaseUnavailable, EraserError
-from worker.executor import FK_CHECKS, ExecutionOptions, Progress, dry_run, erase
-from worker.planner import Plan, build_plan
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import FK_CHECKS, ExecutionOptions, Progress
+from worker.planning.building import build_plan
+from worker.planning.model import Plan
 
 EXIT_OK = 0
 #: The erasure ran but a final count still found rows of the subject.

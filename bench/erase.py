@@ -88,10 +88,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from models.erasure import ErasureReport
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, Progress, erase
-from worker.planner import build_plan
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions, Progress
+from worker.planning.building import build_plan
 
 ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 SUBJECT_COLUMNS = ("tenant_id", "tenants.id")

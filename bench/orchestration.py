@@ -87,10 +87,11 @@ from models.registry import load_registry
 from models.settings import get_settings
 from models.store.database import JobStore
 from models.store.tables import Job
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, erase
-from worker.planner import build_plan
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
 from worker.service import PlanCache, plan_service
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -167,7 +167,7 @@ class Service(BaseModel):
     #: or ``eraser`` (refused with a clear error where it is not available).
     fk_checks: Literal["auto", "database", "eraser"] = "auto"
     #: PostgreSQL: run the commonest walks' batches inside the server, many to a round
-    #: trip (``worker.serverloop``); off, every statement is sent from the worker (for
+    #: trip (``worker.execution.serverloop``); off, every statement is sent from the worker (for
     #: a role that may not run ``DO`` blocks, or to compare the two).
     server_batches: bool = True
     #: PostgreSQL: the batches write their full-page images to the WAL compressed (lz4)

@@ -9,7 +9,7 @@ from models.store.database import JobStore
 from models.store.leases import Lease, NotClaimed, claim_task
 from tasks.execution import Delivery, Outcome
 from tasks.retry_policy import wait_for_lease
-from worker.planner import REMOVING
+from worker.planning.model import REMOVING
 
 
 def claim(

@@ -50,7 +50,7 @@ from tasks.recording import faulted, sliced, succeeded, superseded
 from tasks.resources import resources
 from tasks.retry_policy import SUBJECT_LOCK_WAIT_SECONDS, backoff
 from worker.app import app
-from worker.executor import SliceEnded
+from worker.execution.options import SliceEnded
 from worker.faults import Fault, FaultKind, classify
 from worker.service import PlanCache, run_service
 from worker.stores import open_store

@@ -15,7 +15,7 @@ from models.erasure import TableOutcome
 from models.store.database import JobStore
 from models.store.leases import Lease, heartbeat
 from models.store.progress import as_outcomes
-from worker.executor import Progress
+from worker.execution.options import Progress
 
 log = logging.getLogger("eraser.erase")
 

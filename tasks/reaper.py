@@ -53,7 +53,7 @@ from tasks.finalize import finalize
 from tasks.queues import queue_for
 from tasks.submit import dispatch, send_task
 from worker.app import app
-from worker.planner import REMOVING
+from worker.planning.model import REMOVING
 
 __all__ = ["REAPER_LOCK_KEY", "ReapReport", "reap", "run_forever"]
 

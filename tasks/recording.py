@@ -23,7 +23,7 @@ from tasks.deadletter import format_frames
 from tasks.execution import Outcome
 from tasks.retry_policy import backoff, busy_delay
 from worker.faults import Fault, FaultKind
-from worker.planner import REMOVING
+from worker.planning.model import REMOVING
 
 log = logging.getLogger("eraser.erase")
 

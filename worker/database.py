@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 
+from worker.dialects import known_dialect
 from worker.exceptions import DatabaseUnavailable
 
 #: Drivers named in ARCHITECTURE.md: psycopg2, PyMySQL, the standard library's sqlite3.
@@ -63,71 +62,22 @@ def create_engine(url: str | URL, *, existing: bool = False, **kwargs: Any) -> E
     SQLAlchemy's messages or logs (``hide_parameters``): they carry subject values.
     """
     parsed = normalize_url(url)
-    if existing:
-        _check_sqlite_file(parsed)
+    dialect = known_dialect(parsed.get_backend_name())
+    if existing and dialect is not None:
+        missing = dialect.check_exists(parsed)
+        if missing is not None:
+            raise DatabaseUnavailable(redact(parsed), missing, transient=False)
     options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
-    if parsed.get_backend_name() == "postgresql":
-        options["connect_args"] = {"application_name": "eraser", "connect_timeout": 10}
-    elif parsed.get_backend_name() == "mysql":
-        options["connect_args"] = {"connect_timeout": 10}
-    elif parsed.get_backend_name() == "sqlite":
-        options["connect_args"] = {"timeout": 30}
+    if dialect is not None:
+        options["connect_args"] = dialect.connect_args()
     options.update(kwargs)
     try:
         engine = sa.create_engine(parsed, **options)
     except Exception as exc:
         raise DatabaseUnavailable(redact(parsed), type(exc).__name__, transient=False) from None
-    if parsed.get_backend_name() == "sqlite":
-        _sqlite_setup(engine)
-    if parsed.get_driver_name() == "psycopg2":
-        _psycopg2_setup(engine)
+    if dialect is not None:
+        dialect.configure(engine)
     return engine
-
-
-def _psycopg2_setup(engine: Engine) -> None:
-    from worker import pgtypes  # noqa: PLC0415 - psycopg2 only where it is used
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        pgtypes.register(dbapi_connection)
-        # A row-level security policy that would hide rows from this role makes the
-        # statement fail (42501) instead of silently skipping the subject's hidden rows
-        # and reporting them gone. (A SET, not a startup option: PgBouncer refuses
-        # those it does not know.)
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("SET row_security = off")
-        finally:
-            cursor.close()
-        dbapi_connection.commit()
-
-
-def _check_sqlite_file(url: URL) -> None:
-    """A mistyped SQLite path would otherwise leave an empty database file behind and
-    fail later as "no table has the subject column"."""
-    if url.get_backend_name() != "sqlite" or url.query.get("uri") in ("true", "1"):
-        return
-    name = url.database or ""
-    if name in ("", ":memory:") or Path(name).is_file():
-        return
-    raise DatabaseUnavailable(redact(url), "no such database file", transient=False)
-
-
-def _sqlite_setup(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        # ``sqlite_begin="IMMEDIATE"`` (an execution option) takes the write lock at
-        # BEGIN: two deferred transactions that both read and then write would fail
-        # with "database is locked" at once instead of waiting for each other.
-        mode = conn.get_execution_options().get("sqlite_begin", "")
-        conn.exec_driver_sql(f"BEGIN {mode}" if mode == "IMMEDIATE" else "BEGIN")
 
 
 def check_connection(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""Which failures are worth retrying: the one place that reads SQLSTATEs and driver codes.
+"""Which failures are worth retrying; each dialect reads its own SQLSTATEs and driver codes.
 
 ``classify(exc)`` sorts an exception into
 
@@ -26,6 +26,7 @@ from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from worker.dialects import DIALECTS
 from worker.exceptions import EraserError, SubjectLocked
 
 
@@ -48,33 +49,6 @@ class Fault:
         return self.kind is not FaultKind.PERMANENT
 
 
-#: PostgreSQL SQLSTATEs (and classes, by their first two characters) worth retrying.
-_PG_TRANSIENT = {
-    "40001": "serialization failure",
-    "40P01": "deadlock detected",
-    "55P03": "lock not available (lock timeout)",
-    "57014": "statement cancelled (statement timeout)",
-    "57P01": "connection terminated by an administrator",
-    "57P02": "server crash shutdown",
-    "57P03": "server not accepting connections yet",
-    "53300": "too many connections",
-    "53400": "configuration limit exceeded",
-    "58000": "system error",
-    "58030": "I/O error",
-}
-_PG_TRANSIENT_CLASSES = {"08": "connection failure"}
-_PG_PERMANENT = {
-    "42501": "permission denied",
-    "42P01": "table does not exist",
-    "42703": "column does not exist",
-    "3D000": "database does not exist",
-    "3F000": "schema does not exist",
-    "28P01": "password authentication failed",
-    "28000": "authorization rejected",
-    "23503": "foreign-key violation",
-    "25006": "read-only transaction",
-}
-#: Codes whose primary message names objects (tables, roles), never row values.
 #: Connection-time failures that a retry cannot fix (psycopg2 gives them no SQLSTATE).
 _CONNECT_PERMANENT = (
     ("password authentication failed", "password authentication failed"),
@@ -83,34 +57,6 @@ _CONNECT_PERMANENT = (
     ("invalid dsn", "invalid connection string"),
     ("could not translate host name", "unknown host name"),
 )
-_PG_MESSAGE_SAFE = {"42501", "42P01", "42703", "3F000", "55P03", "57P01", "40P01", "57014"}
-
-#: MySQL/MariaDB error numbers (PyMySQL puts them in ``args[0]``).
-_MYSQL_TRANSIENT = {
-    1205: "lock wait timeout exceeded",
-    1213: "deadlock found",
-    1040: "too many connections",
-    1053: "server shutdown in progress",
-    1927: "connection killed",
-    2002: "cannot connect (socket)",
-    2003: "cannot connect to the server",
-    2006: "server has gone away",
-    2013: "lost connection during query",
-    2014: "commands out of sync after a lost connection",
-    3024: "query execution interrupted (timeout)",
-    4031: "disconnected by the server (idle timeout)",
-}
-_MYSQL_PERMANENT = {
-    1142: "command denied (permission)",
-    1143: "column command denied (permission)",
-    1044: "access denied to database",
-    1045: "access denied (credentials)",
-    1049: "unknown database",
-    1146: "table does not exist",
-    1054: "unknown column",
-    1451: "foreign-key violation",
-}
-_MYSQL_MESSAGE_SAFE = {1142, 1143, 1146, 1049}
 
 
 class DatabaseFailure(EraserError):
@@ -179,15 +125,12 @@ def classify(exc: BaseException) -> Fault:
 
 def _classify_dbapi(exc: sa.exc.DBAPIError) -> Fault:
     orig = exc.orig
-    pgcode = getattr(orig, "pgcode", None)
-    if isinstance(pgcode, str) and pgcode:
-        return _classify_pg(exc, pgcode)
-    number = _mysql_number(orig)
-    if number is not None:
-        return _classify_mysql(orig, number)
+    for dialect in DIALECTS:  # each database reads its own codes (SQLSTATE, errno)
+        found = dialect.classify_error(orig)
+        if found is not None:
+            kind = FaultKind.TRANSIENT if found.transient else FaultKind.PERMANENT
+            return Fault(kind, found.code, found.description)
     name = type(orig).__name__ if orig is not None else type(exc).__name__
-    if type(orig).__module__ == "sqlite3":
-        return _classify_sqlite(orig, name)
     if exc.connection_invalidated or isinstance(
         exc, sa.exc.OperationalError | sa.exc.InterfaceError
     ):
@@ -200,53 +143,6 @@ def _classify_dbapi(exc: sa.exc.DBAPIError) -> Fault:
                 return Fault(FaultKind.PERMANENT, name, f"cannot connect: {label}")
         return Fault(FaultKind.TRANSIENT, name, f"lost or refused database connection ({name})")
     return Fault(FaultKind.PERMANENT, name, f"database error {name}")
-
-
-def _classify_pg(exc: sa.exc.DBAPIError, code: str) -> Fault:
-    label = _PG_TRANSIENT.get(code) or _PG_TRANSIENT_CLASSES.get(code[:2])
-    kind = FaultKind.TRANSIENT
-    if label is None:
-        kind = FaultKind.PERMANENT
-        label = _PG_PERMANENT.get(code, f"database error {type(exc.orig).__name__}")
-    text = f"{label} (SQLSTATE {code})"
-    if code in _PG_MESSAGE_SAFE:
-        primary = getattr(getattr(exc.orig, "diag", None), "message_primary", None)
-        if primary:
-            text = f"{text}: {primary.strip().splitlines()[0]}"
-    return Fault(kind, code, text)
-
-
-def _classify_sqlite(orig: object, name: str) -> Fault:
-    """SQLite: a busy or locked database clears up; anything else (no such table, a
-    read-only file, a malformed database) does not."""
-    text = str(orig).lower()
-    if "locked" in text or "busy" in text:
-        return Fault(FaultKind.TRANSIENT, name, "database is locked (SQLite)")
-    if "no such table" in text:
-        return Fault(FaultKind.PERMANENT, name, "table does not exist (SQLite)")
-    if "readonly" in text or "read-only" in text:
-        return Fault(FaultKind.PERMANENT, name, "the database file is read-only (SQLite)")
-    return Fault(FaultKind.PERMANENT, name, f"database error {name} (SQLite)")
-
-
-def _mysql_number(orig: object) -> int | None:
-    args = getattr(orig, "args", None)
-    if type(orig).__module__.startswith("pymysql") and args and isinstance(args[0], int):
-        return args[0]
-    return None
-
-
-def _classify_mysql(orig: object, number: int) -> Fault:
-    label = _MYSQL_TRANSIENT.get(number)
-    kind = FaultKind.TRANSIENT
-    if label is None:
-        kind = FaultKind.PERMANENT
-        label = _MYSQL_PERMANENT.get(number, f"database error {type(orig).__name__}")
-    text = f"{label} (MySQL error {number})"
-    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
-    if number in _MYSQL_MESSAGE_SAFE and len(args) > 1 and isinstance(args[1], str):
-        text = f"{text}: {str(args[1]).strip().splitlines()[0]}"
-    return Fault(kind, str(number), text)
 
 
 def _is_broker_error(exc: BaseException) -> bool:

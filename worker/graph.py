@@ -14,7 +14,7 @@ class _Orderable(Hashable, Protocol):
 N = TypeVar("N", bound=_Orderable)
 
 
-def strongly_connected_components(
+def strongly_connected_components(  # noqa: C901 - Tarjan's algorithm reads best as one loop
     nodes: Iterable[N], successors: Callable[[N], Iterable[N]]
 ) -> list[list[N]]:
     """Tarjan's algorithm, iterative (schemas can be deeper than Python's recursion).

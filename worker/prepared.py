@@ -1,13 +1,10 @@
 """Statements built once and, on PostgreSQL, prepared once per connection.
 
-Most tasks of a job find nothing of the subject in their service: each runs one read
-statement on the target database and one write on the job store, and is done. For a
-statement that small, what surrounds it costs more than running it: building the
-SQLAlchemy construct (about 1.5 ms for the job store's record), and the server's
-parsing and planning (the target's check with its catalog-version subquery plans for
-0.65 ms and runs in 0.7). A ``Prepared`` statement is compiled once, with numbered,
-typed parameters (``$1::VARCHAR``), and sent as ``PREPARE`` the first time a pooled
-connection runs it; after that each run is ``EXECUTE name(values)``.
+For the small read most tasks run (nothing of the subject here), building the
+construct and the server's planning cost more than running it (measurements:
+docs/design/engine-notes.md, "Prepared statements"). A ``Prepared`` statement is
+compiled once with numbered, typed parameters and sent as ``PREPARE`` the first time a
+pooled connection runs it; after that each run is ``EXECUTE name(values)``.
 
 A connection pooler in transaction mode may hand the ``EXECUTE`` to a backend that
 never saw the ``PREPARE``: that run (``26000``) goes unprepared, and after a few such

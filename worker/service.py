@@ -11,24 +11,15 @@ import sqlalchemy as sa
 
 from models.erasure import ErasureReport
 from models.registry import Service
-from worker.catalog import (
-    MYSQL,
-    catalog_version,
-    catalog_version_column,
-    dialect_name,
-    reflect,
-)
+from worker.catalog.reflection import reflect
+from worker.catalog.version import catalog_version, catalog_version_column
+from worker.dialects import dialect_of
 from worker.exceptions import ReferenceChecksUnavailable
-from worker.executor import (
-    ExecutionOptions,
-    NothingCheck,
-    ProgressCallback,
-    dry_run,
-    erase,
-    nothing_to_erase,
-    reference_checks_refusal,
-)
-from worker.planner import Plan, build_plan
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import ExecutionOptions, ProgressCallback
+from worker.execution.verification import NothingCheck, nothing_to_erase
+from worker.planning.building import build_plan
+from worker.planning.model import Plan
 
 
 def plan_service(engine: sa.Engine, service: Service, subject_columns: Sequence[str]) -> Plan:
@@ -72,7 +63,7 @@ class PlanCache:
             kept = self._checks.get(key)
         if kept is not None and kept[0] is plan:
             return kept[1]
-        token = catalog_version_column(dialect_name(engine), schemas)
+        token = catalog_version_column(dialect_of(engine), schemas)
         check = NothingCheck(plan, token, engine.dialect)
         with self._lock:
             self._checks[key] = (plan, check)
@@ -92,7 +83,7 @@ class PlanCache:
         subject_columns: Sequence[str],
     ) -> Plan:
         key = (name, subject_kind)
-        dialect = dialect_name(engine)
+        dialect = dialect_of(engine)
 
         def current(schemas: list[str] | None) -> str:
             with engine.connect() as conn:
@@ -104,7 +95,7 @@ class PlanCache:
         schemas = list(service.schemas) or None
         # MySQL's default is the connection's database plus those its keys point into,
         # known only after reflecting.
-        known = dialect != MYSQL or schemas is not None
+        known = dialect.schemas_known_before_reflecting or schemas is not None
         before = current(schemas) if known else None
         plan = plan_service(engine, service, subject_columns)
         if not known:
@@ -132,7 +123,7 @@ def nothing_here(
     process."""
     if service.fk_checks == "eraser" and not plans.may_check_references(name):
         with engine.connect() as conn:
-            refusal = reference_checks_refusal(conn, dialect_name(engine))
+            refusal = dialect_of(engine).reference_checks_refusal(conn)
         if refusal is not None:
             raise ReferenceChecksUnavailable(refusal)
         plans.confirm_reference_checks(name)

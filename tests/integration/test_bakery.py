@@ -14,7 +14,7 @@ from examples.bakery.seed import census, registry, seed
 from models.erasure import TableAction
 from tests.conftest import make_db
 from worker.database import create_engine
-from worker.planner import CycleStrategy
+from worker.planning.model import CycleStrategy
 from worker.service import plan_service, run_service
 
 TENANT = 2

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, Progress, erase
-from worker.planner import build_plan
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions, Progress
+from worker.planning.building import build_plan
 
 if TYPE_CHECKING:
     from models.erasure import ErasureReport

@@ -16,12 +16,13 @@ import sqlalchemy as sa
 
 from api.cli import EXIT_ERROR, main
 from tests.conftest import TargetDB
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.exceptions import DatabaseUnavailable
-from worker.executor import ExecutionOptions, erase
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions
 from worker.faults import DatabaseFailure, FaultKind, classify
-from worker.planner import build_plan
+from worker.planning.building import build_plan
 
 SUBJECT_EMAIL = "subject-7f3a9c@example.org"
 

@@ -8,251 +8,20 @@ itself says to clear: ON DELETE SET NULL). The dry run must predict the erasure.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from models.erasure import ErasureReport, TableAction, TablePolicy
+from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB, make_db
-from worker import executor as executor_module
-from worker.catalog import reflect
-from worker.exceptions import CrossSubjectReference, KeptRowsBlock, UnsatisfiablePlan
-from worker.executor import ExecutionOptions, dry_run, erase
-from worker.planner import CycleStrategy, build_plan
-
-SUBJECT = 1
-Row = dict[str, Any]
-
-
-class Data:
-    """Rows with a known owner; computes what must survive an erasure."""
-
-    def __init__(self, db: TargetDB) -> None:
-        self.db = db
-        self.tables: list[sa.Table] = []
-        self.rows: dict[str, list[tuple[Row, int]]] = {}
-
-    def add(self, table: sa.Table, owner: int, **values: Any) -> Row:
-        if table.fullname not in self.rows:
-            self.tables.append(table)
-            self.rows[table.fullname] = []
-        self.rows[table.fullname].append((values, owner))
-        return values
-
-    def load(self) -> None:
-        with self.db.engine.begin() as conn:
-            if self.db.backend == "sqlite":
-                conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-            for table in self.tables:
-                rows = [r for r, _ in self.rows[table.fullname]]
-                conn.execute(sa.insert(table), rows)
-
-    def expected(
-        self, survives: Callable[[sa.Table, Row, int], Row | None] | None = None
-    ) -> dict[str, list[tuple[Any, ...]]]:
-        result = {}
-        for table in self.tables:
-            kept = []
-            for original, owner in self.rows[table.fullname]:
-                row: Row | None = original
-                if survives is not None:
-                    row = survives(table, dict(original), owner)
-                elif owner == SUBJECT:
-                    row = None
-                if row is not None:
-                    kept.append(tuple(row.get(c.name) for c in table.columns))
-            result[table.fullname] = sorted(kept, key=repr)
-        return result
-
-    def subject_rows(self) -> int:
-        return sum(1 for rows in self.rows.values() for _, owner in rows if owner == SUBJECT)
-
-    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
-        return self.db.snapshot(*self.tables)
-
-
-def run(
-    db: TargetDB,
-    subject_columns: list[str],
-    policies: dict[str, TablePolicy] | None = None,
-    batch_size: int = 3,
-    schemas: list[str] | None = None,
-) -> tuple[ErasureReport, ErasureReport]:
-    """Plan, dry-run, erase; check that the dry run predicted the erasure."""
-    catalog = reflect(db.engine, schemas)
-    plan = build_plan(catalog, subject_columns, policies)
-    predicted = dry_run(db.engine, plan, SUBJECT)
-    report = erase(db.engine, plan, SUBJECT, ExecutionOptions(batch_size=batch_size))
-    assert report.verified
-    assert predicted.total_rows == report.total_rows
-    assert {(t.table, t.action, t.rows) for t in predicted.tables} == {
-        (t.table, t.action, t.rows) for t in report.tables
-    }
-    return predicted, report
-
-
-def col(name: str, *args: Any, **kw: Any) -> sa.Column[Any]:
-    kw.setdefault("autoincrement", False)
-    return sa.Column(name, *args, **kw)
-
-
-def tenant_table(md: sa.MetaData, name: str) -> sa.Table:
-    """``name(id, tenant_id)``: a table that holds the subject column."""
-    return sa.Table(
-        name,
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-    )
-
-
-def child_table(
-    md: sa.MetaData, name: str, column: str, parent: str, ondelete: str | None = None
-) -> sa.Table:
-    """``name(id, column -> parent)``: a table reached only through a foreign key."""
-    return sa.Table(
-        name,
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col(
-            column, sa.Integer, sa.ForeignKey(parent, ondelete=ondelete), nullable=False, index=True
-        ),
-    )
-
-
-def test_self_reference_deeper_than_thirty(db: TargetDB) -> None:
-    md = sa.MetaData()
-    cats = sa.Table(
-        "categories",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=True, index=True),
-        col("parent_id", sa.Integer, sa.ForeignKey("categories.id"), index=True),
-    )
-    db.create(md)
-    data = Data(db)
-    next_id = 1
-    for owner, depth in ((1, 40), (2, 35)):
-        parent = None
-        for level in range(depth):
-            # Only the root carries the tenant: descendants are reached by recursion.
-            tenant = owner if level == 0 else None
-            data.add(cats, owner, id=next_id, tenant_id=tenant, parent_id=parent)
-            # A side branch at every level, so the tree is not a bare chain.
-            data.add(cats, owner, id=next_id + 1, tenant_id=None, parent_id=next_id)
-            parent = next_id
-            next_id += 2
-    data.load()
-    _, report = run(db, ["tenant_id"])
-    assert report.total_rows == data.subject_rows() == 80
-    assert data.snapshot() == data.expected()
-
-
-def test_not_null_self_reference_with_self_pointing_roots(db: TargetDB) -> None:
-    md = sa.MetaData()
-    nodes = sa.Table(
-        "nodes",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-        col("parent_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False, index=True),
-    )
-    db.create(md)
-    data = Data(db)
-    for owner, base in ((1, 0), (2, 100)):
-        data.add(nodes, owner, id=base + 1, tenant_id=owner, parent_id=base + 1)
-        for i in range(2, 32):
-            data.add(nodes, owner, id=base + i, tenant_id=owner, parent_id=base + i - 1)
-    data.load()
-    run(db, ["tenant_id"], batch_size=4)
-    assert data.snapshot() == data.expected()
-
-
-def _cycle_schema(
-    db: TargetDB, nullable: bool, deferrable: bool
-) -> tuple[Data, sa.Table, sa.Table]:
-    md = sa.MetaData()
-    stores = sa.Table(
-        "stores",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-        col("manager_id", sa.Integer, nullable=nullable, index=True),
-    )
-    employees = child_table(md, "employees", "store_id", "stores.id")
-    closing = sa.ForeignKeyConstraint(
-        ["manager_id"],
-        ["employees.id"],
-        name="stores_manager_fk",
-        deferrable=True if deferrable else None,
-        initially="DEFERRED" if deferrable else None,
-    )
-    if db.backend == "sqlite":
-        stores.append_constraint(closing)
-    db.create(md)
-    data = Data(db)
-    for owner, base in ((1, 0), (2, 100)):
-        for s in range(1, 6):
-            store = base + s
-            data.add(stores, owner, id=store, tenant_id=owner, manager_id=store * 10)
-            for e in range(3):
-                data.add(employees, owner, id=store * 10 + e, store_id=store)
-    with db.engine.begin() as conn:
-        if db.backend == "sqlite":
-            conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-        conn.execute(sa.insert(stores), [r for r, _ in data.rows["stores"]])
-        conn.execute(sa.insert(employees), [r for r, _ in data.rows["employees"]])
-    data.tables = [stores, employees]
-    if db.backend != "sqlite":
-        deferral = (
-            " DEFERRABLE INITIALLY DEFERRED" if deferrable and db.backend == "postgresql" else ""
-        )
-        db.run(
-            "ALTER TABLE stores ADD CONSTRAINT stores_manager_fk FOREIGN KEY (manager_id) "
-            f"REFERENCES employees (id){deferral}"
-        )
-    return data, stores, employees
-
-
-@pytest.mark.parametrize(
-    "nullable",
-    [
-        True,  # a nullable reference breaks the cycle
-        False,  # NOT NULL both ways: writable CTE (PG), defer pragma (SQLite), refused (MySQL)
-    ],
-)
-def test_two_table_cycle(db: TargetDB, nullable: bool) -> None:
-    _check_cycle(db, nullable, deferrable=False)
-
-
-def test_two_table_cycle_with_a_deferrable_constraint(pg: TargetDB) -> None:
-    """Only PostgreSQL lets a constraint be DEFERRABLE by choice."""
-    _check_cycle(pg, nullable=False, deferrable=True)
-
-
-def _check_cycle(db: TargetDB, nullable: bool, deferrable: bool) -> None:
-    data, _, _ = _cycle_schema(db, nullable, deferrable)
-    catalog = reflect(db.engine)
-    if not nullable and db.backend == "mysql":
-        with pytest.raises(UnsatisfiablePlan, match="stores"):
-            build_plan(catalog, ["tenant_id"])
-        assert data.snapshot() == data.expected(lambda t, r, o: r)
-        return
-    plan = build_plan(catalog, ["tenant_id"])
-    (cycle,) = plan.cycles
-    expected_strategy = {
-        (True, False): CycleStrategy.NULLIFY,
-        (False, False): CycleStrategy.WRITABLE_CTE
-        if db.backend == "postgresql"
-        else CycleStrategy.SQLITE_DEFER,
-        (False, True): CycleStrategy.DEFERRED,
-    }[(nullable, deferrable)]
-    assert cycle.strategy is expected_strategy
-    _, report = run(db, ["tenant_id"], batch_size=2)
-    assert report.total_rows == data.subject_rows() == 20
-    assert data.snapshot() == data.expected()
+from tests.integration.known_rows import SUBJECT, Data, Row, child_table, col, run, tenant_table
+from worker.catalog.reflection import reflect
+from worker.exceptions import CrossSubjectReference, KeptRowsBlock
+from worker.execution import server_batches
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
 
 
 def test_composite_foreign_key(db: TargetDB) -> None:
@@ -703,7 +472,7 @@ def test_rerun_after_partial_erasure_finishes_the_job(
 ) -> None:
     """A crash between batches leaves a consistent state that a re-run completes. (The
     server-side loop on PostgreSQL is made to report after every batch.)"""
-    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)
     md = sa.MetaData()
     customers = tenant_table(md, "customers")
     orders = child_table(md, "orders", "customer_id", "customers.id")

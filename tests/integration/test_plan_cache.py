@@ -6,14 +6,15 @@ import sqlalchemy as sa
 
 from models.registry import Service
 from tests.conftest import TargetDB
-from worker.catalog import catalog_version, dialect_name
+from worker.catalog.version import catalog_version
+from worker.dialects import dialect_of
 from worker.service import PlanCache
 
 
 def version(db: TargetDB) -> str:
     with db.engine.connect() as conn:
         return catalog_version(
-            conn, dialect_name(db.engine), None if db.backend != "mysql" else [db.default_schema]
+            conn, dialect_of(db.engine), None if db.backend != "mysql" else [db.default_schema]
         )
 
 

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from models.registry import Service
 from tests.conftest import TargetDB
-from worker.catalog import reflect
-from worker.executor import NothingCheck
-from worker.planner import build_plan
+from worker.catalog.reflection import reflect
+from worker.execution.verification import NothingCheck
+from worker.planning.building import build_plan
 from worker.prepared import Prepared
 from worker.service import PlanCache, nothing_here
 

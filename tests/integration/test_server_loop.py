@@ -1,4 +1,4 @@
-"""The server-side loop (``worker.serverloop``): batches run inside PostgreSQL, in
+"""The server-side loop (``worker.execution.serverloop``): batches run inside PostgreSQL, in
 ``DO`` blocks that commit each batch, on a real server.
 
 * the same data erased by the loop and by the client ends byte for byte the same,
@@ -29,15 +29,16 @@ from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport, TableAction
 from models.registry import Service
 from tests.conftest import TargetDB
-from tests.integration.test_fk_checks import orphans
-from worker import executor as executor_module
-from worker.catalog import reflect
+from tests.integration.test_reference_checks import orphans
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.dialects import session_setup
-from worker.executor import ExecutionOptions, Progress, SliceEnded, erase
+from worker.dialects import dialect_named
+from worker.execution import server_batches
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions, Progress, SliceEnded
+from worker.execution.serverloop import LoopRun, ServerLoop, loop_type
 from worker.faults import DatabaseFailure
-from worker.planner import build_plan
-from worker.serverloop import LoopRun, ServerLoop, loop_type
+from worker.planning.building import build_plan
 from worker.service import run_service
 
 pytestmark = pytest.mark.postgres
@@ -199,7 +200,7 @@ def test_one_batch_per_call_resumes_from_the_last(
     pg: TargetDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _load(pg, customers=60)
-    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)
     calls = Calls(monkeypatch)
     seen: list[Progress] = []
     report = _erase(pg, ExecutionOptions(batch_size=3, fk_checks="eraser"), seen.append)
@@ -224,7 +225,7 @@ def test_another_subjects_row_swept_along_rolls_that_batch_back(
     loop's batch that would sweep it is rolled back (the review stays), the client's
     way takes the batch and the database refuses the order."""
     _load(pg)
-    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)
     calls = Calls(monkeypatch)
     with pg.engine.connect() as conn:
         last_order = conn.execute(
@@ -426,7 +427,7 @@ def test_an_erasure_session_runs_without_parallel_workers(pg: TargetDB) -> None:
         conn.exec_driver_sql("SET parallel_tuple_cost = 0")
         conn.exec_driver_sql("SET min_parallel_table_scan_size = 0")
         assert any("Gather" in line for line in conn.exec_driver_sql(count).scalars())
-        session_setup(conn, "postgresql", 1000)
+        dialect_named("postgresql").session_setup(conn, 1000)
         assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
         assert not any("Gather" in line for line in conn.exec_driver_sql(count).scalars())
 
@@ -474,7 +475,7 @@ def test_backslashes_without_standard_conforming_strings(
     db_name = sa.make_url(pg.url).database
     pg.run(f'ALTER DATABASE "{db_name}" SET standard_conforming_strings = off')
     engine = create_engine(pg.url)
-    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)  # keyset values go between calls
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)  # keyset values go between calls
     try:
         with engine.begin() as conn:
             assert conn.exec_driver_sql("SHOW standard_conforming_strings").scalar() == "off"

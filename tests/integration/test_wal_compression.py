@@ -22,10 +22,11 @@ from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport
 from models.registry import Service
 from tests.conftest import PG_ADMIN_URL, TargetDB
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, erase
-from worker.planner import build_plan
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
 from worker.service import run_service
 
 pytestmark = pytest.mark.postgres

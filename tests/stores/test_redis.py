@@ -13,7 +13,7 @@ from redis.cluster import RedisCluster
 
 from models.registry import RedisService
 from tests.stores.conftest import RedisServer, clear_namespace
-from worker.executor import Progress
+from worker.execution.options import Progress
 from worker.faults import FaultKind, classify
 from worker.stores import RedisStore, open_store
 from worker.stores.exceptions import StoreUnavailable, SubjectValueRefused

@@ -10,7 +10,7 @@ import pytest
 
 from models.registry import S3Service
 from tests.stores.conftest import Weed
-from worker.executor import Progress
+from worker.execution.options import Progress
 from worker.faults import FaultKind, classify
 from worker.stores import S3Store, open_store
 from worker.stores.exceptions import (

@@ -13,7 +13,7 @@ from examples.bakery.schema import SERVICES, metadata_for
 from examples.bakery.seed import census, env_for, registry, seed, sqlite_urls
 from models.erasure import TableAction
 from worker.database import create_engine
-from worker.planner import CycleStrategy
+from worker.planning.model import CycleStrategy
 from worker.service import plan_service, run_service
 
 TENANT = 3

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from models.erasure import ErasureReport, TableAction, TableOutcome
 from models.registry import VALUE_PLACEHOLDER, value_delimiters
-from worker.executor import Progress, ProgressCallback
+from worker.execution.options import Progress, ProgressCallback
 from worker.stores.exceptions import SubjectValueRefused
 
 #: Rounds of erase-then-look a store makes when writers re-create the subject's data.

@@ -31,7 +31,7 @@ from redis.cluster import RedisCluster
 
 from models.erasure import ErasureReport
 from models.registry import RedisService
-from worker.executor import ProgressCallback
+from worker.execution.options import ProgressCallback
 from worker.stores.base import MAX_PASSES, Store, Tally, announce
 from worker.stores.exceptions import StoreRefused, StoreUnavailable
 

@@ -35,7 +35,7 @@ import botocore.exceptions
 
 from models.erasure import ErasureReport
 from models.registry import S3Service
-from worker.executor import ProgressCallback
+from worker.execution.options import ProgressCallback
 from worker.stores.base import MAX_PASSES, Store, Tally, announce
 from worker.stores.exceptions import (
     InvalidStoreUrl,

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 
 from tests.conftest import TargetDB, make_db
 from tests.integration.test_hard_schemas import Data, col, run
-from worker.dialects import _Tid, pg_array
+from worker.dialects.postgresql_arrays import Tid, pg_array
 
 #: Strings that mean something inside an array literal or to the SQL around it.
 AWKWARD = [
@@ -88,7 +88,7 @@ def test_row_addresses(pgdb: TargetDB) -> None:
         found = conn.execute(
             sa.select(sa.literal_column("v"))
             .select_from(sa.table("t"))
-            .where(sa.literal_column("ctid", _Tid()) == sa.any_(pg_array(tids[1:4], _Tid())))
+            .where(sa.literal_column("ctid", Tid()) == sa.any_(pg_array(tids[1:4], Tid())))
             .order_by(sa.literal_column("v"))
         ).scalars()
         assert list(found) == [2, 3, 4]

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from models.erasure import TableAction, TablePolicy
-from worker.catalog import Catalog, reflect
+from worker.catalog.model import Catalog
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.exceptions import PolicyConflict, UnknownSubjectColumn
-from worker.executor import subject_lock_parts
-from worker.planner import EdgeMode, build_plan
+from worker.execution.erasure import subject_lock_parts
+from worker.planning.building import build_plan
+from worker.planning.model import EdgeMode
 
 SCHEMA = """
 CREATE TABLE tenants (id INTEGER PRIMARY KEY);

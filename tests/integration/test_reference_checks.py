@@ -33,14 +33,15 @@ import sqlalchemy as sa
 from models.erasure import ErasureReport, TableAction
 from models.registry import Service
 from tests.conftest import PG_ADMIN_URL, TargetDB, make_db
-from worker import executor as executor_module
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.dialects import is_foreign_key_violation
 from worker.exceptions import ReferenceChecksUnavailable
-from worker.executor import ExecutionOptions, Progress, ProgressCallback, erase
+from worker.execution import batch_erasure, server_batches
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions, Progress, ProgressCallback
 from worker.faults import DatabaseFailure
-from worker.planner import build_plan
+from worker.planning.building import build_plan
 from worker.service import PlanCache, nothing_here
 
 SUBJECT = 1
@@ -712,16 +713,16 @@ def test_a_batch_held_locked_makes_racing_writers_wait(
     attempt here, every batch not removed by a shortcut goes that way, under the same
     racing writers: no failure, nothing dangling, the writers' references to erased
     accounts refused or removed."""
-    monkeypatch.setattr(executor_module, "_FK_RACE_ATTEMPTS", 1)
+    monkeypatch.setattr(batch_erasure, "_FK_RACE_ATTEMPTS", 1)
     load_accounts(pg, 3300, steps_trigger=True)
     held = []
-    original = executor_module._Walker._erase_rows_holding
+    original = batch_erasure.BatchEraser._erase_rows_holding
 
     def counted(self: Any, table: Any, rows: Any) -> None:
         held.append(len(rows))
         original(self, table, rows)
 
-    monkeypatch.setattr(executor_module._Walker, "_erase_rows_holding", counted)
+    monkeypatch.setattr(batch_erasure.BatchEraser, "_erase_rows_holding", counted)
     race = erase_while_writing(pg, fk_checks, seeds=(3, 4))
     report, writers = race.report, race.writers
     assert sum(held) > 0  # the held way was taken
@@ -963,7 +964,7 @@ def test_a_wide_leaf_child_is_removed_in_bounded_transactions(
     the fan-out, every row goes, and no transaction takes more than a few batches' worth
     (progress reports each committed transaction's rows per table: the server-side loop
     is made to report after every batch)."""
-    monkeypatch.setattr(executor_module, "_LOOP_SECONDS", 0.0)
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)
     pg.run(
         "CREATE TABLE posts (id int PRIMARY KEY, tenant_id int NOT NULL, title text NOT NULL)",
         "CREATE INDEX ON posts (tenant_id)",

@@ -1,31 +1,13 @@
 """PostgreSQL: a table's batches run inside the server, many to a round trip.
 
-The walk's batches are short transactions of a few statements each. Run from the
-client, every statement is a round trip: the client and its backend take turns on
-the CPU, waking each other a few hundred times a second. On a machine whose cores
-are shared with the service's own traffic, that is what live writers feel: each
-wake-up of the pair can take the core a writer was about to run on, for a few
-milliseconds (measured: writers' time waiting for a CPU was 5-7x that during the
-database's own cascading DELETE, or during the same batches run in the server).
-
 A ``ServerLoop`` sends the batches of one walk as one ``DO`` block: a PL/pgSQL loop
-that runs the same statements, each with a fresh snapshot (read committed), and
-``COMMIT``s after every batch, exactly as the client would. A call stops after a
-fraction of a second; between calls the client reports progress and honours the
-deadline. Each batch leaves what it committed (counts per table, the keyset position)
-in a session setting written in the batch's own transaction, so a call that fails
-midway still reports every batch it committed, and nothing of a rolled-back one; and
-tells the client the same counts in a notice just before each COMMIT, so a call whose
-session is lost (a killed backend, a cut connection) reports them too.
-
-It covers the walk's most common shape: a table with a one-column integer or text
-key, whose rows' references are all removed, cleared or probed in the batch's own
-transaction through one-column references (``_Shortcut``), or which nothing references
-(a leaf). Anything else, and any batch the loop gives up on (a reference that must be
-left to the database, a batch too big for one transaction), goes the client's way,
-as does a session whose ``statement_timeout`` a call could reach. Values are written
-into the block as literals quoted by the driver on the loop's own connection, exactly
-as it interpolates the client's statements.
+that runs the same statements as the client would, each with a fresh snapshot, and
+``COMMIT``s after every batch. A call stops after a fraction of a second; what each
+batch committed is reported even when a call fails midway or its session is lost. It
+covers a table with a one-column integer or text key whose references are all handled
+in the batch (``reference_checks.Shortcut``), or a leaf; anything else, and any batch
+the loop gives back, goes the client's way. Why (live writers' CPU waits) and how:
+docs/design/engine-notes.md, "Batches run inside the server".
 """
 
 from __future__ import annotations
@@ -45,7 +27,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.database import driver_error
-from worker.dialects import addressed_by, row_address
+from worker.dialects.postgresql_arrays import addressed_by, row_address
 
 #: SQLSTATEs the loop raises to give a batch back to the client: a reference it may not
 #: clear (another subject's row, or a probe that found one), or a transaction budget

@@ -1,0 +1,131 @@
+"""Rows that reference each other round a foreign-key cycle: a nullable reference
+cleared, or the rows removed together in one transaction (deferred checks, or one
+statement of writable CTEs)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from worker.catalog.model import ForeignKey, TableName
+from worker.exceptions import UnsatisfiablePlan
+from worker.execution.context import WalkContext
+from worker.execution.keys import Frame, Row
+from worker.execution.transactions import Transactions
+from worker.planning.model import CycleStrategy, EdgeMode
+
+
+class CycleBreaker:
+    """Deals with rows of a cycle met again while their own batch is being cleared.
+
+    ``stack`` is the walk's: one frame per batch whose references are being cleared."""
+
+    def __init__(self, ctx: WalkContext, tx: Transactions, stack: list[Frame]) -> None:
+        self.ctx = ctx
+        self.tx = tx
+        self.stack = stack
+
+    def split_in_progress(
+        self, table: TableName, rows: list[Row]
+    ) -> tuple[list[Row], list[tuple[int, Row]]]:
+        """``rows`` not being erased further up, and those that are (with their frame)."""
+        fresh: list[Row] = []
+        busy: list[tuple[int, Row]] = []
+        for row in rows:
+            owner = next(
+                (i for i, f in enumerate(self.stack) if f.table == table and row.rid in f.rids),
+                None,
+            )
+            if owner is None:
+                fresh.append(row)
+            else:
+                busy.append((owner, row))
+        return fresh, busy
+
+    def reached_in_progress(self, table: TableName, busy: list[tuple[int, Row]]) -> None:
+        """Rows of ``table`` already being erased further up reference the current frame's
+        rows: clear a nullable reference, or remove them together in one transaction."""
+        plan = self.ctx.plan
+        current = self.stack[-1]
+        fks = [
+            e.fk
+            for e in plan.children.get(current.table, [])
+            if e.mode is EdgeMode.DELETE and e.fk.child == table
+        ]
+        nullable = [fk for fk in fks if fk.nullable]
+        if nullable and len(nullable) == len(fks):
+            self._clear(table, nullable, busy)
+            return
+        cycle = plan.cycle_of.get(table)
+        if cycle is None or (not cycle.hard and cycle.strategy is not CycleStrategy.TREE):
+            raise UnsatisfiablePlan([str(table), str(current.table)], "unexpected reference cycle")
+        if not self.ctx.dialect.defers_checks:
+            raise UnsatisfiablePlan(
+                [str(table), str(current.table), str(table)],
+                "rows reference each other through NOT NULL keys; MySQL cannot defer the check",
+            )
+        owner = min(i for i, _ in busy)
+        if current.deferred_to is None or owner < current.deferred_to:
+            current.deferred_to = owner
+
+    def _clear(self, table: TableName, fks: list[ForeignKey], busy: list[tuple[int, Row]]) -> None:
+        rid = self.ctx.rid[table]
+        target = self.ctx.table(table)
+        with self.tx.transaction() as conn:
+            for fk in fks:
+                conn.execute(
+                    sa.update(target)
+                    .where(rid.matches(target, [r.rid for _, r in busy]))
+                    .values(dict.fromkeys(self._breaking_columns(fk)))
+                )
+
+    def _breaking_columns(self, fk: ForeignKey) -> list[str]:
+        """The columns to set NULL to break ``fk`` on a row: its nullable columns, but
+        not the subject column or a column other rows reference (``(tenant_id,
+        parent_id)``: only ``parent_id``), unless nothing else would do."""
+        plan = self.ctx.plan
+        referenced = {c for ref in plan.catalog.incoming(fk.child) for c in ref.parent_columns}
+        subject = set(plan.anchors.get(fk.child, ()))
+        preferred = [c for c in fk.clearable if c not in referenced and c not in subject]
+        return preferred or list(fk.clearable)
+
+    def remove_group(self, group: list[tuple[TableName, list[Row]]]) -> None:
+        """Remove rows that reference each other through NOT NULL keys, all at once,
+        inside the caller's transaction."""
+        plan = self.ctx.plan
+        strategy = next(
+            (
+                plan.cycle_of[t].strategy
+                for t, _ in group
+                if t in plan.cycle_of and plan.cycle_of[t].hard
+            ),
+            CycleStrategy.DEFERRED,
+        )
+        cycle = next((plan.cycle_of[t] for t, _ in group if t in plan.cycle_of), None)
+        rank = {t: i for i, t in enumerate(cycle.removal_order)} if cycle else {}
+        merged: dict[TableName, list[Row]] = {}
+        for table, rows in sorted(group, key=lambda g: rank.get(g[0], -1)):
+            merged.setdefault(table, []).extend(rows)
+        if self.ctx.dialect.writable_ctes and strategy is not CycleStrategy.DEFERRED:
+            self._remove_in_one_statement(merged)
+            return
+        self.ctx.dialect.defer_constraints(self.ctx.conn)
+        for table, rows in merged.items():
+            target = self.ctx.table(table)
+            rid = self.ctx.rid[table]
+            stmt = sa.delete(target).where(rid.matches(target, [r.rid for r in rows]))
+            self.tx.record(table, plan.actions[table], self.ctx.conn.execute(stmt).rowcount)
+
+    def _remove_in_one_statement(self, merged: dict[TableName, list[Row]]) -> None:
+        """One statement of data-modifying CTEs, whose checks run at its end."""
+        ctes = []
+        for i, (table, rows) in enumerate(merged.items()):
+            target = self.ctx.table(table)
+            rid = self.ctx.rid[table]
+            stmt = sa.delete(target).where(rid.matches(target, [r.rid for r in rows]))
+            ctes.append((table, stmt.returning(sa.literal(1).label("x")).cte(f"removed_{i}")))
+        counts = sa.select(
+            *[sa.select(sa.func.count()).select_from(c).scalar_subquery() for _, c in ctes]
+        )
+        result = self.ctx.conn.execute(counts).one()
+        for (table, _), count in zip(ctes, result, strict=True):
+            self.tx.record(table, self.ctx.plan.actions[table], int(count))

@@ -1,0 +1,139 @@
+"""Before any write: follow every cycle as deep as the subject's rows go, and refuse
+when kept rows, another subject's rows, or rows in an unread schema would be hit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from models.erasure import TableAction
+from worker.catalog.model import SET_DEFAULT, SET_NULL, ForeignKey, TableName
+from worker.exceptions import (
+    CrossSubjectReference,
+    KeptRowsBlock,
+    UnsatisfiablePlan,
+    UnsupportedTable,
+)
+from worker.planning.model import REMOVING, Plan
+from worker.planning.predicates import MAX_UNROLL, Predicates, key_in_select
+
+
+def count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[bool]) -> int:
+    """Rows of ``table`` matching ``where``."""
+    target = plan.info(table).table
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(target).where(where)).scalar_one()
+    )
+
+
+def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
+    """Predicates that follow every multi-table cycle as far as the subject's rows go,
+    for the dry run's counts and the pre-flight checks: the unrolling doubles until one
+    more time round finds nothing more, and past ``MAX_UNROLL`` (or the database's
+    nesting limit) the plan is refused (``UnsatisfiablePlan``). Run it, and the
+    statements built from what it returns, inside ``deep_statements()``. Why:
+    docs/design/engine-notes.md, "Cycles deeper than the predicates unroll"."""
+    cycles = list({id(c): c for c in plan.cycle_of.values() if len(c.tables) > 1}.values())
+    if not cycles:
+        return preds
+    tables = sorted({t for c in cycles for t in c.tables})
+
+    def counts(p: Predicates) -> list[int]:
+        return [count(conn, plan, t, p.member(t)) for t in tables]
+
+    def unrolled(times: int) -> Predicates:  # (a new one: CTEs are cached per depth)
+        return Predicates(plan, preds.subject, preds.parametric, times)
+
+    #: How many times round the subject's rows are known to go, at least.
+    known = 0
+
+    def too_deep(why: str) -> UnsatisfiablePlan:
+        return UnsatisfiablePlan(
+            [str(t) for t in cycles[0].tables],
+            f"the subject's rows go round it more than {known} times, {why}",
+        )
+
+    current = counts(preds)
+    while True:
+        try:
+            # One more time round adds nothing: nothing further ever would.
+            if counts(unrolled(preds.unroll + 1)) == current:
+                return preds
+            known = preds.unroll
+            if preds.unroll >= MAX_UNROLL:
+                raise too_deep("too deep for the pre-flight checks to follow")
+            preds = unrolled(min(MAX_UNROLL, preds.unroll * 2))
+            current = counts(preds)
+        except sa.exc.OperationalError as exc:
+            # The server's own limit on a statement's nesting (MariaDB's thread stack,
+            # SQLite's expression depth), or a lost connection: refused, either way.
+            if exc.connection_invalidated:
+                raise
+            raise too_deep("too deep for this database to follow in one statement") from None
+
+
+@contextmanager
+def deep_statements() -> Iterator[None]:
+    """Room for SQLAlchemy to compile a deeply unrolled cycle (it recurses into each
+    level of nested CTEs: about 25 levels fit in Python's default recursion limit)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _unread_actions(conn: Connection, plan: Plan) -> None:
+    """Refuse when a foreign key declared in a schema the catalog did not read
+    (``--schema``) would have the database cascade, clear or reset rows there as this
+    subject's rows go: rows nobody checked, which may be another subject's. (One that
+    only refuses, NO ACTION or RESTRICT, is the database's to enforce.)"""
+    read = {t.schema for t in plan.catalog.tables}
+    removed = {(t.schema, t.name) for t, a in plan.actions.items() if a in REMOVING}
+    for schema, table, constraint, other in plan.dialect.unread_cascades(conn, sorted(read)):
+        if (schema, table) in removed:
+            raise UnsupportedTable(
+                f"{schema}.{table}",
+                f"foreign key {constraint} in schema {other}, which was not read, would"
+                " change rows there that nobody checked; read that schema too",
+            )
+
+
+def preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
+    """Refuse, before any write, when kept rows or another subject's rows would be hit."""
+    _unread_actions(conn, plan)
+    for parent, action in sorted(plan.actions.items()):
+        if action not in REMOVING:
+            continue
+        for fk in sorted(plan.catalog.incoming(parent), key=lambda f: (f.child, f.child_columns)):
+            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+                continue
+            child_action = plan.actions.get(fk.child)
+            child = plan.info(fk.child).table
+            refs = _refs_member(child, fk, preds)
+            if child_action is None or child_action is TableAction.KEEP:
+                rows = count(conn, plan, fk.child, refs)
+                if rows:
+                    raise KeptRowsBlock(str(fk.child), _constraint(fk), rows)
+            elif child_action is not TableAction.DELETE_IF_ORPHANED:
+                guard = preds.guard(fk.child, child)
+                if guard is not None:
+                    rows = count(conn, plan, fk.child, sa.and_(refs, sa.not_(guard)))
+                    if rows:
+                        raise CrossSubjectReference(str(fk.child), _constraint(fk), rows)
+
+
+def _refs_member(child: sa.Table, fk: ForeignKey, preds: Predicates) -> ColumnElement[bool]:
+    members = preds.member_cte(fk.parent)
+    sub = sa.select(*[members.c[c] for c in fk.parent_columns])
+    return key_in_select([child.c[c] for c in fk.child_columns], sub)
+
+
+def _constraint(fk: ForeignKey) -> str:
+    return fk.name or fk.describe()
