@@ -1,0 +1,1 @@
+"""The job store: its tables, its transactions and every named operation on them."""
