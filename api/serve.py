@@ -21,8 +21,8 @@ from typing import Any
 from api.jobs import EXIT_JOB_FAILED, EXIT_OK, _registry, _settings, _store, embedded_session
 from api.keys import Scope, create_key
 from models import certificate
-from models.jobstore import Job
 from models.settings import Settings
+from models.store import queries
 
 
 class CertificateKeyMissing(Exception):
@@ -125,7 +125,7 @@ def cmd_certificate_show(args: argparse.Namespace) -> int:
     store = _store(settings)
     try:
         with store.transaction() as session:
-            job = session.get(Job, args.job_id)
+            job = queries.get_job(session, args.job_id)
             if job is None:
                 raise certificate.CertificateError(f"no job {args.job_id}")
             doc = certificate.build(job, key)
