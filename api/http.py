@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +23,7 @@ from api import openapi, problems
 from api.body_limit import BodyLimit
 from api.dependencies import Reader
 from api.metrics import JobStoreCollector
+from api.params import declared_only
 from api.problems import Problem, problem_responses
 from api.routes import dead_letters, docs, health, jobs, metrics, services
 from models import certificate
@@ -30,7 +31,9 @@ from models.jobstore import Job, JobStore
 from models.registry import Registry
 from models.settings import Settings
 
-ROUTERS = (health.router, jobs.router, dead_letters.router, services.router, metrics.router)
+#: The routers of the OpenAPI document: their operations take only the query
+#: parameters they declare.
+ROUTERS = (health.router, jobs.router, dead_letters.router, services.router)
 
 
 def create_app(
@@ -58,7 +61,8 @@ def create_app(
     problems.install(api)
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     for router in ROUTERS:
-        api.include_router(router)
+        api.include_router(router, dependencies=[Depends(declared_only)])
+    api.include_router(metrics.router)
 
     @api.get("/v1/jobs/{job_id}/certificate", tags=["jobs"])
     def get_certificate(job_id: str, _key: Reader) -> dict[str, Any]:

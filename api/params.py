@@ -6,6 +6,8 @@
 - ``Cursor``: the opaque ``next_cursor`` of a page of jobs. One that does not decode is
   refused as a validation error (422), like any other parameter the schema allows by
   shape but the API cannot read.
+- ``declared_only``: a query parameter the operation does not declare is a 422, so a
+  typo (``?statu=failed``) is not silently a list of every job.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BeforeValidator
 
 from models.store.queries import JobPosition
@@ -85,3 +89,25 @@ Cursor = Annotated[
     ),
     AfterValidator(_valid_cursor),
 ]
+
+
+def declared_only(request: Request) -> None:
+    """A dependency: refuse query parameters the matched operation does not declare.
+    The unknown names are not echoed (they are the caller's input); the known are."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    known = sorted(_query_names(dependant))
+    if any(name not in known for name in request.query_params):
+        takes = ", ".join(known) if known else "none"
+        raise RequestValidationError(
+            [{"loc": ("query",), "msg": f"unknown query parameter (this operation takes: {takes})"}]
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters an operation declares, its dependencies' included."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

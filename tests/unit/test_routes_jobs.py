@@ -177,3 +177,21 @@ def test_new_jobs_sort_before_a_cursor_already_handed_out(api: SqliteApi) -> Non
     ).json()
     assert later.id not in {item["id"] for item in rest["items"]}
     assert len(first["items"]) + len(rest["items"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/jobs", {"statuss": "failed"}),  # a typo must not list every job
+        ("/v1/jobs/some-id", {"verbose": "1"}),
+        ("/v1/dead-letters", {"jobid": "x"}),
+        ("/healthz", {"x": ""}),
+    ],
+)
+def test_an_undeclared_query_parameter_is_a_422(
+    api: SqliteApi, path: str, params: dict[str, str]
+) -> None:
+    answer = api.call("GET", path, "all", params=params)
+    doc = problem(answer, 422, "invalid-request")
+    assert doc["errors"][0]["loc"] == ["query"]
+    assert next(iter(params)) not in doc["errors"][0]["msg"]  # the caller's input is not echoed
