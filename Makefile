@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test lint bench chaos up down image-check clean
+.PHONY: help install demo test lint docs bench chaos up down image-check clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,10 +25,14 @@ demo: install ## Erase one tenant from the 12-service bakery estate through the 
 test: install ## Run the test suite (PostgreSQL/MariaDB tests skip if a server is down, unless ERASER_REQUIRE_SERVICES=1)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy --strict
+lint: install ## ruff (lint + format check), mypy --strict and a strict docs build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: install ## Build the documentation site into site/ (mkdocs, strict: broken links fail)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install ## Run the benchmarks against the local PostgreSQL and Redis (prints figures)
 	$(BIN)/python bench/erase.py

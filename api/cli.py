@@ -23,11 +23,12 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from api import ops, serve
+from api import certificates, ops, serve
 from api.demo import DemoRefused, run_demo
-from api.jobs import EmbeddedOnly, JobNotFound, add_commands
+from api.jobs import EmbeddedOnly, JobNotFound, _settings, _store, add_commands
 from models.certificate import CertificateError
 from models.erasure import ErasureReport, ScalarValue, TableAction, TablePolicy
+from models.keyring import MissingSecrets
 from models.registry import RegistryError
 from models.settings import MissingDatabaseUrl
 from tasks.submit import SubmitError
@@ -52,7 +53,9 @@ _USER_ERRORS = (
     JobNotFound,
     EmbeddedOnly,
     ops.LetterNotFound,
-    serve.CertificateKeyMissing,
+    certificates.CertificateRefused,
+    certificates.JwksUnavailable,
+    MissingSecrets,
     CertificateError,
     DemoRefused,
     MissingDatabaseUrl,
@@ -181,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     ops.add_commands(sub)
     serve.add_commands(sub)
     serve.add_health(sub)
+    _add_certificate_commands(sub)
     return parser
 
 
@@ -364,6 +368,77 @@ def _print_json(doc: dict[str, Any]) -> None:
 
 def _fail(message: str) -> None:
     sys.stderr.write(f"eraser: error: {message}\n")
+
+
+# --- certificates and secrets (plain functions in api.certificates) -------------------------
+
+
+def _add_certificate_commands(sub: Any) -> None:
+    """``eraser certificate keygen|public-key|show|verify`` and ``eraser secrets generate``."""
+    cert = sub.add_parser("certificate", help="erasure certificates (Ed25519 JWS)")
+    actions = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
+    keygen = actions.add_parser("keygen", help="make a signing key pair (private JWK, JWKS)")
+    keygen.set_defaults(handler=_cmd_certificate_keygen)
+    public = actions.add_parser("public-key", help="print the JWKS that verifies certificates")
+    public.set_defaults(handler=_cmd_certificate_public_key)
+    show = actions.add_parser("show", help="print a finished job's certificate (a JWS)")
+    show.add_argument("job_id", metavar="JOB_ID")
+    show.set_defaults(handler=_cmd_certificate_show)
+    check = actions.add_parser("verify", help="verify a certificate against public keys")
+    check.add_argument("file", type=Path, metavar="FILE", help="a certificate ('-': stdin)")
+    check.add_argument("--jwks", required=True, metavar="FILE_OR_URL", help="the public keys")
+    check.set_defaults(handler=_cmd_certificate_verify)
+    secrets = sub.add_parser("secrets", help="the secrets a deployment needs")
+    secrets_actions = secrets.add_subparsers(dest="secrets_command", required=True)
+    generate = secrets_actions.add_parser("generate", help="fresh values for every secret")
+    generate.add_argument("--env", action="store_true", help="as export lines (the default)")
+    generate.set_defaults(handler=_cmd_secrets_generate)
+
+
+def _cmd_certificate_keygen(_args: argparse.Namespace) -> int:
+    private, public = certificates.keygen()
+    _print_json({"kid": private["kid"], "private_jwk": private, "public_jwks": public})
+    return EXIT_OK
+
+
+def _cmd_certificate_public_key(args: argparse.Namespace) -> int:
+    _print_json(certificates.public_key(_settings(args)))
+    return EXIT_OK
+
+
+def _cmd_certificate_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _store(settings)
+    try:
+        sys.stdout.write(certificates.certificate_of(store, settings, args.job_id) + "\n")
+    finally:
+        store.dispose()
+    return EXIT_OK
+
+
+def _cmd_certificate_verify(args: argparse.Namespace) -> int:
+    name = str(args.file)
+    try:
+        text = sys.stdin.read() if name == "-" else args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        _fail(f"{name}: cannot read the certificate ({type(exc).__name__})")
+        return EXIT_ERROR
+    try:
+        seen = certificates.verify(certificates.read_token(text), args.jwks)
+    except certificates.InvalidCertificate as exc:
+        _fail(f"{name}: NOT valid: {exc}")
+        return EXIT_UNVERIFIED
+    dev = " (signed with a development key: not evidence)" if seen.dev else ""
+    sys.stdout.write(
+        f"{name}: valid: job {seen.claims.get('job_id')}, {seen.claims.get('status')}, "
+        f"key {seen.header.get('kid')}{dev}\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_secrets_generate(_args: argparse.Namespace) -> int:
+    sys.stdout.write(certificates.generate_secrets_env())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -110,7 +110,11 @@ class EraserClient:
         return result
 
     def certificate(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}/certificate")
+        """The certificate's readable view: ``certificate`` (the compact JWS to keep and
+        verify), ``header`` and ``claims``."""
+        result: dict[str, Any] = self._call(
+            "GET", f"/v1/jobs/{job_id}/certificate", headers={"Accept": "application/json"}
+        )
         return result
 
 

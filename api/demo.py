@@ -10,22 +10,24 @@ that every other tenant's rows and the shared rows are byte-identical afterwards
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from examples.bakery import seed as bakery
 from examples.bakery.schema import SERVICES, metadata_for
 from models import certificate, migrate
-from models.jobstore import Job, JobStatus, JobStore
+from models.keyring import keyring
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry
 from models.settings import Settings, get_settings
+from models.store.database import JobStore
+from models.store.tables import Job, JobStatus
 from tasks.embedded import EmbeddedWorker, is_embedded
 from tasks.resources import Resources, use_resources
 from tasks.submit import request_dispatch, submit
@@ -146,22 +148,19 @@ def _run(
         + ("byte-identical" if untouched else "CHANGED")
     )
     say(f"   fingerprint before {before.fingerprint[:16]}, after {after.fingerprint[:16]}")
-    key = (
-        settings.certificate_key.get_secret_value().encode()
-        if settings.certificate_key is not None
-        else secrets.token_bytes(32)
-    )
+    keys = keyring(settings)
     with store.transaction() as session:
         finished = session.get(Job, real.id)
         assert finished is not None  # noqa: S101 - it was just read
-        cert = certificate.build(finished, key)
-    intact = certificate.verify(cert, key) == []
-    forged = json.loads(json.dumps(cert))
-    forged["services"][0]["rows"] += 1
-    caught = certificate.verify(forged, key)
-    (where / "certificate.json").write_text(json.dumps(cert, indent=2), encoding="utf-8")
-    say(f"   certificate (HMAC-SHA256, subject as a keyed hash) verifies: {intact}")
-    say(f"   a forged count in it is caught: {caught[0] if caught else 'NO'}")
+        cert = certificate.build(finished, keys)
+    jwks = keys.public_jwks()
+    intact = _verdict(cert, jwks) == "valid"
+    caught = _verdict(_forged(cert), jwks)
+    (where / "certificate.jws").write_text(cert + "\n", encoding="utf-8")
+    (where / "jwks.json").write_text(json.dumps(jwks, indent=2), encoding="utf-8")
+    dev = " (dev key)" if keys.dev else ""
+    say(f"   certificate: Ed25519 JWS{dev}, subject as a keyed hash; verifies: {intact}")
+    say(f"   a forged count in it is caught: {caught.split(':')[0]}")
     ok = (
         real.status == JobStatus.SUCCEEDED
         and dry.status == JobStatus.SUCCEEDED
@@ -169,7 +168,7 @@ def _run(
         and untouched
         and dry.total_rows == real.total_rows
         and intact
-        and bool(caught)
+        and caught != "valid"
         and left == anonymized
     )
     say()
@@ -226,3 +225,20 @@ def _job(
             )
             return view
         time.sleep(0.05)
+
+
+def _verdict(token: str, jwks: dict[str, Any]) -> str:
+    try:
+        certificate.verify(token, jwks)
+    except certificate.InvalidCertificate as exc:
+        return str(exc)
+    return "valid"
+
+
+def _forged(token: str) -> str:
+    """The certificate with one more row in its first service, signature unchanged."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["services"][0]["rows"] += 1
+    raw = json.dumps(claims, separators=(",", ":")).encode()
+    return ".".join([header, base64.urlsafe_b64encode(raw).decode().rstrip("="), signature])

@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from api.keys import Scope, authenticate
 from api.problems import Problem
-from models.jobstore import JobStore
 from models.registry import Registry
 from models.settings import ApiKeyEntry, Settings
+from models.store.database import JobStore
 
 #: Absent or malformed credentials reach ``caller`` as None: it answers with a
 #: problem document rather than FastAPI's own error.

@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI), versioned under ``/v1``; ``eraser api`` serves it.
 
-Every call but ``/healthz``, ``/readyz``, ``/metrics``, ``/docs`` and the OpenAPI
-document needs ``Authorization: Bearer <secret>`` of a key in ``ERASER_API_KEYS`` with
+Every call but ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``, the JWKS and the
+OpenAPI document needs ``Authorization: Bearer <secret>`` of a key in ``ERASER_API_KEYS`` with
 the scope the endpoint names (401 without a valid key, 403 without the scope). Errors
 are RFC 9457 problem documents (``application/problem+json``) with a stable ``type``;
 they never hold a stack trace, a DSN or a submitted value.
@@ -13,23 +13,23 @@ the handlers).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Header
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from api import openapi, problems
+from api import certificates, openapi, problems
 from api.body_limit import BodyLimit
 from api.dependencies import Reader
 from api.metrics import JobStoreCollector
 from api.params import declared_only
 from api.problems import Problem, problem_responses
 from api.routes import dead_letters, docs, health, jobs, metrics, services
-from models import certificate
-from models.jobstore import Job, JobStore
 from models.registry import Registry
 from models.settings import Settings
+from models.store.database import JobStore
 
 #: The routers of the OpenAPI document: their operations take only the query
 #: parameters they declare.
@@ -64,24 +64,36 @@ def create_app(
         api.include_router(router, dependencies=[Depends(declared_only)])
     api.include_router(metrics.router)
 
-    @api.get("/v1/jobs/{job_id}/certificate", tags=["jobs"])
-    def get_certificate(job_id: str, _key: Reader) -> dict[str, Any]:
-        """The signed erasure certificate of a finished job."""
-        if settings.certificate_key is None:
-            raise Problem(
-                503, "no-certificate-key", "Certificates are off", "ERASER_CERTIFICATE_KEY is unset"
-            )
-        key = settings.certificate_key.get_secret_value().encode()
-        with store.transaction(durable=False) as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise Problem(404, "job-not-found", "No such job", f"no job {job_id}")
-            try:
-                return certificate.build(job, key)
-            except certificate.CertificateError as exc:
-                raise Problem(
-                    409, "job-not-finished", "The job has not finished", str(exc)
-                ) from None
+    @api.get(
+        "/v1/jobs/{job_id}/certificate",
+        tags=["jobs"],
+        response_class=Response,
+        responses=certificates.CERTIFICATE_RESPONSES,
+        dependencies=[Depends(declared_only)],
+    )
+    def get_certificate(
+        job_id: str, _key: Reader, accept: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """The signed erasure certificate of a finished job: a compact JWS (Ed25519),
+        verifiable with the keys at ``/.well-known/jwks.json``."""
+        try:
+            return certificates.certificate_response(store, settings, job_id, accept)
+        except certificates.CertificateRefused as exc:
+            raise Problem(exc.status, exc.kind, exc.title, exc.detail) from None
+
+    @api.get(
+        "/.well-known/jwks.json",
+        tags=["certificates"],
+        response_class=Response,
+        responses=certificates.JWKS_RESPONSES,
+        dependencies=[Depends(declared_only)],
+    )
+    def jwks() -> Response:
+        """The public keys that verify certificates (no authentication)."""
+        try:
+            return certificates.jwks_response(settings)
+        except certificates.CertificateRefused as exc:
+            raise Problem(exc.status, exc.kind, exc.title, exc.detail) from None
 
     api.include_router(docs.router)
     api.mount(docs.STATIC_URL, StaticFiles(directory=docs.STATIC_DIR), name="static")

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from models import migrate
-from models.jobstore import JobStatus, JobStore
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry, load_registry
 from models.settings import Settings, get_settings
 from models.store import queries
+from models.store.database import JobStore
+from models.store.tables import JobStatus
 from tasks.embedded import EmbeddedWorker, announce, is_embedded
 from tasks.queues import all_queues
 from tasks.resources import Resources, use_resources

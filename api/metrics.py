@@ -33,9 +33,10 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from models.jobstore import AttemptOutcome, JobStatus, JobStore
 from models.registry import Registry
 from models.store import queries
+from models.store.database import JobStore
+from models.store.tables import AttemptOutcome, JobStatus
 from tasks.queues import Queue, all_queues
 from worker.app import app
 

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from api.jobs import EXIT_OK, _registry, _settings, _store, wait_and_show
-from models.jobstore import DeadLetter
 from models.store import queries
+from models.store.tables import DeadLetter
 from tasks.reaper import ReapReport, reap, run_forever
 from tasks.submit import replay_dead_letter, retry_job
 from worker.logs import use_json

@@ -1,11 +1,9 @@
-"""``eraser api|keys|certificate``: serve the HTTP API, make API keys, check certificates.
+"""``eraser api|keys``: serve the HTTP API, make API keys.
 
 - ``eraser api [--host H] [--port P]`` serves the API with uvicorn (embedded mode: with
   a worker thread in the same process).
 - ``eraser keys create --name NAME --scope SCOPE ... [--json]`` prints a new secret once
   and the entry to add to ``ERASER_API_KEYS`` (a JSON list of entries).
-- ``eraser certificate show JOB_ID`` prints a finished job's signed certificate;
-  ``eraser certificate verify FILE`` checks one and names any field that was altered.
 - ``eraser flower-proxy [--host H] [--port P]`` serves Flower read-only, behind
   authentication (see ``api.flowerproxy``).
 """
@@ -20,14 +18,7 @@ from typing import Any
 
 from api.jobs import EXIT_JOB_FAILED, EXIT_OK, _registry, _settings, _store, embedded_session
 from api.keys import Scope, create_key
-from models import certificate
-from models.settings import Settings
-from models.store import queries
-
-
-class CertificateKeyMissing(Exception):
-    def __init__(self) -> None:
-        super().__init__("ERASER_CERTIFICATE_KEY is not set: certificates are signed with it")
+from models.keyring import require_secrets
 
 
 def add_commands(sub: Any) -> None:
@@ -56,15 +47,6 @@ def add_commands(sub: Any) -> None:
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=cmd_keys_create)
 
-    cert = sub.add_parser("certificate", help="erasure certificates")
-    cert_sub = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
-    show = cert_sub.add_parser("show", help="print a finished job's signed certificate")
-    show.add_argument("job_id", metavar="JOB_ID")
-    show.set_defaults(handler=cmd_certificate_show)
-    check = cert_sub.add_parser("verify", help="check a certificate's signature, field by field")
-    check.add_argument("file", type=Path, metavar="FILE", help="a certificate ('-' for stdin)")
-    check.set_defaults(handler=cmd_certificate_verify)
-
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server
@@ -72,6 +54,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.http import create_app  # noqa: PLC0415
 
     settings = _settings(args)
+    require_secrets(settings)  # a deployment's API refuses to start without its secrets
     registry = _registry(settings)
     store = _store(settings)
     if settings.log_format == "json":
@@ -111,49 +94,6 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         f"add this entry to ERASER_API_KEYS (a JSON list):\n{json.dumps(entry)}\n"
     )
     return EXIT_OK
-
-
-def _key(settings: Settings) -> bytes:
-    if settings.certificate_key is None:
-        raise CertificateKeyMissing()
-    return settings.certificate_key.get_secret_value().encode()
-
-
-def cmd_certificate_show(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    key = _key(settings)
-    store = _store(settings)
-    try:
-        with store.transaction() as session:
-            job = queries.get_job(session, args.job_id)
-            if job is None:
-                raise certificate.CertificateError(f"no job {args.job_id}")
-            doc = certificate.build(job, key)
-    finally:
-        store.dispose()
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    return EXIT_OK
-
-
-def cmd_certificate_verify(args: argparse.Namespace) -> int:
-    key = _key(_settings(args))
-    try:
-        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
-        doc = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise certificate.CertificateError(
-            f"{args.file}: not a readable JSON document ({type(exc).__name__})"
-        ) from None
-    if not isinstance(doc, dict):
-        raise certificate.CertificateError(f"{args.file}: not a certificate")
-    problems = certificate.verify(doc, key)
-    if not problems:
-        sys.stdout.write(f"certificate of job {doc.get('job_id')}: valid\n")
-        return EXIT_OK
-    sys.stdout.write(f"certificate of job {doc.get('job_id')}: NOT valid\n")
-    for problem in problems:
-        sys.stdout.write(f"  {problem}\n")
-    return EXIT_JOB_FAILED
 
 
 def add_health(sub: Any) -> None:

@@ -82,10 +82,11 @@ from celery import chord
 from sqlalchemy import event
 
 from models import migrate
-from models.jobstore import Job, JobStore
 from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import get_settings
+from models.store.database import JobStore
+from models.store.tables import Job
 from worker.catalog import reflect
 from worker.database import create_engine
 from worker.executor import ExecutionOptions, erase

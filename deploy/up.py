@@ -40,6 +40,7 @@ from api.keys import Scope, create_key  # noqa: E402
 from examples.bakery import seed as bakery  # noqa: E402
 from examples.bakery.schema import SERVICES  # noqa: E402
 from models import migrate  # noqa: E402
+from models.keyring import new_secrets  # noqa: E402
 from worker.database import create_engine  # noqa: E402
 
 # Overridable so that a test can run a second deployment beside yours.
@@ -102,7 +103,7 @@ def up(tenants: int) -> int:
         "ERASER_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "ERASER_CONFIG": str(bakery.REGISTRY_PATH),
         "ERASER_API_KEYS": json.dumps([key.entry.model_dump()]),
-        "ERASER_CERTIFICATE_KEY": secrets.token_urlsafe(32),
+        **new_secrets(),  # the certificate signing key, the pepper, the store key
         "ERASER_FLOWER_USERS": f"admin:sha256:{flower_hash}",
         "ERASER_FLOWER_UPSTREAM": f"http://127.0.0.1:{flower_internal}",
         **bakery.env_for(urls),

@@ -1,14 +1,16 @@
 """Erasure certificates: the signed evidence of one finished job, never its data.
 
-A certificate holds the job id, a *keyed* hash of the subject (HMAC-SHA256 of
-``kind:value`` under the certificate key: an auditor holding the value and the key
-can confirm it, nobody can read the value back or confirm a guess without the key),
-per-service and per-table counts, verification results, schema fingerprints and
-timestamps. It is signed with HMAC-SHA256 under the same key, twice over:
+A certificate is a compact JWS (RFC 7515) signed with Ed25519 (``alg: EdDSA``, the
+signing key's ``kid`` in the header), so anyone holding the public JWKS can verify it
+and nobody without the private key can make one. Its claims: the job id, the subject's
+kind and a *keyed* hash of the subject (HMAC-SHA256 of ``kind:value`` under the
+subject-hash pepper: whoever holds the value and the pepper can confirm it, nobody can
+read the value back or test a guess without the pepper), per service and table the
+counts and actions, the verification outcome, schema fingerprints, ``nothing_matched``,
+timestamps and Eraser's version. A certificate signed with a derived development key
+(embedded mode) says ``"dev": true`` and its ``kid`` starts with ``dev-``.
 
-- ``signature.value`` covers the whole document (canonical JSON);
-- ``signature.fields`` holds one MAC per leaf (by JSON pointer), so ``verify`` can say
-  *which* field was altered, added or removed.
+Signing and verifying go through ``joserfc``; nothing here implements crypto.
 """
 
 from __future__ import annotations
@@ -16,109 +18,180 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from models.jobstore import Job
+from joserfc import jws
+from joserfc.errors import BadSignatureError, DecodeError, InvalidKeyIdError, JoseError
+from joserfc.jwk import Key, KeySet, OKPKey
 
-FORMAT = "eraser.certificate/v1"
+from models.keyring import ALGORITHM, DEV_KID_PREFIX, Keyring
+from models.store.tables import Job, Task, TaskStatus
+
+FORMAT = "eraser.certificate/v2"
+#: The JWS ``typ`` header (RFC 8725 explicit typing): not any other JWT of the issuer.
+TYPE = "eraser-certificate+jwt"
+ISSUER = "eraser"
 
 
 class CertificateError(Exception):
-    """A certificate cannot be issued (job not finished, no key)."""
+    """A certificate cannot be issued (job not finished)."""
 
 
-def subject_hash(key: bytes, kind: str, value: str) -> str:
-    mac = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+class InvalidCertificate(Exception):
+    """A certificate did not verify; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A certificate that verified: its header and claims."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+
+    @property
+    def dev(self) -> bool:
+        return bool(self.claims.get("dev")) or str(self.header.get("kid", "")).startswith(
+            DEV_KID_PREFIX
+        )
+
+
+def subject_hash(pepper: bytes, kind: str, value: str) -> str:
+    """The subject's keyed hash: HMAC-SHA256 of ``kind:value`` under the pepper."""
+    mac = hmac.new(pepper, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
     return f"hmac-sha256:{mac}"
 
 
-def build(job: Job, key: bytes) -> dict[str, Any]:
-    """The signed certificate of a finished job."""
+def eraser_version() -> str:
+    try:
+        return version("eraser")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def claims(job: Job, keys: Keyring) -> dict[str, Any]:
+    """The certificate's claims for a finished job (raises ``CertificateError``)."""
     if job.finished_at is None:
         raise CertificateError(f"job {job.id} has not finished (status {job.status})")
+    services = [_service(t) for t in job.tasks]
+    started = [t.started_at for t in job.tasks if t.started_at is not None]
     body: dict[str, Any] = {
         "format": FORMAT,
+        "iss": ISSUER,
+        "iat": int(job.finished_at.timestamp()),
         "job_id": job.id,
         "subject_kind": job.subject_kind,
-        "subject_hash": subject_hash(key, job.subject_kind, job.subject_value),
+        "subject_hash": subject_hash(keys.pepper, job.subject_kind, job.subject_value),
         "status": job.status,
         "dry_run": job.dry_run,
         "requested_by": job.requested_by,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat(),
+        "requested_at": _time(job.created_at),
+        "started_at": _time(min(started)) if started else None,
+        "finished_at": _time(job.finished_at),
         "total_rows": job.total_rows,
-        "services": [
-            {
-                "service": t.service,
-                "status": t.status,
-                "verified": t.verified,
-                "rows": t.total_rows,
-                "schema_fingerprint": t.plan_fingerprint,
-                "attempts": t.attempts,
-                "tables": [
-                    {"table": r["table"], "action": r["action"], "rows": r["rows"]} for r in t.rows
-                ],
-            }
-            for t in job.tasks
-        ],
+        "verification": {
+            "services": len(services),
+            "verified": sum(1 for s in services if s["verified"]),
+            "nothing_matched": sum(1 for s in services if s["nothing_matched"]),
+        },
+        "services": services,
+        "eraser_version": eraser_version(),
     }
-    return sign(body, key)
+    if keys.dev:
+        body["dev"] = True
+    return body
 
 
-def sign(body: dict[str, Any], key: bytes) -> dict[str, Any]:
-    doc = {k: v for k, v in body.items() if k != "signature"}
-    doc["signature"] = {
-        "alg": "HMAC-SHA256",
-        "value": _mac(key, _canonical(doc)),
-        "fields": {path: _mac(key, _canonical(value)) for path, value in _leaves(doc)},
+def _service(task: Task) -> dict[str, Any]:
+    tables = [{"table": r["table"], "action": r["action"], "rows": r["rows"]} for r in task.rows]
+    succeeded = task.status == TaskStatus.SUCCEEDED
+    return {
+        "service": task.service,
+        "status": task.status,
+        "rows": task.total_rows,
+        "tables": tables,
+        "verified": task.verified,
+        # The final count found none of the subject's rows: 0 left. Unknown otherwise.
+        "rows_left": 0 if task.verified else None,
+        # Succeeded, and no table had a row of the subject to act on.
+        "nothing_matched": succeeded
+        and task.total_rows == 0
+        and all(t["rows"] == 0 for t in tables),
+        "schema_fingerprint": task.plan_fingerprint,
+        "attempts": task.attempts,
+        "started_at": _time(task.started_at),
+        "finished_at": _time(task.finished_at),
     }
-    return doc
 
 
-def verify(doc: dict[str, Any], key: bytes) -> list[str]:
-    """Problems found (empty: the certificate is intact and was signed with ``key``)."""
-    signature = doc.get("signature")
-    if not isinstance(signature, dict) or not isinstance(signature.get("fields"), dict):
-        return ["the certificate has no signature"]
-    body = {k: v for k, v in doc.items() if k != "signature"}
-    fields: dict[str, Any] = signature["fields"]
-    leaves = dict(_leaves(body))
-    problems = []
-    for path in sorted(leaves.keys() | fields.keys()):
-        if path not in fields:
-            problems.append(f"{path}: added after signing")
-        elif path not in leaves:
-            problems.append(f"{path}: removed after signing")
-        elif not hmac.compare_digest(str(fields[path]), _mac(key, _canonical(leaves[path]))):
-            problems.append(f"{path}: altered")
-    whole = hmac.compare_digest(str(signature.get("value", "")), _mac(key, _canonical(body)))
-    altered = [p for p in problems if p.endswith(": altered")]
-    if not whole and leaves and len(altered) == len(leaves):
-        return ["signature: made with another key (every field's MAC differs)"]
-    if not whole and not problems:
-        problems.append("signature: does not match (another key, or the field MACs were redone)")
-    return problems
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
-def _mac(key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+def build(job: Job, keys: Keyring) -> str:
+    """The certificate of a finished job: a compact JWS."""
+    return sign(claims(job, keys), keys)
 
 
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def sign(body: dict[str, Any], keys: Keyring) -> str:
+    """``body`` as a compact JWS under the keyring's signing key."""
+    header = {"alg": ALGORITHM, "kid": keys.kid, "typ": TYPE}
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    with _eddsa():
+        return jws.serialize_compact(
+            header, payload.encode(), keys.signing_key, algorithms=[ALGORITHM]
+        )
 
 
-def _leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
-    """(JSON pointer, value) of every scalar, and of empty lists and objects."""
-    if isinstance(value, dict) and value:
-        out = []
-        for k in sorted(value):
-            token = str(k).replace("~", "~0").replace("/", "~1")
-            out += _leaves(value[k], f"{path}/{token}")
-        return out
-    if isinstance(value, list) and value:
-        out = []
-        for i, item in enumerate(value):
-            out += _leaves(item, f"{path}/{i}")
-        return out
-    return [(path or "/", value)]
+def verify(token: str, jwks: dict[str, Any]) -> Verified:
+    """The header and claims of ``token`` if a key of ``jwks`` signed it, else
+    ``InvalidCertificate`` saying why: malformed, unknown kid, or bad signature."""
+    token = token.strip()
+    try:
+        with _eddsa():
+            header = jws.extract_compact(token.encode()).headers()
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        raise InvalidCertificate("malformed: not a compact JWS") from None
+    if header.get("alg") != ALGORITHM:
+        raise InvalidCertificate(f"malformed: algorithm {header.get('alg')!r}, not {ALGORITHM}")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidCertificate("malformed: the header names no kid")
+    try:
+        public: list[Key] = [
+            OKPKey.import_key(k) for k in jwks.get("keys", []) if k.get("kid") == kid
+        ]
+    except (JoseError, ValueError, TypeError):
+        raise InvalidCertificate(f"the JWKS key {kid!r} is not an Ed25519 public key") from None
+    if not public:
+        raise InvalidCertificate(f"unknown kid {kid!r}: no key of the JWKS has it")
+    try:
+        with _eddsa():
+            found = jws.deserialize_compact(token, KeySet(public), algorithms=[ALGORITHM])
+    except (BadSignatureError, InvalidKeyIdError):
+        raise InvalidCertificate(
+            f"bad signature: the certificate was altered or not signed by key {kid!r}"
+        ) from None
+    except (DecodeError, JoseError, ValueError):
+        raise InvalidCertificate("malformed: not a compact JWS") from None
+    try:
+        body = json.loads(found.payload)
+    except ValueError:
+        raise InvalidCertificate("malformed: the payload is not JSON") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise InvalidCertificate(f"malformed: the payload is not an {FORMAT} certificate")
+    return Verified(header=dict(found.headers()), claims=body)
+
+
+@contextmanager
+def _eddsa() -> Iterator[None]:
+    """joserfc warns that RFC 9864 deprecates ``EdDSA`` for ``Ed25519``; the issue and
+    today's stock JOSE libraries (PyJWT, jwcrypto) use ``EdDSA``, so it stays."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*EdDSA is deprecated.*")
+        yield

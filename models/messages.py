@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from models.jobstore import Job
+from models.store.tables import Job
 
 
 def _refuse_nul(value: str) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models import keyring
 
 
 class ApiKeyEntry(BaseModel):
@@ -23,11 +25,27 @@ class ApiKeyEntry(BaseModel):
     scopes: list[str]
 
 
+class PublicKeys(BaseModel):
+    """A JWKS of public Ed25519 keys (``{"keys": [...]}``), each with its ``kid``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keys: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _public_ed25519(self) -> PublicKeys:
+        keyring.parse_public_keys({"keys": self.keys})
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting Eraser reads. Nothing else in the code reads the environment,
     except the target databases' URLs, whose variable names the registry gives."""
 
-    model_config = SettingsConfigDict(env_prefix="ERASER_", env_file=".env", extra="ignore")
+    # Inputs stay out of validation errors: several settings are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="ERASER_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     #: The job store (jobs, tasks, audit events): PostgreSQL, or SQLite when embedded.
     database_url: str = "sqlite:///eraser.db"
@@ -87,8 +105,18 @@ class Settings(BaseSettings):
     #: API keys, as ``eraser keys create`` prints them: a JSON list of
     #: ``{"id", "name", "hash", "scopes"}``. Only hashes: never a secret.
     api_keys: list[ApiKeyEntry] = Field(default_factory=list)
-    #: Signs erasure certificates (HMAC-SHA256) and keys the subject's hash in them.
-    certificate_key: SecretStr | None = None
+    #: Signs erasure certificates (Ed25519, a compact JWS): a private key as a JWK
+    #: (JSON) or PEM; ``eraser certificate keygen`` makes one. Required in a deployment.
+    certificate_signing_key: SecretStr | None = None
+    #: Public keys of retired signing keys, a JWKS (``{"keys": [...]}``): served at
+    #: ``/.well-known/jwks.json`` beside the current key, so older certificates verify.
+    certificate_public_keys: PublicKeys = Field(default_factory=PublicKeys)
+    #: Keys the subject's hash (HMAC-SHA256 of ``kind:value``) wherever Eraser needs to
+    #: recognise a subject without keeping it. Required in a deployment.
+    subject_hash_pepper: SecretStr | None = None
+    #: Encrypts the subject's value in the job store (a Fernet key). Required in a
+    #: deployment.
+    job_store_encryption_key: SecretStr | None = None
     #: Where to POST a completion event (optional), signed with ``webhook_secret``.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
@@ -96,6 +124,33 @@ class Settings(BaseSettings):
     events: bool = True
     #: Largest request body the API accepts, in bytes.
     api_max_body_bytes: int = Field(default=65536, ge=1024)
+
+    @field_validator("certificate_signing_key")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            keyring.parse_signing_key(value.get_secret_value())
+        return value
+
+    @field_validator("subject_hash_pepper")
+    @classmethod
+    def _pepper(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            keyring.parse_pepper(value.get_secret_value())
+        return value
+
+    @field_validator("job_store_encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            keyring.parse_encryption_key(value.get_secret_value())
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker lives in this process (``memory://``): the embedded
+        default, where missing secrets are derived (and marked ``dev``)."""
+        return self.broker_url.startswith("memory://")
 
     @model_validator(mode="after")
     def _message_outlives_work(self) -> Settings:

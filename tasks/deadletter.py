@@ -4,7 +4,7 @@ A dead letter is two things:
 
 - a row in the job store (the source of truth: error, frames-only traceback,
   attempts, when and by whom it was replayed), written in the same transaction that
-  marks the task failed;
+  marks the task failed (``models.store.dead_letters``);
 - a fresh copy of the task's message on the ``eraser.dead_letter`` queue, which no
   worker consumes: no chord options, the original ids in the body
   (``dead_letter_id``, ``original_task_id``), for tools that watch the broker.
@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import logging
 import traceback
-from enum import StrEnum
 from typing import Any
 
-import sqlalchemy as sa
 from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
 
-from models.jobstore import AuditEvent, DeadLetter, Task
 from tasks.queues import Queue
 from worker.app import app
 
@@ -35,17 +32,6 @@ DEAD_LETTER_QUEUE = KombuQueue(
 )
 
 
-class DeadLetterReason(StrEnum):
-    #: Retrying cannot help (permission denied, missing table, unsatisfiable plan).
-    PERMANENT = "permanent"
-    #: A transient fault outlasted every retry.
-    RETRIES_EXHAUSTED = "retries_exhausted"
-    #: The task's worker died every time it ran it.
-    POISON = "poison"
-    #: The job passed its deadline before the task finished.
-    DEADLINE = "deadline"
-
-
 def format_frames(exc: BaseException | None) -> str | None:
     """A traceback of frames only (file, line, function, source line) and the
     exception's type: the message may quote row data, so it is left out."""
@@ -53,36 +39,6 @@ def format_frames(exc: BaseException | None) -> str | None:
         return None
     frames = traceback.format_list(traceback.extract_tb(exc.__traceback__))
     return "".join(frames) + type(exc).__name__
-
-
-def record_dead_letter(
-    session: sa.orm.Session,
-    task: Task,
-    reason: DeadLetterReason,
-    error: str,
-    exc: BaseException | None,
-) -> int:
-    """Write the dead-letter row (inside the caller's transaction); returns its id."""
-    letter = DeadLetter(
-        job_id=task.job_id,
-        service=task.service,
-        reason=reason,
-        error=error,
-        traceback=format_frames(exc),
-        attempts=task.attempts,
-        celery_id=task.celery_id,
-    )
-    session.add(letter)
-    session.flush()
-    session.add(
-        AuditEvent(
-            job_id=task.job_id,
-            kind="task.dead_lettered",
-            actor="worker",
-            detail={"service": task.service, "dead_letter": letter.id, "reason": reason.value},
-        )
-    )
-    return letter.id
 
 
 def publish_dead_letter(

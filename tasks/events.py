@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from celery import Task as CeleryTask
 from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
 
-from models.jobstore import Job, JobStore
 from models.registry import Registry
+from models.store.database import JobStore
+from models.store.finalizing import finished_job
 from tasks.resources import resources
 from worker.app import app
 
@@ -46,10 +46,10 @@ WEBHOOK_ATTEMPTS = 8
 def completion_event(store: JobStore, registry: Registry, job_id: str) -> dict[str, Any] | None:
     """The event for a finished job (None when the job does not exist)."""
     with store.transaction(durable=False) as session:
-        job = session.scalar(sa.select(Job).where(Job.id == job_id))
-        if job is None:
+        found = finished_job(session, job_id)
+        if found is None:
             return None
-        tasks = [(t.service, t.status, t.total_rows, t.verified) for t in job.tasks]
+        job, tasks = found
         return event_of(job, tasks, registry)
 
 

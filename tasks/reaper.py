@@ -23,36 +23,41 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 from kombu.entity import Queue as KombuQueue
 
-from models.jobstore import (
-    AuditEvent,
-    Job,
-    JobStatus,
-    JobStore,
-    Task,
-    TaskStatus,
-    utcnow,
-)
 from models.registry import Registry
 from models.settings import Settings
-from tasks.deadletter import DeadLetterReason, publish_dead_letter
-from tasks.erase import fail_task, lose_lease, poison_error
+from models.store.database import JobStore
+from models.store.dead_letters import DeadLetterReason
+from models.store.faults import fail_task, poison_error
+from models.store.leases import lose_lease
+from models.store.reaping import (
+    REAPER_LOCK_KEY,
+    expired_jobs,
+    fail_unfinished,
+    idle_task,
+    jobs_to_finalize,
+    overdue_tasks,
+    reaper_lock,
+    requeue,
+    stale_leases,
+    undispatched_jobs,
+)
+from models.store.tables import utcnow
+from tasks.deadletter import publish_dead_letter
 from tasks.finalize import finalize
 from tasks.queues import queue_for
 from tasks.submit import dispatch, send_task
 from worker.app import app
+from worker.planner import REMOVING
+
+__all__ = ["REAPER_LOCK_KEY", "ReapReport", "reap", "run_forever"]
 
 log = logging.getLogger("eraser.reaper")
-
-#: Advisory-lock key of the reaper (``'eraser'`` as a number).
-REAPER_LOCK_KEY = 0x657261736572
 
 
 @dataclass
@@ -88,7 +93,7 @@ def reap(
     """One reaper round; returns what it did (``ran`` False when another replica held
     the lock)."""
     depth = queue_depth or broker_queue_depth
-    with _reaper_lock(store) as held:
+    with reaper_lock(store) as held:
         if not held:
             return ReapReport(ran=False)
         report = ReapReport()
@@ -134,45 +139,13 @@ def run_forever(
         time.sleep(max(0.0, settings.reaper_interval_seconds - (time.monotonic() - started)))
 
 
-# --- the lock ------------------------------------------------------------------------------
-
-
-@contextmanager
-def _reaper_lock(store: JobStore) -> Iterator[bool]:
-    """Hold the reaper lock for one round (PostgreSQL); SQLite has one process."""
-    if store.engine.dialect.name != "postgresql":
-        yield True
-        return
-    with store.engine.connect() as raw:
-        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(REAPER_LOCK_KEY))).scalar())
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(REAPER_LOCK_KEY)))
-
-
 # --- the duties ------------------------------------------------------------------------------
-
-_OPEN_JOB = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 def _expire(store: JobStore, settings: Settings, now: datetime, report: ReapReport) -> None:
     with store.transaction() as session:
-        jobs = session.scalars(
-            sa.select(Job)
-            .where(Job.status.in_(_OPEN_JOB), Job.deadline_at < now)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for job in jobs:
-            for task in job.tasks:
-                if TaskStatus(task.status).terminal:
-                    continue
-                if task.lease_id is not None:
-                    lose_lease(session, task, now, "the job's deadline passed")
-                error = "the job's deadline passed before this task finished"
-                letter = fail_task(session, task, DeadLetterReason.DEADLINE, error, None)
+        for job in expired_jobs(session, now):
+            for task, letter in fail_unfinished(session, job, now, REMOVING):
                 report.dead_lettered.append((job.id, task.service))
                 report.letters.append((job.id, task.service, letter, task.celery_id))
             report.expired.append(job.id)
@@ -185,13 +158,7 @@ def _outbox(
 ) -> None:
     cutoff = now - timedelta(seconds=settings.dispatch_grace_seconds)
     with store.transaction(durable=False) as session:
-        waiting = session.scalars(
-            sa.select(Job.id).where(
-                Job.status == JobStatus.PENDING,
-                Job.dispatched_at.is_(None),
-                Job.created_at < cutoff,
-            )
-        ).all()
+        waiting = undispatched_jobs(session, cutoff)
     for job_id in waiting:
         if dispatch(store, registry, job_id, settings.default_queue):
             report.dispatched.append(job_id)
@@ -203,25 +170,15 @@ def _stale_leases(
     cutoff = now - timedelta(seconds=settings.stale_after_seconds)
     resend: list[tuple[str, str]] = []
     with store.transaction() as session:
-        tasks = session.scalars(
-            sa.select(Task)
-            .where(
-                Task.lease_id.is_not(None),
-                Task.heartbeat_at < cutoff,
-                Task.status.in_((TaskStatus.RUNNING, TaskStatus.RETRYING)),
-            )
-            .with_for_update(skip_locked=True)
-        ).all()
-        for task in tasks:
-            lose_lease(session, task, now, "its heartbeat stopped (found by the reaper)")
+        for task in stale_leases(session, cutoff):
+            lose_lease(session, task, now, "its heartbeat stopped (found by the reaper)", REMOVING)
             if task.crashes >= settings.max_crashes:
                 error = poison_error(task.crashes)
                 letter = fail_task(session, task, DeadLetterReason.POISON, error, None)
                 report.dead_lettered.append((task.job_id, task.service))
                 report.letters.append((task.job_id, task.service, letter, task.celery_id))
                 continue
-            task.queued_at = now
-            _audit_requeue(session, task, "stale heartbeat")
+            requeue(session, task, now, "stale heartbeat")
             resend.append((task.job_id, task.service))
     for job_id, service in resend:
         send_task(registry, job_id, service, settings.default_queue)
@@ -237,25 +194,8 @@ def _lost_messages(
     report: ReapReport,
 ) -> None:
     grace = timedelta(seconds=settings.dispatch_grace_seconds)
-    # A message is overdue when nothing has happened to its task for a while: a
-    # pending task queued long ago, a retry whose time passed long ago, or a task
-    # between two slices whose continuation never started.
-    overdue = sa.or_(
-        sa.and_(Task.status == TaskStatus.PENDING, Task.queued_at < now - grace),
-        sa.and_(Task.status == TaskStatus.RETRYING, Task.retry_at < now - grace),
-        sa.and_(Task.status == TaskStatus.RUNNING, Task.queued_at < now - grace),
-    )
     with store.transaction(durable=False) as session:
-        candidates = session.execute(
-            sa.select(Task.job_id, Task.service)
-            .join(Job, Job.id == Task.job_id)
-            .where(
-                Job.status.in_(_OPEN_JOB),
-                Job.dispatched_at.is_not(None),
-                Task.lease_id.is_(None),
-                overdue,
-            )
-        ).all()
+        candidates = overdue_tasks(session, now - grace)
     busy_queues: dict[str, bool] = {}
     for job_id, service in candidates:
         queue = queue_for(registry, service, settings.default_queue)
@@ -267,47 +207,20 @@ def _lost_messages(
         if busy_queues[queue]:
             continue
         with store.transaction() as session:
-            task = session.scalar(
-                sa.select(Task)
-                .where(Task.job_id == job_id, Task.service == service, Task.lease_id.is_(None))
-                .with_for_update(skip_locked=True)
-            )
-            if task is None or TaskStatus(task.status).terminal:
+            task = idle_task(session, job_id, service)
+            if task is None:
                 continue
-            task.queued_at = now
-            if task.retry_at is not None:
-                task.retry_at = now  # overdue again only after another grace period
-            _audit_requeue(session, task, "message lost")
+            requeue(session, task, now, "message lost")
         send_task(registry, job_id, service, settings.default_queue)
         report.requeued.append((job_id, service))
 
 
 def _lost_chords(store: JobStore, report: ReapReport) -> None:
     with store.transaction(durable=False) as session:
-        open_jobs = session.scalars(
-            sa.select(Job.id).where(
-                Job.status.in_(_OPEN_JOB),
-                Job.dispatched_at.is_not(None),
-                ~sa.exists().where(
-                    Task.job_id == Job.id,
-                    Task.status.not_in([s.value for s in TaskStatus if s.terminal]),
-                ),
-            )
-        ).all()
+        open_jobs = jobs_to_finalize(session)
     for job_id in open_jobs:
         finalize(store, job_id)
         report.finalized.append(job_id)
-
-
-def _audit_requeue(session: sa.orm.Session, task: Task, why: str) -> None:
-    session.add(
-        AuditEvent(
-            job_id=task.job_id,
-            kind="task.requeued",
-            actor="reaper",
-            detail={"service": task.service, "why": why},
-        )
-    )
 
 
 def broker_queue_depth(queue: str) -> int | None:

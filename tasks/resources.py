@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from celery.signals import worker_process_init
 
-from models.jobstore import JobStore
 from models.registry import Registry, load_registry
 from models.settings import Settings, get_settings, service_url
+from models.store.database import JobStore
 from worker.database import create_engine
 from worker.service import PlanCache
 

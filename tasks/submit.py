@@ -9,21 +9,18 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from celery import chord
+from sqlalchemy.exc import IntegrityError
 
-from models.jobstore import (
-    AuditEvent,
-    DeadLetter,
-    Job,
-    JobStatus,
-    JobStore,
-    Task,
-    TaskStatus,
-    utcnow,
-)
 from models.messages import ErasureRequest
 from models.registry import Registry
+from models.store.cancellation import cancel_waiting_tasks
+from models.store.database import JobStore
+from models.store.dispatch import stamp_dispatch, take_back_dispatch
+from models.store.exceptions import IdempotencyConflict, RetryRefused, SubmitError
+from models.store.retries import replayable_letter, requeue_failed_tasks
+from models.store.submission import create_job, job_for_key, same_request
+from models.store.tables import Job, utcnow
 from tasks.deadletter import remove_published
 from tasks.erase import erase_service
 from tasks.finalize import finalize_if_done, finalize_job
@@ -31,19 +28,23 @@ from tasks.queues import queue_for
 from tasks.resources import resources
 from worker.app import app
 
+__all__ = [
+    "IdempotencyConflict",
+    "RetryRefused",
+    "SubmitError",
+    "cancel_job",
+    "dispatch",
+    "dispatch_job",
+    "replay_dead_letter",
+    "request_dispatch",
+    "retry_job",
+    "send_chord_for",
+    "send_task",
+    "submit",
+    "submit_and_dispatch",
+]
+
 log = logging.getLogger("eraser.submit")
-
-
-class SubmitError(Exception):
-    """The request cannot become a job (unknown kind or service)."""
-
-
-class IdempotencyConflict(SubmitError):
-    """The idempotency key was used before for a different request."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"idempotency key already used for job {job_id} with a different request")
-        self.job_id = job_id
 
 
 def submit(
@@ -80,44 +81,23 @@ def submit(
     if request.idempotency_key:
         existing = _by_key(store, request.idempotency_key)
         if existing is not None:
-            return _same_request(existing, fingerprint), False
+            return same_request(existing, fingerprint), False
     try:
         with store.transaction() as session:
-            job = Job(
-                subject_kind=request.subject_kind,
-                subject_value=request.subject_value,
-                services=services,
-                dry_run=request.dry_run,
-                idempotency_key=request.idempotency_key,
-                request_hash=fingerprint,
-                requested_by=request.requested_by,
-                reason=request.reason,
+            job = create_job(
+                session,
+                request,
+                services,
                 deadline_at=utcnow() + timedelta(seconds=timeout_seconds),
+                dispatched_at=utcnow() if dispatching else None,
             )
-            job.tasks = [Task(service=s) for s in services]
-            if dispatching:
-                now = utcnow()
-                job.dispatched_at = now
-                job.status = JobStatus.RUNNING
-                for task in job.tasks:
-                    task.queued_at = now
-            session.add(job)
-            session.flush()
-            session.add(
-                AuditEvent(
-                    job_id=job.id,
-                    kind="job.submitted",
-                    actor=request.requested_by or "anonymous",
-                    detail={"services": services, "dry_run": request.dry_run},
-                )
-            )
-    except sa.exc.IntegrityError:
+    except IntegrityError:
         if not request.idempotency_key:
             raise
         existing = _by_key(store, request.idempotency_key)
         if existing is None:
             raise
-        return _same_request(existing, fingerprint), False
+        return same_request(existing, fingerprint), False
     return job, True
 
 
@@ -144,13 +124,7 @@ def submit_and_dispatch(
 
 def _by_key(store: JobStore, key: str) -> Job | None:
     with store.transaction() as session:
-        return session.scalar(sa.select(Job).where(Job.idempotency_key == key))
-
-
-def _same_request(job: Job, fingerprint: str) -> Job:
-    if job.request_hash != fingerprint:
-        raise IdempotencyConflict(job.id)
-    return job
+        return job_for_key(session, key)
 
 
 @app.task(name="eraser.dispatch_job", ignore_result=True)
@@ -209,18 +183,13 @@ def dispatch(store: JobStore, registry: Registry, job_id: str, default_queue: st
     dispatched (a repeated dispatch message).
     """
     with store.transaction() as session:
-        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
-        if job is None or job.dispatched_at is not None:
-            return False
-        pending = [t for t in job.tasks if t.status == TaskStatus.PENDING]
-        services = [t.service for t in pending]
-        stamp(job, pending)
-        if pending:
-            job.status = JobStatus.RUNNING
+        services = stamp_dispatch(session, job_id)
+    if services is None:
+        return False
     # Sent after the stamp is committed: the stamp locks the task rows, which the
     # first tasks would otherwise wait for.
     _send_stamped(store, registry, job_id, services, default_queue)
-    log.info("dispatched job %s to %d service(s)", job_id, len(pending))
+    log.info("dispatched job %s to %d service(s)", job_id, len(services))
     return True
 
 
@@ -241,33 +210,9 @@ def _send_stamped(
 def _unstamp(store: JobStore, job_id: str) -> None:
     try:
         with store.transaction() as session:
-            session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(dispatched_at=None, status=JobStatus.PENDING)
-            )
+            take_back_dispatch(session, job_id)
     except Exception as exc:
         log.warning("job %s: dispatch not taken back (%s)", job_id, type(exc).__name__)
-
-
-def send_chord(registry: Registry, job: Job, tasks: Sequence[Task], default_queue: str) -> None:
-    """Send ``chord(erase_service per task) | finalize_job`` (just the finalize when no
-    task is left) and stamp the job and tasks as queued. Call inside the transaction
-    that holds the job row, with the tasks already pending in the database."""
-    stamp(job, tasks)
-    send_chord_for(registry, job.id, [t.service for t in tasks], default_queue)
-
-
-def stamp(job: Job, tasks: Sequence[Task]) -> None:
-    now = utcnow()
-    job.dispatched_at = now
-    session = sa.orm.object_session(job)
-    if session is None or not tasks:
-        for t in tasks:
-            t.queued_at = now
-        return
-    # One UPDATE for all the tasks, not one per task row.
-    session.execute(sa.update(Task).where(Task.id.in_([t.id for t in tasks])).values(queued_at=now))
 
 
 def send_chord_for(
@@ -290,10 +235,6 @@ def send_task(registry: Registry, job_id: str, service: str, default_queue: str)
     erase_service.si(job_id, service).apply_async(queue=queue_for(registry, service, default_queue))
 
 
-class RetryRefused(SubmitError):
-    """Nothing to retry, or the job is still running."""
-
-
 def retry_job(
     store: JobStore,
     registry: Registry,
@@ -308,59 +249,21 @@ def retry_job(
     """Re-run only the failed tasks of a job (or the named ones), in a new chord that
     ends in a fresh finalize. Each task keeps its history and the rows it already
     removed. Returns the services sent again."""
+    # The chord goes out after the commit: a worker quicker than the commit would
+    # find the task still failed and skip it. Should the send fail, the tasks are
+    # pending with a queue stamp, and the reaper sends them again.
     with store.transaction() as session:
-        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
-        if job is None:
-            raise RetryRefused(f"no job {job_id}")
-        failed = [t for t in job.tasks if t.status == TaskStatus.FAILED]
-        if services:
-            unknown = sorted(set(services) - {t.service for t in failed})
-            if unknown:
-                raise RetryRefused(f"job {job_id} has no failed task for service {unknown[0]!r}")
-            failed = [t for t in failed if t.service in services]
-        if not failed:
-            raise RetryRefused(f"job {job_id} has no failed task to retry (status {job.status})")
-        letters = session.scalars(
-            sa.select(DeadLetter).where(
-                DeadLetter.job_id == job_id,
-                DeadLetter.service.in_([t.service for t in failed]),
-                DeadLetter.replayed_at.is_(None),
-            )
-        ).all()
-        now = utcnow()
-        for letter in letters:
-            letter.replayed_at = now
-            letter.replayed_by = actor
-        for t in failed:
-            t.status = TaskStatus.PENDING
-            t.retries = 0
-            t.crashes = 0
-            t.lease_id = None
-            t.retry_at = None
-            t.finished_at = None
-            t.error = None
-        job.status = JobStatus.RUNNING
-        job.finished_at = None
-        job.deadline_at = max(job.deadline_at or now, now + timedelta(seconds=timeout_seconds))
-        names = [t.service for t in failed]
-        session.add(
-            AuditEvent(
-                job_id=job_id,
-                kind="job.retried",
-                actor=actor,
-                detail={
-                    "services": names,
-                    "dead_letters": sorted({*dead_letter_ids, *(d.id for d in letters)}),
-                },
-            )
+        requeued = requeue_failed_tasks(
+            session,
+            job_id,
+            services=services,
+            dead_letter_ids=dead_letter_ids,
+            actor=actor,
+            deadline_at=utcnow() + timedelta(seconds=timeout_seconds),
         )
-        # The chord goes out after the commit: a worker quicker than the commit would
-        # find the task still failed and skip it. Should the send fail, the tasks are
-        # pending with a queue stamp, and the reaper sends them again.
-        stamp(job, failed)
-        replayed = {d.id for d in letters}
+    names = requeued.services
     send_chord_for(registry, job_id, names, default_queue)
-    remove_published(replayed)
+    remove_published(requeued.replayed)
     log.info("job %s: retrying %s", job_id, ", ".join(names))
     return names
 
@@ -376,15 +279,7 @@ def replay_dead_letter(
 ) -> tuple[str, str]:
     """Replay one dead letter: re-run its task in a new chord; returns (job, service)."""
     with store.transaction() as session:
-        letter = session.get(DeadLetter, dead_letter_id)
-        if letter is None:
-            raise RetryRefused(f"no dead letter {dead_letter_id}")
-        if letter.replayed_at is not None:
-            raise RetryRefused(
-                f"dead letter {dead_letter_id} was replayed at "
-                f"{letter.replayed_at.isoformat(timespec='seconds')} by {letter.replayed_by}"
-            )
-        job_id, service = letter.job_id, letter.service
+        job_id, service = replayable_letter(session, dead_letter_id)
     retry_job(
         store,
         registry,
@@ -403,33 +298,6 @@ def cancel_job(store: JobStore, job_id: str, *, actor: str = "cli") -> list[str]
     already running finish (their erasure is not cut off mid-way); the job ends when
     they do. A cancelled task's message, when it arrives, finds it done."""
     with store.transaction() as session:
-        job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
-        if job is None:
-            raise RetryRefused(f"no job {job_id}")
-        # The task rows are locked and read again: a worker claiming one (or recording
-        # its success) between a plain read and the write below would have its task
-        # marked cancelled after it ran. Locked, a claim waits for this commit and then
-        # finds the task cancelled; one already claimed is no longer pending here.
-        waiting = session.scalars(
-            sa.select(Task)
-            .where(
-                Task.job_id == job_id,
-                Task.status == TaskStatus.PENDING,
-                Task.attempts == 0,
-            )
-            .order_by(Task.service)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).all()
-        if not waiting:
-            raise RetryRefused(f"job {job_id} has no task left to cancel (status {job.status})")
-        now = utcnow()
-        for t in waiting:
-            t.status = TaskStatus.CANCELLED
-            t.finished_at = now
-        names = [t.service for t in waiting]
-        session.add(
-            AuditEvent(job_id=job_id, kind="job.cancelled", actor=actor, detail={"services": names})
-        )
+        names = cancel_waiting_tasks(session, job_id, actor)
     finalize_if_done(store, job_id)
     return names

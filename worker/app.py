@@ -22,3 +22,10 @@ from worker import logs  # noqa: E402, F401 - connects the JSON log format
 from worker.liveness import LivenessFile  # noqa: E402 - after the app exists
 
 app.steps["consumer"].add(LivenessFile)
+
+# A deployment's worker refuses to start without its secrets (one line naming them).
+from celery.signals import celeryd_init  # noqa: E402
+
+from models.keyring import exit_without_secrets  # noqa: E402
+
+celeryd_init.connect(exit_without_secrets, weak=False)

@@ -12,9 +12,10 @@ from api.dependencies import Admin, AppRegistry, AppSettings, Reader, Store, Sub
 from api.keys import Scope
 from api.params import Cursor, Moment, decode_cursor, encode_cursor
 from api.problems import Problem, problem_responses
-from models.jobstore import JobStatus, JobStore
 from models.messages import ErasureRequest, JobView, Text
 from models.store import queries
+from models.store.database import JobStore
+from models.store.tables import JobStatus
 from tasks.submit import (
     IdempotencyConflict,
     RetryRefused,

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from models.jobstore import Attempt, DeadLetter, Job, Task, TaskStatus
+from models.store.tables import Attempt, DeadLetter, Job, Task, TaskStatus
 
 
 @dataclass(frozen=True)

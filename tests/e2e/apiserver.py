@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -42,7 +41,9 @@ import sqlalchemy as sa
 
 from api.keys import Scope, create_key
 from models import migrate
-from models.jobstore import JobStatus, JobStore, Task, TaskStatus
+from models.keyring import new_secrets
+from models.store.database import JobStore
+from models.store.tables import JobStatus, Task, TaskStatus
 from tests.conftest import REQUIRE, TargetDB, make_db
 from worker.database import create_engine
 
@@ -244,7 +245,8 @@ class ApiServer:
     secrets: dict[str, str]
     #: Key name -> key id (what ``requested_by`` and audit events record).
     key_ids: dict[str, str]
-    certificate_key: bytes
+    #: ``eraser secrets generate`` output: the signing key, the pepper, the store key.
+    deployment_secrets: dict[str, str]
     broker: redis.Redis
     broker_url: str
     logs: dict[str, Path]
@@ -363,7 +365,7 @@ def running_api(
         registry_path = tmp / "services.toml"
         registry_path.write_text(REGISTRY, encoding="utf-8")
         keys = {name: create_key(f"e2e-{name}", scopes) for name, scopes in KEY_SCOPES.items()}
-        certificate_key = secrets.token_urlsafe(32)
+        deployment_secrets = new_secrets()
         broker_url = f"{REDIS_URL}/{BROKER_DB}"
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
@@ -371,7 +373,7 @@ def running_api(
             "ERASER_BROKER_URL": broker_url,
             "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
             "ERASER_CONFIG": str(registry_path),
-            "ERASER_CERTIFICATE_KEY": certificate_key,
+            **deployment_secrets,
             "ERASER_API_KEYS": json.dumps([k.entry.model_dump() for k in keys.values()]),
             "ERASER_TASK_EVENTS": "false",
             # The broken service's refused connection is transient: retried once, fast.
@@ -417,7 +419,7 @@ def running_api(
             targets=targets,
             secrets={name: k.secret for name, k in keys.items()},
             key_ids={name: k.id for name, k in keys.items()},
-            certificate_key=certificate_key.encode(),
+            deployment_secrets=deployment_secrets,
             broker=broker,
             broker_url=broker_url,
             logs=logs,

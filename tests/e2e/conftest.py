@@ -20,7 +20,7 @@ import redis
 import sqlalchemy as sa
 
 from models import migrate
-from models.jobstore import JobStore
+from models.store.database import JobStore
 from tests.conftest import REQUIRE, TargetDB, make_db
 from worker.database import create_engine
 

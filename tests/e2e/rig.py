@@ -32,9 +32,10 @@ import sqlalchemy as sa
 from celery import Celery
 
 from models import migrate
-from models.jobstore import Attempt, Job, JobStore, Task
 from models.messages import ErasureRequest, JobView
 from models.registry import load_registry
+from models.store.database import JobStore
+from models.store.tables import Attempt, Job, Task
 from tasks.submit import submit
 from tests.conftest import TargetDB, make_db
 from worker.database import create_engine

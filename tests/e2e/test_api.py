@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,13 +21,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from celery import Celery
+from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
 from kombu import Connection
 
 from api.client import EraserApiError, EraserClient, submit_via_celery
 from api.keys import Scope
 from models import certificate
-from models.jobstore import AuditEvent, DeadLetter, Job
 from models.messages import ErasureRequest
+from models.store.tables import AuditEvent, DeadLetter, Job
 from tasks.events import EVENTS_QUEUE
 from tests.conftest import PG_ADMIN_URL
 from tests.e2e.apiserver import (
@@ -153,13 +157,19 @@ def test_an_erasure_succeeds_and_its_certificate_verifies(server: ApiServer) -> 
     with server.client("reader") as http:
         answer = http.get(f"/v1/jobs/{job['id']}/certificate")
     assert answer.status_code == 200, answer.text
-    doc = answer.json()
-    assert certificate.verify(doc, server.certificate_key) == []
+    assert answer.headers["content-type"] == "application/jose"
+    token = answer.text
+    jwks_url = server.url + "/.well-known/jwks.json"
+    jwks = httpx.get(jwks_url, timeout=10).raise_for_status().json()  # no API key
+    doc = jwcrypto_claims(token, jwks)  # an independent JOSE library
     assert doc["job_id"] == job["id"]
     assert doc["status"] == "succeeded"
     assert doc["total_rows"] == job["total_rows"]
-    assert doc["subject_hash"] == certificate.subject_hash(server.certificate_key, "tenant", tenant)
+    pepper = server.deployment_secrets["ERASER_SUBJECT_HASH_PEPPER"].encode()
+    assert doc["subject_hash"] == certificate.subject_hash(pepper, "tenant", tenant)
     assert tenant not in json.dumps(doc, ensure_ascii=False)
+    assert "dev" not in doc
+    assert all(s["nothing_matched"] is False and s["verified"] for s in doc["services"])
     tables = {
         (s["service"], t["table"].rsplit(".", 1)[-1]): t["rows"]
         for s in doc["services"]
@@ -167,28 +177,62 @@ def test_an_erasure_succeeds_and_its_certificate_verifies(server: ApiServer) -> 
     }
     assert tables == per_table(job)
 
-    altered = json.loads(json.dumps(doc))
-    altered["total_rows"] += 1
-    assert certificate.verify(altered, server.certificate_key) == ["/total_rows: altered"]
-    nested = json.loads(json.dumps(doc))
-    nested["services"][0]["tables"][0]["rows"] = 0
-    assert certificate.verify(nested, server.certificate_key) == [
-        "/services/0/tables/0/rows: altered"
-    ]
-    assert certificate.verify(doc, b"another key") == [
-        "signature: made with another key (every field's MAC differs)"
-    ]
+    # The CLI verifies with the served JWKS, by URL, holding no secret at all.
+    stranger = jwk.JWK.generate(kty="OKP", crv="Ed25519")
+    kid = jwks["keys"][0]["kid"]
+    cases = {
+        "good": (token, 0, "valid: job " + job["id"]),
+        "tampered": (with_claims(token, total_rows=doc["total_rows"] + 1), 1, "bad signature"),
+        "wrong-key": (jwcrypto_signed(stranger, kid, doc), 1, "bad signature"),
+        "unknown-kid": (jwcrypto_signed(stranger, "rogue", doc), 1, "unknown kid 'rogue'"),
+    }
+    for name, (text, status, says) in cases.items():
+        path = server.tmp / f"{name}.jws"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises((JWException, LookupError)) if status else contextlib.nullcontext():
+            jwcrypto_claims(text, jwks)
+        run = eraser_without_secrets(server, "certificate", "verify", str(path), "--jwks", jwks_url)
+        assert run.returncode == status, (name, run.stdout, run.stderr)
+        assert says in (run.stdout if status == 0 else run.stderr), (name, run.stdout, run.stderr)
 
-    good, bad = server.tmp / "good.json", server.tmp / "bad.json"
-    good.write_text(json.dumps(doc), encoding="utf-8")
-    bad.write_text(json.dumps(altered), encoding="utf-8")
-    ok = server.eraser("certificate", "verify", str(good))
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "valid" in ok.stdout
-    refused = server.eraser("certificate", "verify", str(bad))
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "NOT valid" in refused.stdout
-    assert "/total_rows: altered" in refused.stdout
+
+def jwcrypto_claims(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
+    """Verify as a third party would, with jwcrypto: the key named by ``kid``, EdDSA."""
+    signed = jws.JWS()
+    signed.deserialize(token)
+    key = jwk.JWKSet.from_json(json.dumps(jwks)).get_key(signed.jose_header["kid"])
+    if key is None:
+        raise LookupError("unknown kid")
+    signed.verify(key, alg="EdDSA")
+    return dict(json.loads(signed.payload))
+
+
+def jwcrypto_signed(key: jwk.JWK, kid: str, claims: dict[str, Any]) -> str:
+    made = jws.JWS(json.dumps(claims).encode())
+    made.add_signature(key, alg="EdDSA", protected={"alg": "EdDSA", "kid": kid})
+    return str(made.serialize(compact=True))
+
+
+def with_claims(token: str, **changes: Any) -> str:
+    """The token with its payload changed and its signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    raw = json.dumps({**claims, **changes}).encode()
+    return f"{header}.{base64.urlsafe_b64encode(raw).decode().rstrip('=')}.{signature}"
+
+
+def eraser_without_secrets(server: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as an auditor runs it: none of the deployment's settings."""
+    env = {k: v for k, v in server.env.items() if not k.startswith("ERASER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=server.tmp,
+        check=False,
+    )
 
 
 def test_the_certificate_of_an_unfinished_job_is_refused(server: ApiServer) -> None:
@@ -211,8 +255,10 @@ def test_the_python_client_submits_waits_and_fetches_the_certificate(server: Api
         assert eraser.submit("tenant", tenant, idempotency_key=key)["id"] == job["id"]
         done = eraser.wait(job["id"], timeout=60, poll=0.1)
         assert done["status"] == "succeeded", done
-        doc = eraser.certificate(job["id"])
-    assert certificate.verify(doc, server.certificate_key) == []
+        view = eraser.certificate(job["id"])
+    jwks = httpx.get(server.url + "/.well-known/jwks.json", timeout=10).json()
+    assert jwcrypto_claims(view["certificate"], jwks) == view["claims"]
+    assert view["claims"]["job_id"] == job["id"]
     assert server.targets.snapshot() == without(before, owned)
     with EraserClient(server.url, api_key=server.secrets["reader"]) as eraser:
         with pytest.raises(EraserApiError) as refused:

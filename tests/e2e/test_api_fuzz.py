@@ -35,7 +35,7 @@ from schemathesis.checks import (
     unsupported_method,
 )
 
-from models.jobstore import DeadLetter
+from models.store.tables import DeadLetter
 from tests.e2e.apiserver import ApiServer, running_api
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,7 @@ OPERATIONS = [
     "POST /v1/jobs/{job_id}/retry",
     "POST /v1/jobs/{job_id}/cancel",
     "GET /v1/jobs/{job_id}/certificate",
+    "GET /.well-known/jwks.json",
     "GET /v1/dead-letters",
     "POST /v1/dead-letters/{letter_id}/replay",
     "GET /v1/services",

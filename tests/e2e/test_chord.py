@@ -11,9 +11,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from models.jobstore import AuditEvent, Job, JobStatus
 from models.messages import ErasureRequest
 from models.registry import load_registry
+from models.store.tables import AuditEvent, Job, JobStatus
 from tasks.submit import submit
 from tests.e2e.conftest import OTHERS, SUBJECT, Deployment
 

@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from api.http import create_app
 from api.keys import Scope, create_key
 from models import migrate
-from models.jobstore import Job, JobStore
 from models.messages import ErasureRequest
 from models.registry import Registry, load_registry
 from models.settings import Settings
+from models.store.database import JobStore
+from models.store.tables import Job
 from tasks.submit import submit
 from worker.database import create_engine
 

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 
 from api.cli import EXIT_OK, main
 from models import migrate
-from models.jobstore import Attempt, DeadLetter, Job, JobStatus, JobStore, Task
 from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import get_settings
+from models.store.database import JobStore
+from models.store.tables import Attempt, DeadLetter, Job, JobStatus, Task
 from tasks.submit import submit
 from worker.database import create_engine
 

@@ -90,7 +90,13 @@ def test_the_kubernetes_manifests_name_what_they_need() -> None:
     assert scaler["triggers"][0]["metadata"]["listName"] == "eraser"
     policy = found[("NetworkPolicy", "eraser-internal")]["spec"]
     assert policy["policyTypes"] == ["Ingress"]
-    for key in ("ERASER_DATABASE_URL", "ERASER_BROKER_URL", "ERASER_CERTIFICATE_KEY"):
+    for key in (
+        "ERASER_DATABASE_URL",
+        "ERASER_BROKER_URL",
+        "ERASER_CERTIFICATE_SIGNING_KEY",
+        "ERASER_SUBJECT_HASH_PEPPER",
+        "ERASER_JOB_STORE_ENCRYPTION_KEY",
+    ):
         assert key in found[("Secret", "eraser")]["stringData"]
     # Flower would read FLOWER_* variables from the Secret and ask for its own password.
     assert not any(k.startswith("FLOWER_") for k in found[("Secret", "eraser")]["stringData"])

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 import pytest
 
 from models import migrate
-from models.jobstore import JobStore
 from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import Settings
+from models.store.database import JobStore
 from tasks.erase import execute_task
 from tasks.events import EVENTS_QUEUE, announce_job
 from tasks.finalize import finalize

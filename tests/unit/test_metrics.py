@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from api.http import create_app
 from api.metrics import DURATION_BUCKETS
 from models import migrate
-from models.jobstore import JobStore, Task
 from models.messages import ErasureRequest
 from models.registry import Registry, load_registry
 from models.settings import Settings
+from models.store.database import JobStore
+from models.store.tables import Task
 from tasks.erase import execute_task
 from tasks.finalize import finalize
 from tasks.submit import submit

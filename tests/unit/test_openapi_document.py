@@ -13,7 +13,8 @@ import pytest
 
 from tests.unit.sqlite_api import SqliteApi, sqlite_api
 
-PROBES = {("get", "/healthz"), ("get", "/readyz")}
+#: Operations without a key: the probes and the certificates' public keys.
+PROBES = {("get", "/healthz"), ("get", "/readyz"), ("get", "/.well-known/jwks.json")}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.jobstore import DeadLetter
+from models.store.tables import DeadLetter
 from tests.unit.sqlite_api import SqliteApi, sqlite_api
 
 

@@ -20,8 +20,8 @@ from api.keys import Scope
 from api.params import encode_cursor
 from api.problems import Problem
 from api.routes import jobs
-from models.jobstore import Job, JobStatus
 from models.store.queries import JobPosition
+from models.store.tables import Job, JobStatus
 from tests.unit.sqlite_api import SqliteApi, sqlite_api
 
 

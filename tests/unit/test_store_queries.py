@@ -1,6 +1,5 @@
-"""The job store's named reads and the operators' named writes, on SQLite: pages that
-break ties by id, dead letters, a task's history, the metrics' aggregates; requeue,
-cancel and replay with their refusals."""
+"""The job store's named reads, on SQLite: pages that break ties by id, filters, dead
+letters, a task's history, the metrics' aggregates."""
 
 from __future__ import annotations
 
@@ -12,19 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from models import migrate
-from models.jobstore import (
-    Attempt,
-    AuditEvent,
-    DeadLetter,
-    Job,
-    JobStatus,
-    JobStore,
-    Task,
-    TaskStatus,
-)
 from models.messages import ErasureRequest
 from models.registry import Registry, load_registry
-from models.store import admin, queries
+from models.store import queries
+from models.store.database import JobStore
+from models.store.tables import Attempt, DeadLetter, Job, JobStatus, Task, TaskStatus
 from tasks.submit import submit
 from worker.database import create_engine
 
@@ -148,77 +139,3 @@ def test_dead_letters_history_and_aggregates(store: JobStore, registry: Registry
         assert queries.dead_letter_counts(session) == (1, 1)
         assert queries.finished_erasure_tasks(session) == []
         queries.ping(session)
-
-
-def test_requeue_resets_the_failed_tasks_and_replays_their_letters(
-    store: JobStore, registry: Registry
-) -> None:
-    job_id = new_job(store, registry)
-    letter = fail(store, job_id, "shop")
-    with store.transaction() as session:
-        requeued = admin.requeue_failed(
-            session, job_id, actor="key:abc", timeout_seconds=60, now=AT
-        )
-        assert requeued.services == ["shop"]
-        assert requeued.replayed_letters == {letter}
-    with store.transaction() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        assert job.status == JobStatus.RUNNING
-        assert job.deadline_at is not None
-        assert job.deadline_at >= AT + timedelta(seconds=60)
-        shop = next(t for t in job.tasks if t.service == "shop")
-        assert (shop.status, shop.retries, shop.error) == (TaskStatus.PENDING, 0, None)
-        assert shop.attempts == 3  # the history is kept
-        dead = session.get(DeadLetter, letter)
-        assert dead is not None
-        assert (dead.replayed_at, dead.replayed_by) == (AT, "key:abc")
-        audit = session.scalars(sa.select(AuditEvent).where(AuditEvent.kind == "job.retried")).one()
-        assert audit.detail == {"services": ["shop"], "dead_letters": [letter]}
-
-
-@pytest.mark.parametrize(
-    ("services", "message"),
-    [
-        ((), "no failed task to retry"),  # nothing failed
-        (("crm",), "no failed task for service 'crm'"),  # a service that did not fail
-    ],
-)
-def test_requeue_refusals(
-    store: JobStore, registry: Registry, services: tuple[str, ...], message: str
-) -> None:
-    job_id = new_job(store, registry)
-    if services:
-        fail(store, job_id, "shop", letter=False)
-    with store.transaction() as session, pytest.raises(admin.Refused, match=message):
-        admin.requeue_failed(session, job_id, actor="cli", timeout_seconds=1, services=services)
-    with store.transaction() as session, pytest.raises(admin.Refused, match="no job"):
-        admin.requeue_failed(session, "nope", actor="cli", timeout_seconds=1)
-
-
-def test_cancel_waiting_tasks_once(store: JobStore, registry: Registry) -> None:
-    job_id = new_job(store, registry)
-    with store.transaction() as session:
-        session.execute(
-            sa.update(Task).where(Task.service == "crm").values(status=TaskStatus.RUNNING)
-        )
-    with store.transaction() as session:
-        assert admin.cancel_waiting(session, job_id, actor="cli") == ["shop"]
-    with store.transaction() as session:
-        statuses = dict(session.execute(sa.select(Task.service, Task.status)).all())
-        assert statuses == {"crm": "running", "shop": "cancelled"}
-        with pytest.raises(admin.Refused, match="no task left to cancel"):
-            admin.cancel_waiting(session, job_id, actor="cli")
-
-
-def test_replay_target(store: JobStore, registry: Registry) -> None:
-    job_id = new_job(store, registry)
-    letter = fail(store, job_id, "shop")
-    assert letter is not None
-    with store.transaction() as session:
-        assert admin.replay_target(session, letter) == (job_id, "shop")
-        with pytest.raises(admin.Refused, match="no dead letter"):
-            admin.replay_target(session, 987654)
-        session.execute(sa.update(DeadLetter).values(replayed_at=AT, replayed_by="cli"))
-        with pytest.raises(admin.Refused, match="was replayed at 2024-05-01T12:00:00"):
-            admin.replay_target(session, letter)

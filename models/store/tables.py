@@ -1,21 +1,17 @@
-"""The job store: the source of truth for every erasure (PostgreSQL; SQLite when
-embedded). Jobs, their per-service tasks and an audit trail. The schema is created
-and changed by Alembic migrations (``models/migrations``), never by ``create_all``.
-
-Only this module commits: ``JobStore.transaction()`` owns commit and rollback.
+"""The job store's tables and the enums of their status columns: jobs, their
+per-service tasks, each task's executions, dead letters and the audit trail. The
+schema is created and changed by Alembic migrations (``models/migrations``), never by
+``create_all``; these classes describe it for the ORM and for the migrations.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import orm
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -228,36 +224,3 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(sa.String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class JobStore:
-    """Sessions on the job store. ``transaction()`` is the one place that commits."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        bind = engine
-        if engine.dialect.name == "sqlite":
-            # The embedded store is written by several worker threads: transactions
-            # take the write lock when they begin, and readers never block the writer.
-            bind = engine.execution_options(sqlite_begin="IMMEDIATE")
-            raw = engine.raw_connection()
-            try:
-                raw.cursor().execute("PRAGMA journal_mode=WAL")
-            finally:
-                raw.close()
-        self._sessions = orm.sessionmaker(bind, expire_on_commit=False)
-
-    @contextmanager
-    def transaction(self, durable: bool = True) -> Iterator[orm.Session]:
-        """A session whose work commits at the end of the block, or rolls back.
-
-        ``durable=False`` (PostgreSQL) commits without waiting for the WAL flush: for
-        progress that a crash may lose without harm (a redelivered task redoes it).
-        """
-        with self._sessions() as session, session.begin():
-            if not durable and self.engine.dialect.name == "postgresql":
-                session.execute(sa.text("SET LOCAL synchronous_commit = off"))
-            yield session
-
-    def dispose(self) -> None:
-        self.engine.dispose()

@@ -1,0 +1,19 @@
+"""Why the job store refuses a request: each failure a caller can meet, one class."""
+
+from __future__ import annotations
+
+
+class SubmitError(Exception):
+    """The request cannot become a job (unknown kind or service)."""
+
+
+class IdempotencyConflict(SubmitError):
+    """The idempotency key was used before for a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"idempotency key already used for job {job_id} with a different request")
+        self.job_id = job_id
+
+
+class RetryRefused(SubmitError):
+    """Nothing to retry, or the job is still running."""
