@@ -17,7 +17,7 @@ import binascii
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Query, Request
 from fastapi.dependencies.models import Dependant
@@ -92,17 +92,25 @@ Cursor = Annotated[
 
 
 def declared_only(request: Request) -> None:
-    """A dependency: refuse query parameters the matched operation does not declare.
-    The unknown names are not echoed (they are the caller's input); the known are."""
+    """A dependency: refuse query parameters the matched operation does not declare,
+    and any given more than once (every one the API declares takes one value; FastAPI
+    would silently keep the last). The unknown names are not echoed (they are the
+    caller's input); the known are."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
     if dependant is None:
         return
     known = sorted(_query_names(dependant))
-    if any(name not in known for name in request.query_params):
+    given = [name for name, _ in request.query_params.multi_items()]
+    if any(name not in known for name in given):
         takes = ", ".join(known) if known else "none"
-        raise RequestValidationError(
-            [{"loc": ("query",), "msg": f"unknown query parameter (this operation takes: {takes})"}]
-        )
+        _refuse(f"unknown query parameter (this operation takes: {takes})")
+    repeated = sorted({name for name in given if given.count(name) > 1})
+    if repeated:
+        _refuse(f"a query parameter given more than once: {', '.join(repeated)}")
+
+
+def _refuse(message: str) -> NoReturn:
+    raise RequestValidationError([{"loc": ("query",), "msg": message}])
 
 
 def _query_names(dependant: Dependant) -> set[str]:

@@ -195,3 +195,9 @@ def test_an_undeclared_query_parameter_is_a_422(
     doc = problem(answer, 422, "invalid-request")
     assert doc["errors"][0]["loc"] == ["query"]
     assert next(iter(params)) not in doc["errors"][0]["msg"]  # the caller's input is not echoed
+
+
+def test_a_query_parameter_given_twice_is_a_422(api: SqliteApi) -> None:
+    answer = api.call("GET", "/v1/jobs?subject_kind=tenant&subject_kind=user", "reader")
+    doc = problem(answer, 422, "invalid-request")
+    assert doc["errors"][0]["msg"] == "a query parameter given more than once: subject_kind"
