@@ -12,14 +12,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from models import migrate
 from models.messages import ErasureRequest, JobView
 from models.registry import Registry, load_registry
 from models.settings import Settings, get_settings
+from models.store import queries
 from models.store.database import JobStore
-from models.store.tables import Job, JobStatus
+from models.store.tables import JobStatus
 from tasks.embedded import EmbeddedWorker, announce, is_embedded
 from tasks.queues import all_queues
 from tasks.resources import Resources, use_resources
@@ -197,10 +196,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
     try:
         with store.transaction() as session:
-            query = sa.select(Job).order_by(Job.created_at.desc()).limit(args.limit)
-            if args.status:
-                query = query.where(Job.status == args.status)
-            views = [JobView.of(j) for j in session.scalars(query)]
+            page = queries.list_jobs(session, limit=args.limit, status=args.status or None)
+            views = [JobView.of(j) for j in page.jobs]
     finally:
         store.dispose()
     if args.json:
@@ -226,7 +223,7 @@ class JobNotFound(Exception):
 
 def _load(store: JobStore, job_id: str) -> JobView:
     with store.transaction() as session:
-        job = session.get(Job, job_id)
+        job = queries.get_job(session, job_id)
         if job is None:
             raise JobNotFound(job_id)
         return JobView.of(job)

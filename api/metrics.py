@@ -10,7 +10,7 @@ worker restarts. Families:
 - ``eraser_task_attempts_total{service,outcome}``: executions by outcome (``retry``,
   ``lost``, ``sliced``, ...); ``eraser_task_retries_total{service}`` the retries;
 - ``eraser_task_duration_seconds{service}``: first start to finish of finished tasks
-  (a summary: ``_sum`` and ``_count``);
+  (a histogram, buckets from 10 ms to 10 min: ``DURATION_BUCKETS``);
 - ``eraser_dead_letters{state}``: open and replayed dead letters;
 - ``eraser_queue_messages{queue}`` waiting on the broker and
   ``eraser_queue_reserved{queue}`` delivered to a worker but not yet acknowledged
@@ -30,17 +30,21 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import sqlalchemy as sa
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from models.registry import Registry
+from models.store import queries
 from models.store.database import JobStore
-from models.store.tables import Attempt, DeadLetter, Job, JobStatus, Task, TaskStatus
+from models.store.tables import AttemptOutcome, JobStatus
 from tasks.queues import Queue, all_queues
 from worker.app import app
 
 log = logging.getLogger("eraser.metrics")
+
+#: Upper bounds (seconds) of the task-duration histogram: a task of a small service
+#: ends in tens of milliseconds, a large tenant's in minutes; beyond 10 min is +Inf.
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class JobStoreCollector(Collector):
@@ -66,80 +70,43 @@ class JobStoreCollector(Collector):
         yield from families
 
     def _families(self) -> Iterable[Any]:
+        with self.store.transaction(durable=False) as session:
+            by_status = queries.jobs_by_status(session)
+            task_counts = queries.tasks_by_service_and_status(session)
+            finished = queries.finished_erasure_tasks(session)
+            outcomes = queries.attempts_by_service_and_outcome(session)
+            open_letters, replayed_letters = queries.dead_letter_counts(session)
         jobs = GaugeMetricFamily("eraser_jobs", "Jobs by status", labels=["status"])
+        for status in JobStatus:
+            jobs.add_metric([status.value], float(by_status.get(status.value, 0)))
         tasks = GaugeMetricFamily(
             "eraser_tasks", "Tasks by service and status", labels=["service", "status"]
         )
-        rows = CounterMetricFamily(
-            "eraser_rows_erased",
-            "Rows removed, anonymized or nullified by finished erasures",
-            labels=["service", "table", "action"],
-        )
+        for service, task_status, count in task_counts:
+            tasks.add_metric([service, task_status], float(count))
+        letters = GaugeMetricFamily("eraser_dead_letters", "Dead letters", labels=["state"])
+        letters.add_metric(["open"], float(open_letters))
+        letters.add_metric(["replayed"], float(replayed_letters))
+        yield from (jobs, tasks, _rows_erased(finished), *self._attempts(outcomes))
+        yield _durations(finished)
+        yield letters
+        yield from self._queue_families()
+
+    def _attempts(self, outcomes: list[tuple[str, str, int]]) -> Iterable[Any]:
         attempts = CounterMetricFamily(
             "eraser_task_attempts", "Task executions by outcome", labels=["service", "outcome"]
         )
         retries = CounterMetricFamily(
             "eraser_task_retries", "Transient failures retried", labels=["service"]
         )
-        durations = SummaryMetricFamily(
-            "eraser_task_duration_seconds",
-            "First start to finish of finished tasks",
-            labels=["service"],
-        )
-        letters = GaugeMetricFamily("eraser_dead_letters", "Dead letters", labels=["state"])
-        with self.store.transaction(durable=False) as session:
-            by_status = dict(
-                session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all()
-            )
-            for status in JobStatus:
-                jobs.add_metric([status.value], float(by_status.get(status.value, 0)))
-            task_counts = session.execute(
-                sa.select(Task.service, Task.status, sa.func.count()).group_by(
-                    Task.service, Task.status
-                )
-            ).all()
-            for service, task_status, count in task_counts:
-                tasks.add_metric([service, str(task_status)], float(count))
-            erased: Counter[tuple[str, str, str]] = Counter()
-            spent: dict[str, list[float]] = {}
-            finished = session.execute(
-                sa.select(Task.service, Task.rows, Task.started_at, Task.finished_at)
-                .join(Job, Job.id == Task.job_id)
-                .where(Task.status == TaskStatus.SUCCEEDED, Job.dry_run.is_(False))
-            )
-            for service, table_rows, started, ended in finished:
-                for entry in table_rows or []:
-                    erased[(service, str(entry["table"]), str(entry["action"]))] += int(
-                        entry["rows"]
-                    )
-                if started is not None and ended is not None:
-                    spent.setdefault(service, []).append((ended - started).total_seconds())
-            for (service, table, action), count in sorted(erased.items()):
-                rows.add_metric([service, table, action], float(count))
-            for service, seconds in sorted(spent.items()):
-                durations.add_metric([service], count_value=len(seconds), sum_value=sum(seconds))
-            outcome_counts = session.execute(
-                sa.select(Task.service, Attempt.outcome, sa.func.count())
-                .join(Task, Task.id == Attempt.task_id)
-                .group_by(Task.service, Attempt.outcome)
-            ).all()
-            retried: Counter[str] = Counter()
-            for service, outcome, count in outcome_counts:
-                attempts.add_metric([service, outcome], float(count))
-                if outcome == "retry":
-                    retried[service] += int(count)
-            for service in sorted(self.registry.services):
-                retries.add_metric([service], float(retried.get(service, 0)))
-            open_letters = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(DeadLetter)
-                .where(DeadLetter.replayed_at.is_(None))
-            )
-            all_letters = session.scalar(sa.select(sa.func.count()).select_from(DeadLetter))
-        letters.add_metric(["open"], float(open_letters or 0))
-        letters.add_metric(["replayed"], float((all_letters or 0) - (open_letters or 0)))
-        yield from (jobs, tasks, rows, attempts, retries, durations, letters)
-        yield from self._queue_families()
+        retried: Counter[str] = Counter()
+        for service, outcome, count in outcomes:
+            attempts.add_metric([service, outcome], float(count))
+            if outcome == AttemptOutcome.RETRY:
+                retried[service] += count
+        for service in sorted(self.registry.services):
+            retries.add_metric([service], float(retried.get(service, 0)))
+        return attempts, retries
 
     def _queue_families(self) -> Iterable[Any]:
         waiting = GaugeMetricFamily(
@@ -165,6 +132,44 @@ class JobStoreCollector(Collector):
             log.warning("broker metrics unavailable: %s", type(exc).__name__)
             return
         yield from (waiting, reserved)
+
+
+def _rows_erased(finished: list[queries.FinishedTask]) -> CounterMetricFamily:
+    rows = CounterMetricFamily(
+        "eraser_rows_erased",
+        "Rows removed, anonymized or nullified by finished erasures",
+        labels=["service", "table", "action"],
+    )
+    erased: Counter[tuple[str, str, str]] = Counter()
+    for task in finished:
+        for entry in task.tables:
+            erased[(task.service, str(entry["table"]), str(entry["action"]))] += int(entry["rows"])
+    for (service, table, action), count in sorted(erased.items()):
+        rows.add_metric([service, table, action], float(count))
+    return rows
+
+
+def _durations(finished: list[queries.FinishedTask]) -> HistogramMetricFamily:
+    """First start to finish of each finished task, in ``DURATION_BUCKETS``."""
+    durations = HistogramMetricFamily(
+        "eraser_task_duration_seconds",
+        "First start to finish of finished tasks",
+        labels=["service"],
+    )
+    spent: dict[str, list[float]] = {}
+    for task in finished:
+        if task.started_at is not None and task.finished_at is not None:
+            elapsed = (task.finished_at - task.started_at).total_seconds()
+            spent.setdefault(task.service, []).append(elapsed)
+    for service, times in sorted(spent.items()):
+        # Cumulative counts per upper bound, labelled as Prometheus' own histograms are.
+        cumulative = [
+            (str(bound), float(sum(1 for t in times if t <= bound))) for bound in DURATION_BUCKETS
+        ]
+        durations.add_metric(
+            [service], [*cumulative, ("+Inf", float(len(times)))], sum_value=sum(times)
+        )
+    return durations
 
 
 def _reserved_by_queue(channel: Any) -> Counter[str] | None:

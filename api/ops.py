@@ -13,10 +13,9 @@ import logging
 import sys
 from typing import Any
 
-import sqlalchemy as sa
-
 from api.jobs import EXIT_OK, _registry, _settings, _store, wait_and_show
-from models.store.tables import Attempt, DeadLetter, Task
+from models.store import queries
+from models.store.tables import DeadLetter
 from tasks.reaper import ReapReport, reap, run_forever
 from tasks.submit import replay_dead_letter, retry_job
 from worker.logs import use_json
@@ -133,12 +132,10 @@ def cmd_dl_list(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
     try:
         with store.transaction() as session:
-            query = sa.select(DeadLetter).order_by(DeadLetter.id.desc()).limit(args.limit)
-            if args.job:
-                query = query.where(DeadLetter.job_id == args.job)
-            if not args.all:
-                query = query.where(DeadLetter.replayed_at.is_(None))
-            docs = [_letter_doc(d) for d in session.scalars(query)]
+            letters = queries.list_dead_letters(
+                session, limit=args.limit, job_id=args.job or None, include_replayed=args.all
+            )
+            docs = [_letter_doc(d) for d in letters]
     finally:
         store.dispose()
     if args.json:
@@ -164,16 +161,11 @@ def cmd_dl_show(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
     try:
         with store.transaction() as session:
-            letter = session.get(DeadLetter, args.letter_id)
+            letter = queries.get_dead_letter(session, args.letter_id)
             if letter is None:
                 raise LetterNotFound(args.letter_id)
             doc = _letter_doc(letter, with_trace=True)
-            attempts = session.scalars(
-                sa.select(Attempt)
-                .join(Task, Task.id == Attempt.task_id)
-                .where(Task.job_id == letter.job_id, Task.service == letter.service)
-                .order_by(Attempt.id)
-            ).all()
+            attempts = queries.task_history(session, letter.job_id, letter.service)
             doc["history"] = [
                 {
                     "number": a.number,

@@ -572,9 +572,14 @@ def _b64(raw: bytes) -> str:
         _b64(b'["2024-01-01T00:00:00+00:00", "x", "y"]'),  # three items
     ],
 )
-def test_an_invalid_cursor_is_a_400_problem(server: ApiServer, cursor: str) -> None:
+def test_an_invalid_cursor_is_a_422_problem(server: ApiServer, cursor: str) -> None:
+    # 422 like any parameter the schema allows by shape but the API cannot read, as the
+    # OpenAPI document says.
     with server.client("reader") as http:
-        assert_problem(http.get("/v1/jobs", params={"cursor": cursor}), 400, "invalid-cursor")
+        doc = assert_problem(
+            http.get("/v1/jobs", params={"cursor": cursor}), 422, "invalid-request"
+        )
+    assert doc["errors"][0]["loc"] == ["query", "cursor"]
 
 
 # --- 6. retry, cancel, dead letters -----------------------------------------------------------
@@ -621,13 +626,15 @@ def test_failed_tasks_are_dead_lettered_retried_and_replayed(server: ApiServer) 
         retried = http.post(f"/v1/jobs/{job_id}/retry")
         assert retried.status_code == 200, retried.text
         assert retried.json() == {"job_id": job_id, "services": ["broken"]}
-        # The retry replayed the job's letter.
-        assert http.get("/v1/dead-letters", params={"job_id": job_id}).json() == []
+        # The retry replayed the job's letter. (The re-sent task fails again within
+        # milliseconds, so a new letter of the same job may already be there.)
+        still_open = http.get("/v1/dead-letters", params={"job_id": job_id}).json()
+        assert letter not in [d["id"] for d in still_open]
         every = http.get(
             "/v1/dead-letters", params={"job_id": job_id, "include_replayed": True}
         ).json()
-        assert [(d["id"], d["replayed_by"]) for d in every] == [
-            (letter, f"key:{server.key_ids['admin_read']}")
+        assert (letter, f"key:{server.key_ids['admin_read']}") in [
+            (d["id"], d["replayed_by"]) for d in every
         ]
 
         other_job, other = failed_job(server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -12,11 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from api.http import create_app
+from api.metrics import DURATION_BUCKETS
 from models import migrate
 from models.messages import ErasureRequest
 from models.registry import Registry, load_registry
 from models.settings import Settings
 from models.store.database import JobStore
+from models.store.tables import Task
 from tasks.erase import execute_task
 from tasks.finalize import finalize
 from tasks.submit import submit
@@ -94,3 +97,36 @@ def test_metrics_move_when_a_job_runs(setup: tuple[JobStore, Registry, sa.Engine
     assert sample(after, 'eraser_task_attempts_total{outcome="succeeded",service="shop"}') == 1
     assert sample(after, 'eraser_task_duration_seconds_count{service="shop"}') == 1
     assert sample(after, 'eraser_dead_letters{state="open"}') == 0
+
+
+def test_task_durations_are_a_histogram_from_10_ms_to_10_min(
+    setup: tuple[JobStore, Registry, sa.Engine],
+) -> None:
+    store, registry, shop = setup
+    settings = Settings()
+    job, _ = submit(store, registry, ErasureRequest(subject_kind="tenant", subject_value="1"))
+    execute_task(store, registry, settings, job.id, "shop", engine_for=lambda _s: shop)
+    finalize(store, job.id)
+    # A task that took 45 s: in the 60 s bucket and above, not in the 30 s one.
+    with store.transaction() as session:
+        task = session.scalars(sa.select(Task).where(Task.job_id == job.id)).one()
+        assert task.started_at is not None
+        task.finished_at = task.started_at + timedelta(seconds=45)
+    api = create_app(settings, store, registry, metrics_cache_seconds=0)
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://eraser") as client:
+            return await client.get("/metrics")
+
+    text = asyncio.run(call()).text
+    assert "# TYPE eraser_task_duration_seconds histogram" in text
+    buckets = [
+        sample(text, f'eraser_task_duration_seconds_bucket{{le="{bound}",service="shop"}}')
+        for bound in (*(str(b) for b in DURATION_BUCKETS), "+Inf")
+    ]
+    assert DURATION_BUCKETS[0] == 0.01
+    assert DURATION_BUCKETS[-1] == 600
+    assert buckets == [0.0] * 7 + [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert sample(text, 'eraser_task_duration_seconds_count{service="shop"}') == 1
+    assert sample(text, 'eraser_task_duration_seconds_sum{service="shop"}') == 45
