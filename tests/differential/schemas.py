@@ -220,7 +220,9 @@ def _self_keys(draw: st.DrawFn, n: int) -> list[ForeignKeySpec]:
 
 
 @st.composite
-def cases(draw: st.DrawFn, backend: str, max_tables: int = MAX_TABLES) -> Case:
+def cases(
+    draw: st.DrawFn, backend: str, max_tables: int = MAX_TABLES, *, stamps: bool = True
+) -> Case:
     """A random schema of 4 to ``max_tables`` tables and its data, for ``backend``."""
     n = draw(st.integers(4, max_tables))
     tenant = [True] + [draw(st.booleans()) for _ in range(1, n)]
@@ -242,6 +244,7 @@ def cases(draw: st.DrawFn, backend: str, max_tables: int = MAX_TABLES) -> Case:
         audited = tenant[i] and not outgoing and not other and draw(st.booleans())
         stamped = (
             backend == MYSQL
+            and stamps
             and any(fk.on_delete == SET_NULL for fk in outgoing)
             and draw(st.integers(0, 2)) > 0
         )
