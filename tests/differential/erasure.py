@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from models.erasure import ErasureReport
-from tests.differential.sessions import bounded_url
+from tests.differential.sessions import STATEMENT_SECONDS, bounded_url
 from worker.catalog import reflect
 from worker.database import create_engine
 from worker.executor import ExecutionOptions, dry_run, erase
@@ -28,13 +28,14 @@ def erase_subject(
     *,
     count_only: bool = False,
     schemas: Sequence[str] | None = None,
+    statement_seconds: int = STATEMENT_SECONDS,
 ) -> ErasureReport:
     """Erase ``subject`` (or, with ``count_only``, dry-run it) and return the report.
 
-    Eraser's sessions get the harness's server-side statement limit. Raises what the
-    engine raises (``EraserError`` subclasses for a refusal).
+    Eraser's sessions get a server-side limit of ``statement_seconds`` per statement.
+    Raises what the engine raises (``EraserError`` subclasses for a refusal).
     """
-    engine = create_engine(bounded_url(url), existing=True)
+    engine = create_engine(bounded_url(url, statement_seconds), existing=True)
     try:
         plan = build_plan(reflect(engine, schemas), list(subject_columns))
         if count_only:
