@@ -139,7 +139,7 @@ def _indexes(case: Case, schemas: Schemas) -> list[str]:
     q = case.backend
     out = []
     for i, spec in enumerate(case.tables):
-        wanted = [("tenant_id",)] if spec.tenant else []
+        wanted: list[tuple[str, ...]] = [("tenant_id",)] if spec.tenant else []
         wanted += [fk.columns for fk in case.outgoing(i)]
         for cols in dict.fromkeys(wanted):
             ix = f"ix_{spec.name}_{'_'.join(cols)}"

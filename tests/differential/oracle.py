@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from tests.differential.ddl import Schemas, qualified
 from tests.differential.loading import drop, load
-from tests.differential.snapshot import Tables, snapshot, table_name
 from tests.differential.schemas import SUBJECT, Case
+from tests.differential.snapshot import Tables, snapshot, table_name
 
 
 @dataclass(frozen=True)
@@ -58,5 +58,6 @@ def expected(engine: sa.Engine, case: Case, schemas: Schemas) -> Expected:
         edited = sum(1 for k, row in after[spec.name].items() if before[spec.name][k] != row)
         if edited:
             changed[name] = edited
-        others += [f"{spec.name}#{k}" for k in sorted(gone) if case.owners[i][k - 1] != SUBJECT]
+        owner = {row["id"]: o for row, o in zip(case.rows[i], case.owners[i], strict=True)}
+        others += [f"{spec.name}#{k}" for k in sorted(gone) if owner[k] != SUBJECT]
     return Expected(before, after, audit, deleted, changed, others)

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import sqlalchemy as sa
-
 from tests.differential.sessions import bounded_engine
 
 Rows = list[tuple[Any, ...]]

@@ -17,8 +17,9 @@ A failure prints the case as SQL (``note``) and the check that failed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, seed, settings
@@ -34,6 +35,8 @@ EXAMPLES = int(os.environ.get("ERASER_DIFF_EXAMPLES", "8"))
 SEED = os.environ.get("ERASER_DIFF_SEED")
 #: Shrinking a failure to a minimal case takes minutes; on when asked for.
 SHRINK = os.environ.get("ERASER_DIFF_SHRINK") == "1"
+
+Test = TypeVar("Test", bound=Callable[..., Any])
 
 _SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -51,7 +54,7 @@ _SETTINGS = settings(
 )
 
 
-def _seeded(test):  # type: ignore[no-untyped-def]
+def _seeded(test: Test) -> Test:
     return seed(int(SEED))(test) if SEED is not None else test
 
 
