@@ -131,3 +131,36 @@ def test_partition_key_never_leaves_the_subject_half_erased(pg: TargetDB) -> Non
         after = tables(pg.url, ["t3", "t4"])
         assert after in (before, {"t3": [], "t4": []}), f"half-erased: {after}"
     assert after == {"t3": [], "t4": []}
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(strict=True, reason="issue 20: partition-level keys unseen by the subject check")
+def test_another_subjects_row_cascading_from_a_partition_is_refused(pg: TargetDB) -> None:
+    """Found by the differential test (shrunk): tenant 2's row in a partition
+    references tenant 1's row ``ON DELETE CASCADE``; the database's cascade would take
+    another subject's row, the dry run does not see it."""
+    run(
+        pg.url,
+        [
+            "CREATE TABLE t1 (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL)",
+            "CREATE TABLE t5 (id INTEGER NOT NULL PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            " t1_id INTEGER NOT NULL) PARTITION BY RANGE (id)",
+            "CREATE TABLE t5_p0 PARTITION OF t5 FOR VALUES FROM (MINVALUE) TO (4)",
+            "CREATE TABLE t5_p1 PARTITION OF t5 FOR VALUES FROM (4) TO (MAXVALUE)",
+            "ALTER TABLE t5_p0 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE CASCADE",
+            "ALTER TABLE t5_p1 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE CASCADE",
+            "CREATE INDEX ON t1 (tenant_id)",
+            "CREATE INDEX ON t5 (tenant_id)",
+            "CREATE INDEX ON t5 (t1_id)",
+            "INSERT INTO t1 VALUES (1, 1)",
+            "INSERT INTO t5 VALUES (1, 2, 1)",
+        ],
+    )
+    before = tables(pg.url, ["t1", "t5"])
+    try:
+        with pytest.raises(CrossSubjectReference):
+            erase_subject(pg.url, ["tenant_id"], 1, count_only=True)
+        with pytest.raises(CrossSubjectReference):
+            erase_subject(pg.url, ["tenant_id"], 1)
+    finally:
+        assert tables(pg.url, ["t1", "t5"]) == before, "another subject's row was removed"
