@@ -99,3 +99,41 @@ def test_unrolled_membership_statement_is_bounded(mysql: TargetDB, shape: str) -
         assert tables(mysql.url, TABLES) == _others(before)
     finally:
         assert _statements_stopped(mysql.url) == stopped, "the server had to stop a statement"
+
+
+@pytest.mark.mysql
+@pytest.mark.xfail(strict=True, reason="issue 20: MySQL error 4003 on a five-table cycle")
+def test_five_table_group_found_by_the_differential_test(mysql: TargetDB) -> None:
+    """Shrunk from a random schema: t0 -> t6 -> t4 -> t1 -> t0, t1 <-> t2, t6 -> t1
+    (CASCADE, NO ACTION, RESTRICT mixed). The subject has no row at all, yet the dry
+    run fails: the limit comes from the statement's shape alone."""
+    run(
+        mysql.url,
+        [
+            "CREATE TABLE t0 (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            " t6_id INTEGER, KEY (tenant_id), KEY (t6_id))",
+            "CREATE TABLE t1 (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            " t0_id INTEGER NOT NULL, t2_id INTEGER, KEY (tenant_id), KEY (t0_id), KEY (t2_id))",
+            "CREATE TABLE t2 (id INTEGER PRIMARY KEY, t1_id INTEGER NOT NULL, KEY (t1_id))",
+            "CREATE TABLE t4 (id INTEGER PRIMARY KEY, t1_id INTEGER, KEY (t1_id))",
+            "CREATE TABLE t6 (id INTEGER PRIMARY KEY, t4_id INTEGER NOT NULL,"
+            " t1_id INTEGER NOT NULL, KEY (t4_id), KEY (t1_id))",
+            "ALTER TABLE t1 ADD FOREIGN KEY (t0_id) REFERENCES t0 (id) ON DELETE CASCADE",
+            "ALTER TABLE t2 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE CASCADE",
+            "ALTER TABLE t4 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE CASCADE",
+            "ALTER TABLE t6 ADD FOREIGN KEY (t4_id) REFERENCES t4 (id)",
+            "ALTER TABLE t6 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE RESTRICT",
+            "ALTER TABLE t1 ADD FOREIGN KEY (t2_id) REFERENCES t2 (id) ON DELETE CASCADE",
+            "ALTER TABLE t0 ADD FOREIGN KEY (t6_id) REFERENCES t6 (id) ON DELETE CASCADE",
+            "INSERT INTO t0 VALUES (5, 3, NULL)",
+            "INSERT INTO t1 VALUES (1, 3, 5, NULL)",
+            "INSERT INTO t2 VALUES (1, 1)",
+            "INSERT INTO t4 VALUES (1, 1)",
+            "INSERT INTO t6 VALUES (3, 1, 1)",
+        ],
+    )
+    names = ["t0", "t1", "t2", "t4", "t6"]
+    before = tables(mysql.url, names)
+    assert erase_subject(mysql.url, ["tenant_id"], 1, count_only=True).total_rows == 0
+    assert erase_subject(mysql.url, ["tenant_id"], 1).total_rows == 0
+    assert tables(mysql.url, names) == before
