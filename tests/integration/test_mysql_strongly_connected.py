@@ -1,0 +1,139 @@
+"""Issue 20, defect class 6 on MariaDB: strongly connected groups of five tables.
+
+* A ring of five tables with a second edge out of each (``t_i -> t_{i+1}``,
+  ``t_i -> t_{i+2}``) cannot be erased at all, even with one row per table: the
+  membership statement has more WITH elements than MariaDB takes (error 4003), a
+  limit of the statement's shape, not of the data.
+* Rings of five (plain, with a chord, with an edge back) and 737 rows a table, each
+  of the subject's rows in ``t0`` referencing one in ``t1`` (depth 1): an unrolled
+  membership statement on such a group once grew MariaDB by about 1 GB a second
+  until the kernel killed the server. Here every session Eraser opens carries
+  ``max_statement_time``, so the server stops such a statement after a few seconds;
+  the test asserts that none of Eraser's statements needed stopping (the server's
+  ``Max_statement_time_exceeded`` counter did not move).
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import TargetDB
+from tests.differential.erasure import erase_subject
+from tests.differential.sessions import bounded_engine
+from tests.differential.sql_case import Rows, run, tables
+from worker.exceptions import EraserError
+
+TABLES = [f"t{i}" for i in range(5)]
+
+
+def _ring(edges: dict[int, list[int]], rows: int) -> list[str]:
+    """Five tables, ``t{i}.t{j}_id NULL -> t{j}`` for each j in ``edges[i]``; ``rows``
+    rows a table, tenant 1 for even ids and 2 for odd ones."""
+    out = []
+    for i in range(5):
+        cols = "".join(f", t{j}_id INTEGER NULL, KEY (t{j}_id)" for j in edges[i])
+        out.append(
+            f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            f" KEY (tenant_id){cols}) ENGINE=InnoDB"
+        )
+    out += [
+        f"ALTER TABLE t{i} ADD FOREIGN KEY (t{j}_id) REFERENCES t{j} (id)"
+        for i in range(5)
+        for j in edges[i]
+    ]
+    out += [
+        f"INSERT INTO t{i} (id, tenant_id) SELECT seq, 2 - MOD(seq + 1, 2) FROM seq_1_to_{rows}"
+        for i in range(5)
+    ]
+    return out
+
+
+def _others(before: dict[str, Rows]) -> dict[str, Rows]:
+    """The cascade oracle's outcome here: tenant 2's rows, as they were."""
+    return {t: [r for r in rows if r[1] == 2] for t, rows in before.items()}
+
+
+@pytest.mark.mysql
+@pytest.mark.xfail(strict=True, reason="issue 20: MySQL error 4003 on a five-table cycle")
+def test_five_table_group_with_one_row_each(mysql: TargetDB) -> None:
+    run(mysql.url, _ring({i: [(i + 1) % 5, (i + 2) % 5] for i in range(5)}, 2))
+    before = tables(mysql.url, TABLES)
+    erase_subject(mysql.url, ["tenant_id"], 2)
+    after = tables(mysql.url, TABLES)
+    assert after == {t: [r for r in rows if r[1] == 1] for t, rows in before.items()}
+
+
+def _statements_stopped(url: str) -> int:
+    engine = bounded_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SHOW GLOBAL STATUS LIKE 'Max_statement_time_exceeded'"))
+            return int(row.one()[1])
+    finally:
+        engine.dispose()
+
+
+#: Five-table groups: a ring, a ring with a chord, a ring with an edge back.
+SHAPES = {
+    "ring": {i: [(i + 1) % 5] for i in range(5)},
+    "chord": {i: [(i + 1) % 5] + ([2] if i == 0 else []) for i in range(5)},
+    "back": {i: [(i + 1) % 5] + ([1] if i == 2 else []) for i in range(5)},
+}
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_unrolled_membership_statement_is_bounded(mysql: TargetDB, shape: str) -> None:
+    """Only the bound is asserted here: an erasure (the cascade's rows) or a refusal
+    that wrote nothing are both fine; a statement the server had to stop is not."""
+    run(mysql.url, [*_ring(SHAPES[shape], 737), "UPDATE t0 SET t1_id = id"])
+    before = tables(mysql.url, TABLES)
+    stopped = _statements_stopped(mysql.url)
+    try:
+        # Five seconds a statement: at the growth seen, a runaway costs a few GB.
+        erase_subject(mysql.url, ["tenant_id"], 1, statement_seconds=5)
+    except EraserError:
+        assert tables(mysql.url, TABLES) == before, "refused after writing"
+    else:
+        assert tables(mysql.url, TABLES) == _others(before)
+    finally:
+        assert _statements_stopped(mysql.url) == stopped, "the server had to stop a statement"
+
+
+@pytest.mark.mysql
+@pytest.mark.xfail(strict=True, reason="issue 20: MySQL error 4003 on a five-table cycle")
+def test_five_table_group_found_by_the_differential_test(mysql: TargetDB) -> None:
+    """Shrunk from a random schema: t0 -> t6 -> t4 -> t1 -> t0, t1 <-> t2, t6 -> t1
+    (CASCADE, NO ACTION, RESTRICT mixed). The subject has no row at all, yet the dry
+    run fails: the limit comes from the statement's shape alone."""
+    run(
+        mysql.url,
+        [
+            "CREATE TABLE t0 (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            " t6_id INTEGER, KEY (tenant_id), KEY (t6_id))",
+            "CREATE TABLE t1 (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            " t0_id INTEGER NOT NULL, t2_id INTEGER, KEY (tenant_id), KEY (t0_id), KEY (t2_id))",
+            "CREATE TABLE t2 (id INTEGER PRIMARY KEY, t1_id INTEGER NOT NULL, KEY (t1_id))",
+            "CREATE TABLE t4 (id INTEGER PRIMARY KEY, t1_id INTEGER, KEY (t1_id))",
+            "CREATE TABLE t6 (id INTEGER PRIMARY KEY, t4_id INTEGER NOT NULL,"
+            " t1_id INTEGER NOT NULL, KEY (t4_id), KEY (t1_id))",
+            "ALTER TABLE t1 ADD FOREIGN KEY (t0_id) REFERENCES t0 (id) ON DELETE CASCADE",
+            "ALTER TABLE t2 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE CASCADE",
+            "ALTER TABLE t4 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE CASCADE",
+            "ALTER TABLE t6 ADD FOREIGN KEY (t4_id) REFERENCES t4 (id)",
+            "ALTER TABLE t6 ADD FOREIGN KEY (t1_id) REFERENCES t1 (id) ON DELETE RESTRICT",
+            "ALTER TABLE t1 ADD FOREIGN KEY (t2_id) REFERENCES t2 (id) ON DELETE CASCADE",
+            "ALTER TABLE t0 ADD FOREIGN KEY (t6_id) REFERENCES t6 (id) ON DELETE CASCADE",
+            "INSERT INTO t0 VALUES (5, 3, NULL)",
+            "INSERT INTO t1 VALUES (1, 3, 5, NULL)",
+            "INSERT INTO t2 VALUES (1, 1)",
+            "INSERT INTO t4 VALUES (1, 1)",
+            "INSERT INTO t6 VALUES (3, 1, 1)",
+        ],
+    )
+    names = ["t0", "t1", "t2", "t4", "t6"]
+    before = tables(mysql.url, names)
+    assert erase_subject(mysql.url, ["tenant_id"], 1, count_only=True).total_rows == 0
+    assert erase_subject(mysql.url, ["tenant_id"], 1).total_rows == 0
+    assert tables(mysql.url, names) == before
