@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 from models.erasure import ErasureReport
 from tests.differential.sessions import STATEMENT_SECONDS, bounded_url
-from worker.catalog import reflect
+from worker.catalog.reflection import reflect
 from worker.database import create_engine
-from worker.executor import ExecutionOptions, dry_run, erase
-from worker.planner import build_plan
+from worker.execution.erasure import dry_run, erase
+from worker.execution.options import ExecutionOptions
+from worker.planning.building import build_plan
 
 #: The engine's default batch size (``ExecutionOptions.batch_size``).
 DEFAULT_BATCH = ExecutionOptions().batch_size
