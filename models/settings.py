@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     #: Seconds between heartbeat writes of a running task (progress is kept as often).
     heartbeat_seconds: float = Field(default=1.0, ge=0)
 
-    # --- resilience (see README, "Operating Eraser") ------------------------------------
+    # --- resilience (see docs/operations.md and docs/jobs.md) ---------------------------
     #: Transient failures (deadlock, lock timeout, lost connection) retried per task
     #: before it is dead-lettered.
     max_retries: int = Field(default=5, ge=0)
