@@ -25,7 +25,7 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 from kombu import Connection
 
-from api.client import EraserApiError, EraserClient, submit_via_celery
+from eraser_client import EraserApiError, EraserClient, submit_via_celery
 from api.keys import Scope
 from models import certificate
 from models.messages import ErasureRequest
@@ -962,12 +962,7 @@ def test_plain_celery_requests_and_bad_messages(server: ApiServer, celery_client
     before = server.targets.snapshot()
     owned = server.targets.rows_of("tenant_key", tenant)
     key = f"celery-{uuid.uuid4()}"
-    submit_via_celery(
-        celery_client,
-        ErasureRequest(
-            subject_kind="tenant", subject_value=tenant, idempotency_key=key, requested_by="crm"
-        ),
-    )
+    submit_via_celery(celery_client, "tenant", tenant, idempotency_key=key, requested_by="crm")
     job = server.wait(_job_by_key(server, key))
     assert job["status"] == "succeeded", job
     assert server.targets.snapshot() == without(before, owned)
@@ -992,12 +987,7 @@ def test_plain_celery_requests_and_bad_messages(server: ApiServer, celery_client
 
     # The worker is still consuming: the next valid request becomes a job.
     key = f"celery-{uuid.uuid4()}"
-    submit_via_celery(
-        celery_client,
-        ErasureRequest(
-            subject_kind="tenant", subject_value="t-keep-2", dry_run=True, idempotency_key=key
-        ),
-    )
+    submit_via_celery(celery_client, "tenant", "t-keep-2", dry_run=True, idempotency_key=key)
     assert server.wait(_job_by_key(server, key))["status"] == "succeeded"
 
 
@@ -1023,12 +1013,7 @@ def test_a_plain_celery_request_waits_out_a_job_store_outage(
                 ),
                 {"name": name},
             )
-        submit_via_celery(
-            celery_client,
-            ErasureRequest(
-                subject_kind="tenant", subject_value="t-keep-2", dry_run=True, idempotency_key=key
-            ),
-        )
+        submit_via_celery(celery_client, "tenant", "t-keep-2", dry_run=True, idempotency_key=key)
         time.sleep(4)  # the worker takes the message and meets the store down, at least once
     finally:
         with admin.connect() as conn:
