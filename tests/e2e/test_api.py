@@ -21,14 +21,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from celery import Celery
+from eraser_client import EraserApiError, EraserClient, submit_via_celery
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 from kombu import Connection
 
-from eraser_client import EraserApiError, EraserClient, submit_via_celery
 from api.keys import Scope
 from models import certificate
-from models.messages import ErasureRequest
 from models.store.tables import AuditEvent, DeadLetter, Job
 from tasks.events import EVENTS_QUEUE
 from tests.conftest import PG_ADMIN_URL
