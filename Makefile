@@ -15,6 +15,7 @@ $(BIN)/eraser: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./deploy/client  # eraser_client, the upstream services' client
 	@touch $@
 
 install: $(BIN)/eraser ## Create .venv and install Eraser with its test tools

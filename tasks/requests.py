@@ -3,7 +3,7 @@
 Send a message to the ``eraser.requests`` queue with task name
 ``eraser.submit_request`` and the request as keyword arguments (the fields of
 ``ErasureRequest``: ``subject_kind``, ``subject_value``, ``services``, ``dry_run``,
-``idempotency_key``, ``requested_by``, ``reason``); ``api.client.submit_via_celery``
+``idempotency_key``, ``requested_by``, ``reason``); ``eraser_client.submit_via_celery``
 does it and hides the arguments from Flower (``kwargsrepr``). The task validates the
 body with pydantic and submits the job as ``eraser submit`` does. A bad message never
 crashes a worker: it is dead-lettered (to ``eraser.dead_letter``, with the reason and

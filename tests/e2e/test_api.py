@@ -21,14 +21,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from celery import Celery
+from eraser_client import EraserApiError, EraserClient, submit_via_celery
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 from kombu import Connection
 
-from api.client import EraserApiError, EraserClient, submit_via_celery
 from api.keys import Scope
 from models import certificate
-from models.messages import ErasureRequest
 from models.store.tables import AuditEvent, DeadLetter, Job
 from tasks.events import EVENTS_QUEUE
 from tests.conftest import PG_ADMIN_URL
@@ -962,12 +961,7 @@ def test_plain_celery_requests_and_bad_messages(server: ApiServer, celery_client
     before = server.targets.snapshot()
     owned = server.targets.rows_of("tenant_key", tenant)
     key = f"celery-{uuid.uuid4()}"
-    submit_via_celery(
-        celery_client,
-        ErasureRequest(
-            subject_kind="tenant", subject_value=tenant, idempotency_key=key, requested_by="crm"
-        ),
-    )
+    submit_via_celery(celery_client, "tenant", tenant, idempotency_key=key, requested_by="crm")
     job = server.wait(_job_by_key(server, key))
     assert job["status"] == "succeeded", job
     assert server.targets.snapshot() == without(before, owned)
@@ -992,12 +986,7 @@ def test_plain_celery_requests_and_bad_messages(server: ApiServer, celery_client
 
     # The worker is still consuming: the next valid request becomes a job.
     key = f"celery-{uuid.uuid4()}"
-    submit_via_celery(
-        celery_client,
-        ErasureRequest(
-            subject_kind="tenant", subject_value="t-keep-2", dry_run=True, idempotency_key=key
-        ),
-    )
+    submit_via_celery(celery_client, "tenant", "t-keep-2", dry_run=True, idempotency_key=key)
     assert server.wait(_job_by_key(server, key))["status"] == "succeeded"
 
 
@@ -1023,12 +1012,7 @@ def test_a_plain_celery_request_waits_out_a_job_store_outage(
                 ),
                 {"name": name},
             )
-        submit_via_celery(
-            celery_client,
-            ErasureRequest(
-                subject_kind="tenant", subject_value="t-keep-2", dry_run=True, idempotency_key=key
-            ),
-        )
+        submit_via_celery(celery_client, "tenant", "t-keep-2", dry_run=True, idempotency_key=key)
         time.sleep(4)  # the worker takes the message and meets the store down, at least once
     finally:
         with admin.connect() as conn:

@@ -95,4 +95,8 @@ class EraserClient:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel")
 
     def certificate(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}/certificate")
+        """The certificate's readable view: ``certificate`` (the compact JWS to keep and
+        verify), ``header`` and ``claims``."""
+        return self._call(
+            "GET", f"/v1/jobs/{job_id}/certificate", headers={"Accept": "application/json"}
+        )
