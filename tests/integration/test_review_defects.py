@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from api.cli import EXIT_ERROR, EXIT_OK, main
+from api.cli import EXIT_ERROR, EXIT_NOTHING_MATCHED, EXIT_OK, main
 from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB
 from worker.catalog import reflect
@@ -343,7 +343,7 @@ def test_cli_refuses_a_subject_that_does_not_fit_its_column(
 ) -> None:
     before = _accounts(accounts_url)
     argv = ["erase", "--db", accounts_url, "--subject-column", column, "--subject", subject]
-    assert main([*argv, "--dry-run"] if dry else argv) == EXIT_ERROR
+    assert main([*argv, "--dry-run"] if dry else [*argv, "--yes"]) == EXIT_ERROR
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("eraser: error: "), err
@@ -358,16 +358,18 @@ def test_cli_refuses_a_subject_that_does_not_fit_its_column(
 def test_cli_integer_subject_beyond_64_bits_matches_nothing(
     accounts_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No integer column holds it (and SQLite's driver cannot even send it): nothing to
-    erase, as in the quick check; no traceback (it was an ``OverflowError``)."""
+    """No integer column holds it (and SQLite's driver cannot even send it): nothing
+    matched (exit 4), as in the quick check; no traceback (it was an ``OverflowError``)."""
     before = _accounts(accounts_url)
     subject = "99999999999999999999999"
     argv = ["erase", "--db", accounts_url, "--subject-column", "tenant_id", "--subject", subject]
     for dry in (True, False):
-        assert main([*argv, "--json", *(["--dry-run"] if dry else [])]) == EXIT_OK
+        mode = ["--dry-run"] if dry else ["--yes"]
+        assert main([*argv, "--json", *mode]) == EXIT_NOTHING_MATCHED
         out, err = capsys.readouterr()
         assert err == ""
         report = json.loads(out)
+        assert report["nothing_matched"] is True
         assert report["total_rows"] == 0
         assert report["verified"] is not dry
     assert _accounts(accounts_url) == before
@@ -380,7 +382,7 @@ def test_cli_integer_subject_with_spaces_or_sign_still_works(
     argv = ["erase", "--db", accounts_url, "--subject-column", "tenant_id", "--subject", subject]
     assert main([*argv, "--dry-run", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["total_rows"] == 2
-    assert main([*argv, "--json"]) == EXIT_OK
+    assert main([*argv, "--json", "--yes"]) == EXIT_OK
     done = json.loads(capsys.readouterr().out)
     assert done["verified"] is True
     assert done["total_rows"] == 2

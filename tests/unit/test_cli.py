@@ -90,7 +90,8 @@ def test_dry_run_counts_exactly_and_writes_nothing(
     assert doc["total_rows"] == 61
     assert count(sqlite_url, 'SELECT count(*) FROM "order line"') == 100
 
-    assert main(["erase", "--db", sqlite_url, *ARGS, "--json", "--batch-size", "7"]) == EXIT_OK
+    argv = ["erase", "--db", sqlite_url, *ARGS, "--json", "--batch-size", "7", "--yes"]
+    assert main(argv) == EXIT_OK
     done = json.loads(capsys.readouterr().out)
     assert done["verified"] is True
     assert done["total_rows"] == doc["total_rows"]
@@ -131,7 +132,7 @@ def test_bad_input_is_one_line_and_nonzero(
 
 
 def test_kept_table_blocking_refuses(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["erase", "--db", sqlite_url, *ARGS, "--policy", "order line=keep"]
+    argv = ["erase", "--db", sqlite_url, *ARGS, "--policy", "order line=keep", "--yes"]
     assert main(argv) == EXIT_ERROR
     assert "kept table main.order line" in capsys.readouterr().err
     assert count(sqlite_url, 'SELECT count(*) FROM "Order"') == 20
