@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 
-from api.cli import display
 from api.cli.options import Config, Json, Timeout, Wait
 
 PANEL = "Jobs (every service of the registry, through the queue)"
@@ -153,6 +152,7 @@ def list_jobs(
 ) -> int:
     """List recent jobs, newest first."""
     from api import jobs  # noqa: PLC0415 - start-up time
+    from api.cli import display  # noqa: PLC0415
 
     args = argparse.Namespace(
         config=config, status=None if state is None else state.value, limit=limit, json=True

@@ -2,7 +2,8 @@
 
 Every import of the engine (``worker.catalog``, ``worker.planner``,
 ``worker.executor``) the command line makes is in this module; it is imported only
-when ``plan`` or ``erase`` runs.
+when ``plan`` or ``erase`` runs, and the executor only when rows are counted or
+erased (``eraser plan`` without a subject is reflection and planning).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from api.cli import confirm, display
+from api.cli import display
 from api.cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_NOTHING_MATCHED,
@@ -25,14 +26,15 @@ from api.cli.errors import (
     fail,
 )
 from api.cli.policy import parse_policy
-from api.cli.progress import open_progress
 from api.cli.tree import render_plan
-from models.erasure import ErasureReport
 from worker.catalog import reflect
 from worker.database import check_connection, create_engine, describe_database_error, redact
 from worker.exceptions import DatabaseUnavailable
-from worker.executor import ExecutionOptions, dry_run, erase
 from worker.planner import Plan, build_plan
+
+if TYPE_CHECKING:
+    from models.erasure import ErasureReport
+    from worker.executor import ExecutionOptions
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,11 @@ def show_plan(request: Request, as_json: bool) -> int:
     """``eraser plan``: the tree (or JSON), with counts when a subject is given."""
     engine, plan = load_plan(request)
     try:
-        counts = dry_run(engine, plan, request.subject) if request.subject is not None else None
+        counts = None
+        if request.subject is not None:
+            from worker.executor import dry_run  # noqa: PLC0415 - only to count
+
+            counts = dry_run(engine, plan, request.subject)
     finally:
         engine.dispose()
     if as_json:
@@ -111,6 +117,9 @@ def show_plan(request: Request, as_json: bool) -> int:
 
 def run_erase(request: Request, run: Run) -> int:
     """``eraser erase``: count, confirm, erase with progress, report."""
+    from api.cli import confirm  # noqa: PLC0415
+    from worker.executor import dry_run, erase  # noqa: PLC0415
+
     if not run.dry_run and not run.confirmed and not confirm.possible():
         raise Refused(
             "refusing to erase without confirmation: stdin is not a terminal; "
@@ -146,6 +155,8 @@ def _matched(report: ErasureReport) -> bool:
 
 
 def _options(run: Run) -> ExecutionOptions:
+    from worker.executor import ExecutionOptions  # noqa: PLC0415
+
     return ExecutionOptions(
         batch_size=run.batch_size,
         lock_timeout_ms=run.lock_timeout_ms,
@@ -158,6 +169,9 @@ def _options(run: Run) -> ExecutionOptions:
 def _erase(
     engine: sa.Engine, plan: Plan, subject: str, run: Run, counted: ErasureReport | None
 ) -> ErasureReport:
+    from api.cli.progress import open_progress  # noqa: PLC0415
+    from worker.executor import erase  # noqa: PLC0415
+
     total = counted.total_rows if counted is not None else None
     with open_progress(run.progress, total) as progress:
         return erase(engine, plan, subject, _options(run), progress)
