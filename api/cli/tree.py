@@ -35,6 +35,7 @@ class _Drawing:
             None if counts is None else {(t.table, t.action.value): t.rows for t in counts.tables}
         )
         self.drawn: set[TableName] = set()
+        self.cycles_shown: set[tuple[str, ...]] = set()
 
     # -- labels -----------------------------------------------------------------------
     def _count(self, table: TableName, action: str) -> Text:
@@ -68,7 +69,8 @@ class _Drawing:
             text.append(f"  via {', '.join(via.child_columns)}", style="dim")
         cycle = self.plan.cycle_of.get(table)
         if cycle is not None:
-            text.append_text(_cycle_mark(table, cycle))
+            text.append_text(_cycle_mark(cycle, first=cycle.path not in self.cycles_shown))
+            self.cycles_shown.add(cycle.path)
         return text
 
     # -- the tree ---------------------------------------------------------------------
@@ -192,11 +194,14 @@ def _referenced_columns(plan: Plan, table: TableName, parent: TableName) -> str:
     return "id"
 
 
-def _cycle_mark(table: TableName, cycle: Cycle) -> Text:
+def _cycle_mark(cycle: Cycle, first: bool) -> Text:
+    """The cycle a table is in; its strategy is told on the first of its tables only."""
     if len(cycle.tables) == 1:
         return Text(f"  {_SELF} self-reference: {cycle.strategy.value}", style="yellow")
+    if not first:
+        return Text(f"  {_SELF} in the cycle above", style="yellow")
     path = " → ".join(cycle.path)
-    return Text(f"  {_SELF} cycle {path}: {cycle.strategy.value}", style="yellow")
+    return Text(f"  {_SELF} cycle {path}, broken by: {cycle.strategy.value}", style="yellow")
 
 
 def _legend(plan: Plan, counts: ErasureReport | None) -> Iterable[RenderableType]:
