@@ -11,6 +11,11 @@ import typer
 
 PANEL = "One database (no broker, no job store)"
 
+#: Option groups of ``eraser erase --help``.
+TARGET = "What to erase"
+SAFETY = "Safety and output"
+TUNING = "Tuning"
+
 
 class FkChecks(StrEnum):
     """Who checks the references into removed rows (``worker.executor.FK_CHECKS``)."""
@@ -33,6 +38,7 @@ Db = Annotated[
     typer.Option(
         "--db",
         metavar="URL",
+        rich_help_panel=TARGET,
         help="Database URL: postgresql://, mysql:// (PyMySQL), mariadb:// or sqlite:///. "
         "Exactly one of --db and --db-env.",
         show_default=False,
@@ -43,6 +49,7 @@ DbEnv = Annotated[
     typer.Option(
         "--db-env",
         metavar="VAR",
+        rich_help_panel=TARGET,
         help="Name of an environment variable holding the URL (keeps it out of the process list).",
         show_default=False,
     ),
@@ -52,6 +59,7 @@ SubjectColumns = Annotated[
     typer.Option(
         "--subject-column",
         metavar="COL",
+        rich_help_panel=TARGET,
         help="Subject column: COL (every table that has it), TABLE.COL or SCHEMA.TABLE.COL. "
         "Repeatable.",
         show_default=False,
@@ -62,6 +70,7 @@ Schemas = Annotated[
     typer.Option(
         "--schema",
         metavar="NAME",
+        rich_help_panel=TARGET,
         help="Schema to reflect (repeatable). Default: every user schema (PostgreSQL), the "
         "connection's database and those its foreign keys point into (MySQL).",
         show_default=False,
@@ -72,13 +81,17 @@ Policies = Annotated[
     typer.Option(
         "--policy",
         metavar="TABLE=ACTION",
+        rich_help_panel=TARGET,
         help="Table policy: keep | unlink | delete_if_orphaned | anonymize:COL=VALUE,... "
         "(repeatable).",
         show_default=False,
     ),
 ]
 Json = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")
+    bool,
+    typer.Option(
+        "--json", rich_help_panel=SAFETY, help="Print one JSON object on stdout instead of text."
+    ),
 ]
 
 
@@ -90,6 +103,7 @@ def plan(
         str | None,
         typer.Option(
             "--subject",
+            rich_help_panel=TARGET,
             metavar="VALUE",
             help="The subject's value: adds the exact count of its rows to every table "
             "(a dry run, read-only). Without it, the plan only.",
@@ -118,19 +132,30 @@ def erase(
     subject_column: SubjectColumns = ...,  # type: ignore[assignment]
     subject: Annotated[
         str,
-        typer.Option("--subject", metavar="VALUE", help="The subject's value.", show_default=False),
+        typer.Option(
+            "--subject",
+            metavar="VALUE",
+            rich_help_panel=TARGET,
+            help="The subject's value.",
+            show_default=False,
+        ),
     ] = ...,  # type: ignore[assignment]
     schema: Schemas = None,
     policy: Policies = None,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="Count only, in a read-only transaction; ask nothing."),
+        typer.Option(
+            "--dry-run",
+            rich_help_panel=SAFETY,
+            help="Count only, in a read-only transaction; ask nothing.",
+        ),
     ] = False,
     yes: Annotated[
         bool,
         typer.Option(
             "--yes",
             "-y",
+            rich_help_panel=SAFETY,
             help="Erase without asking (scripts). Without it, the counts are shown and the "
             "subject's value or 'yes' must be typed on a terminal.",
         ),
@@ -139,6 +164,7 @@ def erase(
         bool,
         typer.Option(
             "--count/--no-count",
+            rich_help_panel=SAFETY,
             help="Count the rows first (a dry run, a fraction of the erasure's time): the "
             "progress bar's total. --no-count (with --yes) starts at once.",
         ),
@@ -150,6 +176,7 @@ def erase(
             metavar="N",
             min=1,
             envvar="ERASER_BATCH_SIZE",
+            rich_help_panel=TUNING,
             help="Rows per transaction: larger is faster, smaller holds locks shorter.",
         ),
     ] = 2000,
@@ -160,6 +187,7 @@ def erase(
             metavar="MS",
             min=1,
             envvar="ERASER_LOCK_TIMEOUT_MS",
+            rich_help_panel=TUNING,
             help="How long one batch waits for a row lock.",
         ),
     ] = 5000,
@@ -167,6 +195,7 @@ def erase(
         FkChecks,
         typer.Option(
             "--fk-checks",
+            rich_help_panel=TUNING,
             help="Who checks references into removed rows: the database's triggers, or "
             "Eraser under the batch's row locks (PostgreSQL; faster). auto: Eraser when the "
             "role may set session_replication_role.",
@@ -176,6 +205,7 @@ def erase(
         bool,
         typer.Option(
             "--server-batches/--no-server-batches",
+            rich_help_panel=TUNING,
             help="PostgreSQL: run the commonest walks' batches inside the server, many to a "
             "round trip (--no-server-batches: every statement from here).",
         ),
@@ -184,6 +214,7 @@ def erase(
         bool,
         typer.Option(
             "--compress-wal/--no-compress-wal",
+            rich_help_panel=TUNING,
             help="PostgreSQL: write the batches' full-page images to the WAL compressed "
             "(lz4), where the role may set wal_compression and the server does not already.",
         ),
@@ -192,12 +223,19 @@ def erase(
         ProgressMode,
         typer.Option(
             "--progress",
+            rich_help_panel=SAFETY,
             help="auto: a progress bar on a terminal, a plain line per table otherwise "
             "(logs); always: the bar; never: nothing.",
         ),
     ] = ProgressMode.AUTO,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress display (as --progress never).")
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            rich_help_panel=SAFETY,
+            help="No progress display (as --progress never).",
+        ),
     ] = False,
     json_out: Json = False,
 ) -> int:

@@ -542,3 +542,37 @@ def test_an_environment_variable_sets_the_batch_size(cyclic_url: str, tmp_path: 
     assert "--batch-size" in done.stderr
     assert done.stderr.count("\n") == 1
     assert rows(cyclic_url, "projects", "tenant_id = 1") == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "absent"),
+    [
+        # help: nothing of the engine, the job store or a server
+        (["--help"], ("sqlalchemy", "pydantic", "celery", "fastapi", "uvicorn", "flower")),
+        # the engine path: no server, no Celery
+        (["plan", "--subject-column", "tenant_id"], ("celery", "fastapi", "uvicorn", "flower")),
+    ],
+    ids=["help", "plan"],
+)
+def test_commands_import_only_what_they_use(
+    argv: list[str], absent: tuple[str, ...], sqlite_url: str, tmp_path: Path
+) -> None:
+    if argv[0] == "plan":
+        argv = [*argv, "--db", sqlite_url]
+    code = (
+        "import sys; from api.cli import main; status = main(sys.argv[1:]);"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})), file=sys.stderr);"
+        "raise SystemExit(status)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    loaded = set(done.stderr.split())
+    assert loaded.isdisjoint(absent), sorted(loaded & set(absent))
