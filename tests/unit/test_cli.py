@@ -576,3 +576,14 @@ def test_commands_import_only_what_they_use(
     assert done.returncode == EXIT_OK, done.stderr
     loaded = set(done.stderr.split())
     assert loaded.isdisjoint(absent), sorted(loaded & set(absent))
+
+
+def test_erase_on_a_terminal_says_nothing_matched_without_asking(
+    cyclic_url: str, tmp_path: Path
+) -> None:
+    argv = ["erase", "--db", cyclic_url, "--subject-column", "tenant_id", "--subject", "99"]
+    code, shown = _on_a_terminal(argv, "yes", tmp_path)
+    assert code == EXIT_NOTHING_MATCHED, shown
+    assert "nothing matched: the subject has no row in this database" in shown
+    assert "to erase: " not in shown
+    assert rows(cyclic_url, "projects") == 3
