@@ -1,7 +1,11 @@
 """The ``eraser`` command tree: the root app, ``--version``, and every command group.
 
-Adding a command group is two lines here: import its module and ``app.add_typer(
-module.app, name="...")`` (or ``module.register(app)`` for top-level commands).
+Adding a command group is two lines here: import its module (which defines
+``app = typer.Typer(help=...)`` and its commands, importing their work inside each
+command) and ``app.add_typer(module.app, name="...", rich_help_panel=...)``; for
+top-level commands, ``module.register(app)``. A new command under an existing group
+(``eraser certificate keygen``) is a function decorated with that module's
+``@app.command("keygen")``.
 """
 
 from __future__ import annotations
