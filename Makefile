@@ -45,8 +45,8 @@ bench: install ## Run the benchmarks against the local PostgreSQL and Redis (pri
 chaos: install ## Kill workers, flush Redis, cut connections over many jobs; print the outcome
 	$(BIN)/python bench/chaos.py
 
-up: install ## The bakery estate on the local PostgreSQL + Redis: API, worker, reaper, Flower
-	$(BIN)/python deploy/up.py up
+up: install ## The bakery estate on the local PostgreSQL + Redis (REPLACE=1: replace what it did not create)
+	$(BIN)/python deploy/up.py up $(if $(REPLACE),--replace,)
 
 down: ## Stop what `make up` started (DROP=1 also drops its databases)
 	$(BIN)/python deploy/up.py down $(if $(DROP),--drop,)

@@ -8,7 +8,8 @@
 #
 # Needs root, podman (+ runc), debootstrap and qemu-user-static (Debian packages), the
 # repo's .venv (make install), PostgreSQL at 127.0.0.1:5432 (trust) and Redis at
-# 127.0.0.1:6379 (database 15 is used and flushed). Public base images are not
+# 127.0.0.1:6379 (database 15 is used and flushed); it checks them all first and names
+# what is missing (exit 2) before building anything. Public base images are not
 # pulled: a Debian bookworm rootfs is built with debootstrap and imported as the base.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,54 @@ PY=.venv/bin/python
 
 log() { echo "check-image: $*"; }
 SUMMARY='import json, sys; d = json.load(sys.stdin); print(d["status"], d["total_rows"])'
+
+# Everything the check needs, checked before anything runs: one message naming what to
+# install, instead of a dozen "command not found" and a misleading verdict.
+preflight() {
+  local missing=() packages=() problems=()
+  local -A package=([podman]=podman [runc]=runc [debootstrap]=debootstrap [psql]=postgresql-client)
+  for tool in podman runc debootstrap psql; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      missing+=("$tool")
+      packages+=("${package[$tool]}")
+    fi
+  done
+  local arch
+  for arch in "${ARCHES[@]}"; do
+    if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ] && \
+       ! command -v qemu-aarch64-static >/dev/null 2>&1 && \
+       [ ! -f /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+      missing+=("qemu-aarch64-static (arm64 emulation)")
+      packages+=(qemu-user-static)
+    fi
+  done
+  if [ "$(id -u)" != 0 ]; then
+    problems+=("must run as root (podman with the vfs driver and runc, debootstrap)")
+  fi
+  if [ ! -x "$ERASER" ] || [ ! -x "$PY" ]; then
+    problems+=("no $ERASER: run make install first")
+  elif ! "$PY" -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()" "$REDIS" \
+       >/dev/null 2>&1; then
+    problems+=("Redis does not answer at $REDIS (ERASER_CHECK_REDIS)")
+  fi
+  if command -v psql >/dev/null 2>&1 && ! psql "$PG/postgres" -Atqc "SELECT 1" >/dev/null 2>&1; then
+    problems+=("PostgreSQL does not answer at $PG (ERASER_CHECK_PG; trust authentication)")
+  fi
+  if [ ${#missing[@]} -eq 0 ] && [ ${#problems[@]} -eq 0 ]; then
+    return 0
+  fi
+  log "cannot run; nothing was built or started:"
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "  missing: ${missing[*]}"
+    log "  install: apt-get install $(printf '%s\n' "${packages[@]}" | sort -u | paste -sd ' ')"
+  fi
+  local problem
+  for problem in "${problems[@]}"; do
+    log "  $problem"
+  done
+  exit 2
+}
+preflight
 
 
 if [ ! -d /proc/sys/fs/binfmt_misc ] || [ ! -e /proc/sys/fs/binfmt_misc/register ]; then

@@ -2,16 +2,22 @@
 
 ``up`` uses the local PostgreSQL (``ERASER_UP_PG``, default
 ``postgresql://root@127.0.0.1:5432/postgres``) and Redis (``ERASER_UP_REDIS``, default
-``redis://127.0.0.1:6379``, databases 1 and 2): it creates a job store
-``eraser_up_jobs`` and twelve service databases ``eraser_up_<service>``, seeds five
+``redis://127.0.0.1:6379``, databases ``ERASER_UP_REDIS_DB`` and the next, default 1
+and 2): it creates a job store ``<prefix>_jobs`` and twelve service databases
+``<prefix>_<service>`` (``ERASER_UP_PREFIX``, default ``eraser_up``), seeds five
 bakeries, writes ``.up/env`` (every setting, a fresh admin API key, a certificate key,
 a Flower password), and starts the API, a worker, the reaper and Flower in the
 background (logs and pids in ``.up/``). Flower listens on a free loopback port with its
 API open; ``eraser flower-proxy`` (user admin, read-only) is the one way in, on
 ``ERASER_UP_FLOWER_PORT``. Then it prints the URLs and what to try.
 
-``down`` stops them; ``down --drop`` also drops the databases and flushes the Redis
-databases.
+It touches only what it created. Every database and Redis database it uses is
+recorded in ``.up/created.json``; a database of that name that it did not create, or a
+Redis database that holds keys it did not write, is replaced only when a person says
+so at the prompt, or with ``--replace`` (``make up REPLACE=1``); otherwise ``up``
+stops and says which setting picks another name. ``down`` stops the processes;
+``down --drop`` (``make down DROP=1``) drops and flushes only what the record lists.
+See docs/operations-make-up.md.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -69,17 +76,115 @@ def _databases() -> list[str]:
     return [f"{PREFIX}_jobs", *(f"{PREFIX}_{s}" for s in SERVICES)]
 
 
-def up(tenants: int) -> int:
+def _where(name: str) -> str:
+    """A database as the record names it: its server (no password) and its name."""
+    return sa.make_url(PG).set(database=name).render_as_string(hide_password=True)
+
+
+def _redis_where(number: int) -> str:
+    return f"{REDIS}/{number}"
+
+
+def _record() -> dict[str, list[Any]]:
+    """What earlier runs of ``up`` created (and ``down --drop`` may remove), each named
+    with its server, so a changed ERASER_UP_PG or ERASER_UP_REDIS never matches."""
+    path = STATE / "created.json"
+    if not path.exists():
+        return {"databases": [], "redis": []}
+    doc: dict[str, list[Any]] = json.loads(path.read_text(encoding="utf-8"))
+    return doc
+
+
+def _remember(record: dict[str, list[Any]]) -> None:
+    (STATE / "created.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _agree(question: str, replace: bool) -> bool:
+    """``--replace`` says yes; a person at a terminal is asked; a script is refused."""
+    if replace:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+class NotOurs(Exception):
+    """Something ``up`` would overwrite was not created by it."""
+
+
+def _claim_databases(record: dict[str, list[Any]], replace: bool) -> list[str]:
+    """The databases to create; raises ``NotOurs`` for one that exists, was not made
+    by ``up``, and nobody agreed to replace."""
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            existing = set(
+                conn.execute(
+                    sa.text("SELECT datname FROM pg_database WHERE datname = ANY(:names)"),
+                    {"names": _databases()},
+                ).scalars()
+            )
+        foreign = sorted(n for n in existing if _where(n) not in record["databases"])
+        if foreign and not _agree(
+            f"PostgreSQL databases {', '.join(foreign)} exist and were not created by "
+            "make up; drop and re-create them?",
+            replace,
+        ):
+            raise NotOurs(
+                f"databases {', '.join(foreign)} exist and were not created by make up: "
+                "set ERASER_UP_PREFIX to another prefix, or run make up REPLACE=1 to replace them"
+            )
+        with admin.connect() as conn:
+            for name in sorted(existing):
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in _databases():
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    return [_where(n) for n in _databases()]
+
+
+def _claim_redis(record: dict[str, list[Any]], replace: bool) -> list[str]:
+    """The broker and result databases, emptied when they were ``up``'s (or someone
+    agreed); raises ``NotOurs`` for one that holds keys of someone else."""
+    for number in (BROKER_DB, RESULT_DB):
+        client = redis.Redis.from_url(f"{REDIS}/{number}")
+        keys = int(client.dbsize())
+        if (
+            keys
+            and _redis_where(number) not in record["redis"]
+            and not _agree(
+                f"Redis database {number} at {REDIS} holds {keys} key(s) that make up did "
+                "not write; flush it?",
+                replace,
+            )
+        ):
+            raise NotOurs(
+                f"Redis database {number} holds {keys} key(s) make up did not write: set "
+                "ERASER_UP_REDIS_DB to a free pair of databases, or run make up REPLACE=1"
+            )
+        if keys:
+            client.flushdb()
+        client.close()
+    return [_redis_where(BROKER_DB), _redis_where(RESULT_DB)]
+
+
+def up(tenants: int, replace: bool = False) -> int:
     STATE.mkdir(exist_ok=True)
     if any((STATE / f"{p}.pid").exists() for p in PROCESSES):
         print("already up (make down first)", file=sys.stderr)
         return 1
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in _databases():
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
+    record = _record()
+    try:
+        record["databases"] = sorted(
+            set(record["databases"]) | set(_claim_databases(record, replace))
+        )
+        _remember(record)
+        record["redis"] = sorted(set(record["redis"]) | set(_claim_redis(record, replace)))
+        _remember(record)
+    except NotOurs as exc:
+        print(f"make up: {exc}", file=sys.stderr)
+        return 2
     urls = {s: _db_url(f"{PREFIX}_{s}") for s in SERVICES}
     started = time.monotonic()
     rows = bakery.seed(urls, tenants=tenants)
@@ -90,8 +195,6 @@ def up(tenants: int) -> int:
     store = create_engine(_db_url(f"{PREFIX}_jobs"))
     migrate.upgrade(store)
     store.dispose()
-    for number in (BROKER_DB, RESULT_DB):
-        redis.Redis.from_url(f"{REDIS}/{number}").flushdb()
 
     key = create_key("make-up admin", [Scope.SUBMIT, Scope.READ, Scope.ADMIN])
     flower_password = secrets.token_urlsafe(12)
@@ -175,7 +278,7 @@ Try:
   .venv/bin/eraser submit --subject-kind tenant --subject 3 --wait
   curl -s -X POST localhost:{API_PORT}/v1/jobs -H "Authorization: Bearer $(cat .up/api-key)" \\
        -H 'Content-Type: application/json' -d '{{"subject_kind":"tenant","subject_value":"4"}}'
-  make down            # stop (make down DROP=1 also drops the databases)
+  make down            # stop (make down DROP=1 also drops what make up created)
 """)
     return 0
 
@@ -191,26 +294,47 @@ def down(drop: bool) -> int:
         pidfile.unlink()
     time.sleep(1)
     if drop:
+        record = _record()
         admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+        dropped = [n for n in _databases() if _where(n) in record["databases"]]
+        flushed = [n for n in (BROKER_DB, RESULT_DB) if _redis_where(n) in record["redis"]]
         with admin.connect() as conn:
-            for name in _databases():
+            for name in dropped:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
-        for number in (BROKER_DB, RESULT_DB):
-            redis.Redis.from_url(f"{REDIS}/{number}").flushdb()
-    print("down" + (" (databases dropped)" if drop else ""))
+        for number in flushed:
+            redis.Redis.from_url(_redis_where(number)).flushdb()
+        _remember(
+            {
+                "databases": sorted(set(record["databases"]) - {_where(n) for n in dropped}),
+                "redis": sorted(set(record["redis"]) - {_redis_where(n) for n in flushed}),
+            }
+        )
+        print(
+            f"down (dropped {len(dropped)} database(s) and flushed Redis database(s) "
+            f"{', '.join(map(str, flushed)) or 'none'}: only what make up created)"
+        )
+        return 0
+    print("down")
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="the bakery estate as a local deployment")
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("up")
-    start.add_argument("--tenants", type=int, default=5)
-    stop = sub.add_parser("down")
-    stop.add_argument("--drop", action="store_true")
+    start = sub.add_parser("up", help="start the estate")
+    start.add_argument("--tenants", type=int, default=5, help="bakeries to seed (default 5)")
+    start.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace databases and flush Redis databases that make up did not create",
+    )
+    stop = sub.add_parser("down", help="stop it")
+    stop.add_argument(
+        "--drop", action="store_true", help="also drop and flush what make up created"
+    )
     args = parser.parse_args()
-    return up(args.tenants) if args.command == "up" else down(args.drop)
+    return up(args.tenants, args.replace) if args.command == "up" else down(args.drop)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``make up`` brings the bakery estate up on the local PostgreSQL and Redis (API,
-worker, reaper, Flower), and a job submitted as its banner suggests succeeds."""
+worker, reaper, Flower), and a job submitted as its banner suggests succeeds; it
+touches only what it created."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
+import sqlalchemy as sa
 
 from tests.conftest import PG_ADMIN_URL, need_server
 from tests.redis_dbs import REDIS_URL, claimed, need_redis
+from worker.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -27,16 +31,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[dict[str, str]]:
+def redis_pair() -> Iterator[int]:
+    """Two consecutive Redis databases held by this run: ``up`` uses the first and the
+    next (broker and results)."""
     need_server("PostgreSQL", PG_ADMIN_URL)
     need_redis()
-    # deploy/up.py uses the database it is given and the next one (and flushes both).
-    with claimed(2, contiguous=True) as redis_dbs:
-        yield from _up(tmp_path, redis_dbs[0])
+    with claimed(2, contiguous=True) as numbers:
+        yield numbers[0]
 
 
-def _up(tmp_path: Path, broker_db: int) -> Iterator[dict[str, str]]:
-    env = {
+def _settings(tmp_path: Path, broker_db: int) -> dict[str, str]:
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
         "ERASER_UP_STATE": str(tmp_path / "up"),
         "ERASER_UP_PG": PG_ADMIN_URL,
@@ -46,10 +51,20 @@ def _up(tmp_path: Path, broker_db: int) -> Iterator[dict[str, str]]:
         "ERASER_UP_API_PORT": str(_free_port()),
         "ERASER_UP_FLOWER_PORT": str(_free_port()),
     }
-    script = [sys.executable, str(ROOT / "deploy" / "up.py")]
+
+
+SCRIPT = [sys.executable, str(ROOT / "deploy" / "up.py")]
+OURS = sa.text("SELECT datname FROM pg_database WHERE datname LIKE :prefix")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, redis_pair: int) -> Iterator[dict[str, str]]:
+    env = _settings(tmp_path, redis_pair)
+    script = SCRIPT
     try:
+        # --replace: the only keys in the two databases are this run's claim on them.
         started = subprocess.run(
-            [*script, "up", "--tenants", "3"],
+            [*script, "up", "--tenants", "3", "--replace"],
             env=env,
             capture_output=True,
             text=True,
@@ -106,3 +121,67 @@ def test_make_up_runs_a_job_through_api_worker_and_reaper(deployment: dict[str, 
     assert answer.status_code == 202, answer.text
     flower = f"http://127.0.0.1:{deployment['ERASER_UP_FLOWER_PORT']}"
     assert httpx.get(flower, timeout=10).status_code == 401  # Flower needs its password
+
+
+def _up(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCRIPT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_make_up_leaves_alone_what_it_did_not_create(tmp_path: Path, redis_pair: int) -> None:
+    """A database of its name that someone else made, and a Redis database with someone
+    else's keys: ``up`` (from a script: nobody to ask) refuses and names the setting
+    that avoids them; ``down --drop`` drops only what ``up`` created."""
+    env = _settings(tmp_path, redis_pair)
+    prefix = env["ERASER_UP_PREFIX"]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    theirs = sa.make_url(PG_ADMIN_URL).set(database=f"{prefix}_jobs")
+    keys = redis.Redis.from_url(f"{REDIS_URL}/{int(env['ERASER_UP_REDIS_DB']) + 1}")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{prefix}_jobs"')
+        mine = create_engine(theirs.render_as_string(hide_password=False))
+        with mine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE precious (id int)")
+        mine.dispose()
+
+        refused = _up(env, "up", "--tenants", "1")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"databases {prefix}_jobs exist and were not created by make up" in refused.stderr
+        assert "ERASER_UP_PREFIX" in refused.stderr
+        assert refused.stderr.count("\n") == 1
+        with admin.connect() as conn:
+            made = conn.execute(OURS, {"prefix": f"{prefix}_%"}).all()
+        assert made == [(f"{prefix}_jobs",)]  # theirs, and nothing else was created
+        mine = create_engine(theirs.render_as_string(hide_password=False))
+        with mine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM precious").scalar() == 0
+        mine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{prefix}_jobs" WITH (FORCE)')
+
+        keys.set("someone-else", "1")
+        refused = _up(env, "up", "--tenants", "1")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "holds 1 key(s) make up did not write" in refused.stderr
+        assert "ERASER_UP_REDIS_DB" in refused.stderr
+        assert keys.get("someone-else") == b"1"
+
+        dropped = _up(env, "down", "--drop")
+        assert dropped.returncode == 0, dropped.stderr
+        assert "dropped 13 database(s)" in dropped.stdout  # the ones up created before
+        assert keys.get("someone-else") == b"1"  # never flushed: not written by up
+    finally:
+        keys.delete("someone-else")
+        keys.close()
+        with admin.connect() as conn:
+            for (name,) in conn.execute(OURS, {"prefix": f"{prefix}_%"}).all():
+                conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()

@@ -81,7 +81,7 @@ def test_the_cli_reports_it_in_one_line_without_the_subject(
     _audited_accounts(pg)
     url = pg.engine.url.render_as_string(hide_password=False)
     argv = ["erase", "--db", url, "--subject-column", "email", "--subject", SUBJECT_EMAIL]
-    assert main(argv) == EXIT_ERROR
+    assert main([*argv, "--yes", "--quiet"]) == EXIT_ERROR
     out, err = capsys.readouterr()
     assert SUBJECT_EMAIL not in out + err
     assert err.strip() == "eraser: error: foreign-key violation (SQLSTATE 23503)"
@@ -113,7 +113,7 @@ def test_a_missing_sqlite_file_is_refused_not_created(
     with pytest.raises(DatabaseUnavailable, match="no such database file"):
         create_engine(f"sqlite:///{typo}", existing=True)
     argv = ["erase", "--db", f"sqlite:///{typo}", "--subject-column", "t", "--subject", "1"]
-    assert main(argv) == EXIT_ERROR
+    assert main([*argv, "--yes"]) == EXIT_ERROR
     assert "no such database file" in capsys.readouterr().err
     assert not typo.exists()
     # The job store's engine may still create its file.

@@ -543,7 +543,7 @@ def test_the_cli_runs_batches_in_the_server_unless_told_not_to(
     _load(pg_twin)
     calls = Calls(monkeypatch)
     args = ["--subject-column", "tenant_id", "--subject-column", "tenants.id"]
-    args += ["--subject", SUBJECT, "--batch-size", "4", "--json", "--progress", "never"]
+    args += ["--subject", SUBJECT, "--batch-size", "4", "--json", "--progress", "never", "--yes"]
     assert main(["erase", "--db", pg.url, *args]) == EXIT_OK
     served = json.loads(capsys.readouterr().out)
     in_server = len(calls.runs)

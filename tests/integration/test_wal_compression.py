@@ -220,7 +220,7 @@ def test_the_registry_and_the_cli_can_turn_it_off(
         assert report.wal_compression == ("lz4" if compress else "")
 
     args = ["--subject-column", "tenant_id", "--subject-column", "tenants.id"]
-    args += ["--batch-size", "500", "--json", "--progress", "never"]
+    args += ["--batch-size", "500", "--json", "--progress", "never", "--yes"]
     assert main(["erase", "--db", pg_twin.url, *args, "--subject", "1"]) == EXIT_OK
     compressed = json.loads(capsys.readouterr().out)
     assert main(["erase", "--db", pg_twin.url, *args, "--subject", "2", "--no-compress-wal"]) == (

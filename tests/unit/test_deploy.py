@@ -6,6 +6,7 @@ binary wheel for both architectures the image is built for."""
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,35 @@ def test_every_locked_dependency_has_a_wheel(arch: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "wheels").glob("*.whl"))) == len(lock)
+
+
+def test_the_image_check_names_what_to_install_before_anything_runs(tmp_path: Path) -> None:
+    """Without podman, runc, debootstrap, psql, qemu and root: one message naming the
+    packages (exit 2), not a dozen "command not found" and a misleading verdict."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("dirname", "uname", "sort", "paste"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tools / tool).symlink_to(found)
+    (tools / "id").write_text("#!/bin/sh\necho 1000\n")  # not root
+    (tools / "id").chmod(0o755)
+    done = subprocess.run(
+        ["/bin/bash", str(DEPLOY / "check-image.sh"), "amd64", "arm64"],
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0] == "check-image: cannot run; nothing was built or started:"
+    emulated = platform.machine() not in ("aarch64", "arm64")
+    packages = ["debootstrap", "podman", "postgresql-client"]
+    packages += ["qemu-user-static"] if emulated else []
+    assert f"check-image:   install: apt-get install {' '.join([*packages, 'runc'])}" in lines
+    assert "check-image:   must run as root" in done.stdout
+    assert "command not found" not in done.stdout
+    assert "job" not in done.stdout  # nothing ran, so no verdict

@@ -1,0 +1,181 @@
+"""``eraser db|worker|submit|status|jobs``: the job store and the Celery chord.
+
+The commands read the registry from ``--config`` (``ERASER_CONFIG``) and the job store
+from ``ERASER_DATABASE_URL``; the work is done by ``api.jobs``, imported when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from api.cli.options import Config, Json, Timeout, Wait
+
+PANEL = "Jobs (every service of the registry, through the queue)"
+
+
+class JobState(StrEnum):
+    """``models.jobstore.JobStatus``'s values (kept here: the job store loads slowly)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+db_app = typer.Typer(help="Job store maintenance.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> int:
+    """Apply the job store's migrations (idempotent) and print its revision."""
+    from api import jobs  # noqa: PLC0415 - start-up time
+
+    return jobs.cmd_db_upgrade(argparse.Namespace())
+
+
+def worker(ctx: typer.Context, config: Config = None) -> int:
+    """Run a Celery worker for Eraser's queues.
+
+    Arguments after the options go to `celery worker` (-c 4, --loglevel INFO, -Q ...);
+    without -Q it consumes the default queue and every service's own queue. Needs a
+    shared broker (ERASER_BROKER_URL).
+    """
+    from api import jobs  # noqa: PLC0415 - start-up time
+
+    return jobs.cmd_worker(argparse.Namespace(config=config, extra=list(ctx.args)))
+
+
+def submit(
+    subject_kind: Annotated[
+        str,
+        typer.Option(
+            "--subject-kind",
+            metavar="KIND",
+            help="The kind of subject, as the registry names it (tenant, user, ...).",
+            show_default=False,
+        ),
+    ],
+    subject: Annotated[
+        str,
+        typer.Option("--subject", metavar="VALUE", help="The subject's value.", show_default=False),
+    ],
+    config: Config = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            metavar="NAME",
+            help="Only this service (repeatable). Default: every service of the kind.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count in every service; delete nothing.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="A repeated key returns the first job instead of a new one.",
+            show_default=False,
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", metavar="TEXT", help="Why, kept with the job.", show_default=False
+        ),
+    ] = None,
+    requested_by: Annotated[
+        str, typer.Option("--requested-by", metavar="WHO", help="Who asked, kept with the job.")
+    ] = "cli",
+    wait: Wait = False,
+    timeout: Timeout = 600.0,
+    json_out: Json = False,
+) -> int:
+    """Submit an erasure job: one task per service, through the queue.
+
+    Exit status with --wait: 0 succeeded, 1 ended otherwise, 3 still running at
+    --timeout. Embedded (no ERASER_BROKER_URL), it always waits: the worker lives in
+    this process.
+    """
+    from api import jobs  # noqa: PLC0415 - start-up time
+
+    args = argparse.Namespace(
+        config=config,
+        subject_kind=subject_kind,
+        subject=subject,
+        service=service or [],
+        dry_run=dry_run,
+        idempotency_key=idempotency_key,
+        reason=reason,
+        requested_by=requested_by,
+        wait=wait,
+        timeout=timeout,
+        json=json_out,
+    )
+    return jobs.cmd_submit(args)
+
+
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")],
+    config: Config = None,
+    json_out: Json = False,
+) -> int:
+    """Show one job and its tasks (status, attempts, rows, errors)."""
+    from api import jobs  # noqa: PLC0415 - start-up time
+
+    return jobs.cmd_status(argparse.Namespace(config=config, job_id=job_id, json=json_out))
+
+
+def list_jobs(
+    config: Config = None,
+    state: Annotated[
+        JobState | None,
+        typer.Option("--status", help="Only jobs in this status.", show_default=False),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="How many, newest first.")
+    ] = 20,
+    json_out: Json = False,
+) -> int:
+    """List recent jobs, newest first."""
+    from api import jobs  # noqa: PLC0415 - start-up time
+    from api.cli import display  # noqa: PLC0415
+
+    args = argparse.Namespace(
+        config=config, status=None if state is None else state.value, limit=limit, json=True
+    )
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = jobs.cmd_jobs(args)
+    views: list[dict[str, Any]] = json.loads(captured.getvalue())
+    if json_out:
+        typer.echo(captured.getvalue(), nl=False)
+        return code
+    display.out().print(display.jobs_table(views))
+    return code
+
+
+def register(app: typer.Typer) -> None:
+    """Add the job commands to the root app."""
+    app.command("submit", rich_help_panel=PANEL)(submit)
+    app.command("status", rich_help_panel=PANEL)(status)
+    app.command("jobs", rich_help_panel=PANEL)(list_jobs)
+    app.command(
+        "worker",
+        rich_help_panel=PANEL,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(worker)
+    app.add_typer(db_app, name="db", rich_help_panel=PANEL)

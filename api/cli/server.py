@@ -1,0 +1,73 @@
+"""``eraser api|flower-proxy|health``: the long-running processes and their probes.
+uvicorn, FastAPI and Flower are imported only by the command that serves them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from api.cli.options import Config
+
+PANEL = "Servers"
+
+health_app = typer.Typer(help="Liveness checks for orchestrators.", no_args_is_help=True)
+
+Host = Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")]
+
+
+def api(
+    config: Config = None,
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 8000,
+) -> int:
+    """Serve the HTTP API with uvicorn (embedded: with a worker thread in-process)."""
+    from api import serve  # noqa: PLC0415 - start-up time
+
+    return serve.cmd_api(argparse.Namespace(config=config, host=host, port=port))
+
+
+def flower_proxy(
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 5555,
+) -> int:
+    """Serve Flower read-only, behind authentication.
+
+    Reads ERASER_FLOWER_USERS and ERASER_FLOWER_UPSTREAM."""
+    from api import serve  # noqa: PLC0415 - start-up time
+
+    return serve.cmd_flower_proxy(argparse.Namespace(host=host, port=port))
+
+
+@health_app.command("worker")
+def health_worker(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            metavar="FILE",
+            envvar="ERASER_LIVENESS_FILE",
+            help="The worker's liveness file.",
+            show_default=False,
+        ),
+    ] = None,
+    max_age: Annotated[
+        float,
+        typer.Option(
+            "--max-age", metavar="SECONDS", min=0, help="Older than this is unhealthy (exit 1)."
+        ),
+    ] = 60.0,
+) -> int:
+    """Is the worker's liveness file fresh? Exit 0 healthy, 1 not."""
+    from api import serve  # noqa: PLC0415 - start-up time
+
+    return serve.cmd_health_worker(argparse.Namespace(file=file, max_age=max_age, config=None))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the servers and their probes to the root app."""
+    app.command("api", rich_help_panel=PANEL)(api)
+    app.command("flower-proxy", rich_help_panel=PANEL)(flower_proxy)
+    app.add_typer(health_app, name="health", rich_help_panel=PANEL)
