@@ -22,7 +22,7 @@ PANEL = "Jobs (every service of the registry, through the queue)"
 
 
 class JobState(StrEnum):
-    """``models.jobstore.JobStatus``'s values (kept here: the job store loads slowly)."""
+    """``models.store.tables.JobStatus``'s values (kept here: the job store loads slowly)."""
 
     PENDING = "pending"
     RUNNING = "running"

@@ -394,7 +394,7 @@ def test_every_option_has_help_and_shows_its_default() -> None:
     ("ours", "theirs"),
     [
         ("api.cli.database:FkChecks", "worker.execution.options:FK_CHECKS"),
-        ("api.cli.jobs:JobState", "models.jobstore:JobStatus"),
+        ("api.cli.jobs:JobState", "models.store.tables:JobStatus"),
         ("api.cli.keys:KeyScope", "api.keys:Scope"),
     ],
 )
