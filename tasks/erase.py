@@ -40,6 +40,7 @@ from models.registry import Registry
 from models.settings import MissingDatabaseUrl, Settings
 from models.store.database import JobStore
 from models.store.leases import Lease
+from models.store.sealing import UnreadableSubject
 from tasks.claims import claim
 from tasks.deadletter import publish_dead_letter
 from tasks.execution import Delivery, Outcome
@@ -159,9 +160,12 @@ def execute_task(
     lease = claim(store, settings, job_id, service, delivery)
     if isinstance(lease, Outcome):
         return lease
+    value = _subject_value(store, lease)
+    if isinstance(value, Fault):
+        return faulted(store, settings, lease, job_id, service, value, None, [])
     with Heartbeat(store, lease, settings.heartbeat_seconds, report_state) as beat:
         try:
-            report = _erase(registry, settings, service, lease, engine_for, plans, beat)
+            report = _erase(registry, settings, service, lease, value, engine_for, plans, beat)
         except LeaseLost:
             return superseded(job_id, service)
         except SliceEnded as ended:
@@ -186,11 +190,23 @@ def execute_task(
     return succeeded(store, lease, job_id, service, report)
 
 
+def _subject_value(store: JobStore, lease: Lease) -> str | Fault:
+    """The subject's value, opened here and only for the engine; a fault (permanent:
+    no attempt can do better) when it was purged or no configured key opens it."""
+    if lease.sealed_value is None:
+        return Fault(FaultKind.PERMANENT, "SubjectPurged", "the subject's value was purged")
+    try:
+        return store.seal.open(lease.sealed_value)
+    except UnreadableSubject as exc:
+        return Fault(FaultKind.PERMANENT, "UnreadableSubject", str(exc))
+
+
 def _erase(
     registry: Registry,
     settings: Settings,
     service: str,
     lease: Lease,
+    value: str,
     engine_for: Callable[[str], sa.Engine],
     plans: PlanCache | None,
     beat: Heartbeat,
@@ -204,7 +220,7 @@ def _erase(
         registry.services[service],
         lease.subject_kind,
         columns,
-        lease.subject_value,
+        value,
         lease.dry_run,
         beat.progress,
         plans,
