@@ -43,7 +43,9 @@ import sqlalchemy as sa
 from api.keys import Scope, create_key
 from models import migrate
 from models.keyring import new_secrets
+from models.settings import Settings
 from models.store.database import JobStore
+from models.store.sealing import subject_seal
 from models.store.tables import JobStatus, Task, TaskStatus
 from tests.conftest import TargetDB, make_db
 from tests.redis_dbs import claimed, need_redis, pool
@@ -344,13 +346,15 @@ def running_api(
         store_db, billing, crm = (next(gen) for gen in gens)
         targets = _load(billing, crm, tenants, accounts)
         migrate.upgrade(store_db.engine)
-        store = JobStore(create_engine(store_db.url))
+        deployment_secrets = new_secrets()
+        # The deployment's seal: this process reads what the API and the worker write.
+        seal = subject_seal(Settings(_env_file=None, **_settings_of(deployment_secrets)))  # type: ignore[call-arg]
+        store = JobStore(create_engine(store_db.url), seal)
         stack.callback(store.dispose)
 
         registry_path = tmp / "services.toml"
         registry_path.write_text(REGISTRY, encoding="utf-8")
         keys = {name: create_key(f"e2e-{name}", scopes) for name, scopes in KEY_SCOPES.items()}
-        deployment_secrets = new_secrets()
         broker_url = pool().url_of(broker_db)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},
@@ -410,6 +414,11 @@ def running_api(
         )
         _wait_ready(server, worker, api)
         yield server
+
+
+def _settings_of(secrets: dict[str, str]) -> dict[str, str]:
+    """Settings keyword arguments of ``eraser secrets generate``'s variables."""
+    return {k.removeprefix("ERASER_").lower(): v for k, v in secrets.items()}
 
 
 def _wait_ready(
