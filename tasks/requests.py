@@ -69,11 +69,12 @@ def shows_value(kwargsrepr: str | None, fields: dict[str, Any]) -> bool:
     if kwargsrepr is None:
         return True
     value = fields.get("subject_value")
-    if not isinstance(value, str) or not value:
-        return "subject_value" in kwargsrepr and "subject_value" in fields
-    quoted = repr(value)[1:-1]  # how saferepr writes it, escapes included
-    prefix = value[:16]  # saferepr may cut a long value short
-    return any(part in kwargsrepr for part in (value, quoted, prefix))
+    if value is None or value == "":
+        return False
+    text = str(value)
+    quoted = repr(text)[1:-1]  # how saferepr writes a string, escapes included
+    prefix = text[:16]  # saferepr may cut a long value short
+    return any(part in kwargsrepr for part in (text, quoted, prefix))
 
 
 @app.task(bind=True, name="eraser.submit_request", send_events=False)

@@ -23,6 +23,7 @@ from models.store.sealing import SubjectSeal, UnreadableSubject, keyed
 from models.store.tables import Job, utcnow
 from tasks.execution import Delivery
 from tasks.finalize import finalize
+from tasks.requests import shows_value
 from tasks.submit import (
     IdempotencyConflict,
     cancel_job,
@@ -283,3 +284,21 @@ def test_the_migration_seals_or_purges_the_values_stored_before_it(tmp_path: Pat
         dump = "\n".join(str(tuple(r)) for r in conn.execute(sa.text("SELECT * FROM eraser_jobs")))
     assert "plain-job" not in dump
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("kwargsrepr", "shown"),
+    [
+        ("{...}", False),
+        ("{'subject_kind': 'tenant', 'subject_value': '***'}", False),
+        (None, True),  # no header (protocol 1): monitors show the arguments
+        (f"{{'subject_kind': 'tenant', 'subject_value': '{SUBJECT}'}}", True),
+        ("{'subject_value': 'acme-5b1e9...", True),  # cut short by saferepr
+    ],
+)
+def test_a_kwargsrepr_that_shows_the_value_is_recognised(
+    kwargsrepr: str | None, shown: bool
+) -> None:
+    fields = {"subject_kind": "tenant", "subject_value": SUBJECT}
+    assert shows_value(kwargsrepr, fields) is shown
+    assert shows_value("{...}", {"subject_kind": 5}) is False  # nothing to show
