@@ -43,11 +43,10 @@ import sqlalchemy as sa
 from api.keys import Scope, create_key
 from models import migrate
 from models.keyring import new_secrets
-from models.settings import Settings
 from models.store.database import JobStore
-from models.store.sealing import subject_seal
 from models.store.tables import JobStatus, Task, TaskStatus
 from tests.conftest import TargetDB, make_db
+from tests.e2e.deployment_secrets import seal_of
 from tests.redis_dbs import claimed, need_redis, pool
 from worker.database import create_engine
 
@@ -348,8 +347,7 @@ def running_api(
         migrate.upgrade(store_db.engine)
         deployment_secrets = new_secrets()
         # The deployment's seal: this process reads what the API and the worker write.
-        seal = subject_seal(Settings(_env_file=None, **_settings_of(deployment_secrets)))  # type: ignore[call-arg]
-        store = JobStore(create_engine(store_db.url), seal)
+        store = JobStore(create_engine(store_db.url), seal_of(deployment_secrets))
         stack.callback(store.dispose)
 
         registry_path = tmp / "services.toml"
@@ -414,11 +412,6 @@ def running_api(
         )
         _wait_ready(server, worker, api)
         yield server
-
-
-def _settings_of(secrets: dict[str, str]) -> dict[str, str]:
-    """Settings keyword arguments of ``eraser secrets generate``'s variables."""
-    return {k.removeprefix("ERASER_").lower(): v for k, v in secrets.items()}
 
 
 def _wait_ready(
