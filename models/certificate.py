@@ -15,8 +15,6 @@ Signing and verifying go through ``joserfc``; nothing here implements crypto.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import warnings
 from collections.abc import Iterator
@@ -31,12 +29,17 @@ from joserfc.errors import BadSignatureError, DecodeError, InvalidKeyIdError, Jo
 from joserfc.jwk import Key, KeySet, OKPKey
 
 from models.keyring import ALGORITHM, DEV_KID_PREFIX, Keyring
+from models.store import sealing
 from models.store.tables import Job, Task, TaskStatus
 
 FORMAT = "eraser.certificate/v2"
 #: The JWS ``typ`` header (RFC 8725 explicit typing): not any other JWT of the issuer.
 TYPE = "eraser-certificate+jwt"
 ISSUER = "eraser"
+
+
+#: The subject's keyed hash (defined once, beside the job store's sealing).
+subject_hash = sealing.subject_hash
 
 
 class CertificateError(Exception):
@@ -61,12 +64,6 @@ class Verified:
         )
 
 
-def subject_hash(pepper: bytes, kind: str, value: str) -> str:
-    """The subject's keyed hash: HMAC-SHA256 of ``kind:value`` under the pepper."""
-    mac = hmac.new(pepper, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
-    return f"hmac-sha256:{mac}"
-
-
 def eraser_version() -> str:
     try:
         return version("eraser")
@@ -86,7 +83,8 @@ def claims(job: Job, keys: Keyring) -> dict[str, Any]:
         "iat": int(job.finished_at.timestamp()),
         "job_id": job.id,
         "subject_kind": job.subject_kind,
-        "subject_hash": subject_hash(keys.pepper, job.subject_kind, job.subject_value),
+        # Computed at submission (the value is purged when the job ends).
+        "subject_hash": job.subject_hash,
         "status": job.status,
         "dry_run": job.dry_run,
         "requested_by": job.requested_by,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -36,17 +34,6 @@ class ErasureRequest(BaseModel):
     idempotency_key: Text | None = Field(default=None, min_length=1, max_length=200)
     requested_by: Text | None = Field(default=None, max_length=200)
     reason: Text | None = Field(default=None, max_length=2000)
-
-    def fingerprint(self) -> str:
-        """A hash of what the request asks (not who asked), to detect a reused key."""
-        doc = {
-            "kind": self.subject_kind,
-            "value": self.subject_value,
-            # Duplicates collapsed: submit() makes one task of a service named twice.
-            "services": sorted(set(self.services)),
-            "dry_run": self.dry_run,
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 class TaskResult(BaseModel):
@@ -82,6 +69,8 @@ class TaskView(BaseModel):
     crashes: int = 0
     rows: int
     verified: bool
+    #: Succeeded (not a dry run) and the service held no row of the subject.
+    nothing_matched: bool = False
     error: str | None
     tables: list[dict[str, Any]]
     history: list[AttemptView] = Field(default_factory=list)
@@ -95,6 +84,11 @@ class JobView(BaseModel):
     subject_kind: str
     dry_run: bool
     total_rows: int
+    #: Succeeded, not a dry run, and no service held a row of the subject: nothing
+    #: was erased because nothing matched (a mistyped value looks like this).
+    nothing_matched: bool = False
+    #: The subject's value is no longer kept (the job ended, or its retention passed).
+    subject_purged: bool = False
     created_at: datetime
     finished_at: datetime | None
     tasks: list[TaskView]
@@ -107,6 +101,8 @@ class JobView(BaseModel):
             subject_kind=job.subject_kind,
             dry_run=job.dry_run,
             total_rows=job.total_rows,
+            nothing_matched=job.nothing_matched,
+            subject_purged=job.subject_value is None,
             created_at=job.created_at,
             finished_at=job.finished_at,
             tasks=[
@@ -118,6 +114,7 @@ class JobView(BaseModel):
                     crashes=t.crashes,
                     rows=t.total_rows,
                     verified=t.verified,
+                    nothing_matched=t.nothing_matched,
                     error=t.error,
                     tables=list(t.rows),
                     history=[

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     #: Encrypts the subject's value in the job store (a Fernet key). Required in a
     #: deployment.
     job_store_encryption_key: SecretStr | None = None
+    #: Earlier job-store encryption keys, comma-separated, newest first: values sealed
+    #: under them are still read, and ``python -m tasks.resealing`` seals them again
+    #: under the current key. See docs/privacy.md, "Key rotation".
+    job_store_retired_encryption_keys: SecretStr | None = None
+    #: Days a failed (or partially failed) job keeps the subject's value, so that it
+    #: can be retried; then the reaper purges it. Succeeded and cancelled jobs drop it
+    #: at once.
+    subject_retention_days: float = Field(default=30.0, ge=0)
     #: Where to POST a completion event (optional), signed with ``webhook_secret``.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
@@ -146,6 +154,14 @@ class Settings(BaseSettings):
             keyring.parse_encryption_key(value.get_secret_value())
         return value
 
+    @field_validator("job_store_retired_encryption_keys")
+    @classmethod
+    def _retired_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in retired_keys(value):
+                keyring.parse_encryption_key(key)
+        return value
+
     @property
     def embedded(self) -> bool:
         """True when the broker lives in this process (``memory://``): the embedded
@@ -164,6 +180,13 @@ class Settings(BaseSettings):
         if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
             raise ValueError("stale_after_seconds must be more than twice heartbeat_seconds")
         return self
+
+
+def retired_keys(value: SecretStr | None) -> list[str]:
+    """The retired job-store keys of the comma-separated setting, in order."""
+    if value is None:
+        return []
+    return [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
 
 
 @lru_cache(maxsize=1)

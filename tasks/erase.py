@@ -40,6 +40,7 @@ from models.registry import RedisService, Registry, S3Service, Service
 from models.settings import MissingDatabaseUrl, Settings
 from models.store.database import JobStore
 from models.store.leases import Lease
+from models.store.sealing import UnreadableSubject
 from tasks.claims import claim
 from tasks.deadletter import publish_dead_letter
 from tasks.execution import Delivery, Outcome
@@ -160,9 +161,14 @@ def execute_task(
     lease = claim(store, settings, job_id, service, delivery)
     if isinstance(lease, Outcome):
         return lease
+    value = _subject_value(store, lease)
+    if isinstance(value, Fault):
+        return faulted(store, settings, lease, job_id, service, value, None, [])
     with Heartbeat(store, lease, settings.heartbeat_seconds, report_state) as beat:
         try:
-            report = _erase(registry, settings, job_id, service, lease, engine_for, plans, beat)
+            report = _erase(
+                registry, settings, job_id, service, lease, value, engine_for, plans, beat
+            )
         except LeaseLost:
             return superseded(job_id, service)
         except SliceEnded as ended:
@@ -187,12 +193,24 @@ def execute_task(
     return succeeded(store, lease, job_id, service, report)
 
 
+def _subject_value(store: JobStore, lease: Lease) -> str | Fault:
+    """The subject's value, opened here and only for the engine; a fault (permanent:
+    no attempt can do better) when it was purged or no configured key opens it."""
+    if lease.sealed_value is None:
+        return Fault(FaultKind.PERMANENT, "SubjectPurged", "the subject's value was purged")
+    try:
+        return store.seal.open(lease.sealed_value)
+    except UnreadableSubject as exc:
+        return Fault(FaultKind.PERMANENT, "UnreadableSubject", str(exc))
+
+
 def _erase(
     registry: Registry,
     settings: Settings,
     job_id: str,
     service: str,
     lease: Lease,
+    value: str,
     engine_for: Callable[[str], sa.Engine],
     plans: PlanCache | None,
     beat: Heartbeat,
@@ -201,7 +219,7 @@ def _erase(
     service that is not a SQL database is erased through its store."""
     definition = registry.services[service]
     if not isinstance(definition, Service):
-        return _erase_store(job_id, service, definition, lease, beat)
+        return _erase_store(job_id, service, definition, lease.dry_run, value, beat)
     columns = registry.subject_columns(service, lease.subject_kind)
     engine = engine_for(service)
     return run_service(
@@ -210,7 +228,7 @@ def _erase(
         registry.sql_service(service),
         lease.subject_kind,
         columns,
-        lease.subject_value,
+        value,
         lease.dry_run,
         beat.progress,
         plans,
@@ -220,12 +238,17 @@ def _erase(
 
 
 def _erase_store(
-    job_id: str, name: str, definition: RedisService | S3Service, lease: Lease, beat: Heartbeat
+    job_id: str,
+    name: str,
+    definition: RedisService | S3Service,
+    dry_run: bool,
+    value: str,
+    beat: Heartbeat,
 ) -> ErasureReport:
     """A Redis or S3 service's erasure (or dry run). The erasure id is opaque (job and
     service): it keeps counts exact when a retry meets batches an earlier attempt
     removed."""
     with open_store(name, definition) as store:
-        if lease.dry_run:
-            return store.preview(lease.subject_value)
-        return store.erase(lease.subject_value, beat.progress, erasure_id=f"{job_id}:{name}")
+        if dry_run:
+            return store.preview(value)
+        return store.erase(value, beat.progress, erasure_id=f"{job_id}:{name}")

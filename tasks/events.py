@@ -10,7 +10,10 @@ builds the event from the job store and
   body), retried with exponential backoff on network errors and 5xx answers.
 
 The event carries ids, status and totals; the subject's value only when the registry
-sets ``events_include_value`` for that subject kind.
+sets ``events_include_value`` for that subject kind, and only while the job store
+still holds it: a job that succeeds or is cancelled loses it in the transaction that
+ends it, so only the event built by that worker, right then, can carry it (an event
+built later, e.g. for the webhook, has none). See docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from kombu.entity import Queue as KombuQueue
 from models.registry import Registry
 from models.store.database import JobStore
 from models.store.finalizing import finished_job
+from models.store.sealing import SubjectSeal, UnreadableSubject
 from tasks.resources import resources
 from worker.app import app
 
@@ -50,14 +54,19 @@ def completion_event(store: JobStore, registry: Registry, job_id: str) -> dict[s
         if found is None:
             return None
         job, tasks = found
-        return event_of(job, tasks, registry)
+        return event_of(job, tasks, registry, store.seal, job.subject_value)
 
 
 def event_of(
-    job: Any, tasks: Sequence[tuple[str, str, int, bool]], registry: Registry
+    job: Any,
+    tasks: Sequence[tuple[str, str, int, bool]],
+    registry: Registry,
+    seal: SubjectSeal,
+    sealed_value: str | None,
 ) -> dict[str, Any]:
     """The completion event of ``job`` (anything with the job's columns as attributes:
-    the mapped object or a row) and its tasks (service, status, rows, verified)."""
+    the mapped object or a row) and its tasks (service, status, rows, verified);
+    ``sealed_value``: the subject's value as stored (None: purged)."""
     event: dict[str, Any] = {
         "event": "job.finished",
         "job_id": job.id,
@@ -72,8 +81,11 @@ def event_of(
         },
     }
     kind = registry.subjects.get(job.subject_kind)
-    if kind is not None and kind.events_include_value:
-        event["subject_value"] = job.subject_value
+    if kind is not None and kind.events_include_value and sealed_value is not None:
+        try:
+            event["subject_value"] = seal.open(sealed_value)
+        except UnreadableSubject:
+            log.warning("job %s: the event goes without the subject's value", job.id)
     return event
 
 

@@ -46,7 +46,7 @@ def finalize(store: JobStore, job_id: str, in_worker: bool = False) -> str:
         if in_worker:
             from tasks.events import event_of  # noqa: PLC0415 - events imports this module
 
-            event = event_of(done, done.tasks, resources().registry)
+            event = event_of(done, done.tasks, resources().registry, store.seal, done.sealed_value)
         _announce(job_id, in_worker, event)
     return done.status.value
 

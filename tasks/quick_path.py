@@ -17,6 +17,7 @@ from models.messages import TaskResult
 from models.registry import Registry, Service
 from models.store.database import JobStore
 from models.store.nothing_found import NothingFound, quick_fields, record_nothing_found
+from models.store.sealing import UnreadableSubject
 from models.store.tables import TaskStatus, utcnow
 from tasks.execution import Delivery, Outcome
 from worker.prepared import Prepared
@@ -68,9 +69,13 @@ def _job_fields(store: JobStore, job_id: str, service: str) -> _JobFields | None
     if job is not None:
         return job
     found = quick_fields(store, job_id, service)
-    if found is None:
+    if found is None or found.sealed_value is None:
         return None
-    job = _JobFields(found.subject_kind, found.subject_value, found.dry_run)
+    try:
+        value = store.seal.open(found.sealed_value)
+    except UnreadableSubject:
+        return None  # the general path records the fault
+    job = _JobFields(found.subject_kind, value, found.dry_run)
     _JOB_FIELDS.put(job_id, job)
     return job if found.untouched else None
 

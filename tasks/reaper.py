@@ -13,7 +13,9 @@ store alone:
    again. A duplicate is harmless: an execution finds the task done or held;
 4. **lost chords**: a job whose tasks are all terminal but which is not final (the
    chord counter was lost) is finalized;
-5. **deadlines**: whatever is unfinished past the job's deadline fails, with a reason.
+5. **deadlines**: whatever is unfinished past the job's deadline fails, with a reason;
+6. **retention**: the subject's value of a job that failed more than
+   ``subject_retention_days`` ago is purged (``models.store.purging``).
 
 Several beat replicas may run at once: a round runs only while holding a lock in the
 job store (a PostgreSQL advisory lock); the others skip that round.
@@ -35,6 +37,7 @@ from models.store.database import JobStore
 from models.store.dead_letters import DeadLetterReason
 from models.store.faults import fail_task, poison_error
 from models.store.leases import lose_lease
+from models.store.purging import purge_expired_values
 from models.store.reaping import (
     REAPER_LOCK_KEY,
     expired_jobs,
@@ -70,13 +73,20 @@ class ReapReport:
     dead_lettered: list[tuple[str, str]] = field(default_factory=list)
     finalized: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    #: Jobs whose subject value was purged (retention passed).
+    purged: list[str] = field(default_factory=list)
     #: (job, service, dead letter id, Celery id) of the letters to publish.
     letters: list[tuple[str, str, int, str | None]] = field(default_factory=list)
 
     @property
     def acted(self) -> bool:
         return bool(
-            self.dispatched or self.requeued or self.dead_lettered or self.finalized or self.expired
+            self.dispatched
+            or self.requeued
+            or self.dead_lettered
+            or self.finalized
+            or self.expired
+            or self.purged
         )
 
 
@@ -103,16 +113,19 @@ def reap(
         _stale_leases(store, registry, settings, now, report)
         _lost_messages(store, registry, settings, now, depth, report)
         _lost_chords(store, report)
+        _retention(store, settings, now, report)
     for job_id, service, letter, celery_id in report.letters:
         publish_dead_letter(job_id, service, letter, celery_id)
     if report.acted:
         log.info(
-            "reaper: dispatched %d, requeued %d, dead-lettered %d, finalized %d, expired %d",
+            "reaper: dispatched %d, requeued %d, dead-lettered %d, finalized %d, expired %d, "
+            "purged %d",
             len(report.dispatched),
             len(report.requeued),
             len(report.dead_lettered),
             len(report.finalized),
             len(report.expired),
+            len(report.purged),
         )
     return report
 
@@ -221,6 +234,12 @@ def _lost_chords(store: JobStore, report: ReapReport) -> None:
     for job_id in open_jobs:
         finalize(store, job_id)
         report.finalized.append(job_id)
+
+
+def _retention(store: JobStore, settings: Settings, now: datetime, report: ReapReport) -> None:
+    cutoff = now - timedelta(days=settings.subject_retention_days)
+    with store.transaction() as session:
+        report.purged.extend(purge_expired_values(session, cutoff, now))
 
 
 def broker_queue_depth(queue: str) -> int | None:

@@ -50,6 +50,7 @@ def succeeded(
             removed=report.total_rows,
             verified=report.verified,
             fingerprint=report.schema_fingerprint,
+            dry_run=lease.dry_run,
         )
         log.info("task %s/%s succeeded: %d rows", job_id, service, task.total_rows)
         last = others_open(session, task) == 0

@@ -11,6 +11,16 @@ the names of the faulty fields, never their values) and the task returns. A job 
 that cannot take the job right now (a lost connection, a restart, a failover) loses
 nothing: the message goes back to its queue, untouched, after a short pause, and is
 submitted when the store answers again.
+
+**The one right way to send it** hides the arguments: ``send_task("eraser.submit_request",
+kwargs={...}, queue="eraser.requests", argsrepr="()", kwargsrepr="{...}")``, which
+``api.client.submit_via_celery`` (and the ``eraser-client`` distribution) does. Celery
+otherwise puts a ``repr`` of the keyword arguments in the message's ``kwargsrepr``
+header, which Flower, ``celery inspect`` and worker logs show. A request whose
+``kwargsrepr`` shows the subject's value (or that has none, as protocol 1 messages)
+is refused: dead-lettered with the reason only, never its arguments. The task also
+sends no task events (``send_events=False``), so Flower's event stream never carries
+its arguments, masked or not.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import random
 import time
 from typing import Any
 
+from celery import Task as CeleryTask
 from celery.exceptions import Reject
 from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
@@ -44,10 +55,34 @@ REQUESTS_QUEUE = KombuQueue(
 )
 
 
-@app.task(name="eraser.submit_request")
-def submit_request(**fields: Any) -> dict[str, Any]:
+#: Why an unmasked request is refused (the reason a dead letter and a log line carry).
+UNMASKED = (
+    "refused: the request's arguments are not masked, so the subject's value is visible "
+    "to Flower and worker logs; send it with kwargsrepr (e.g. kwargsrepr='{...}'), as "
+    "api.client.submit_via_celery does, and submit it again"
+)
+
+
+def shows_value(kwargsrepr: str | None, fields: dict[str, Any]) -> bool:
+    """Whether a message's ``kwargsrepr`` header (what monitors show instead of the
+    arguments) shows the subject's value; a message without one shows its arguments."""
+    if kwargsrepr is None:
+        return True
+    value = fields.get("subject_value")
+    if value is None or value == "":
+        return False
+    text = str(value)
+    quoted = repr(text)[1:-1]  # how saferepr writes a string, escapes included
+    prefix = text[:16]  # saferepr may cut a long value short
+    return any(part in kwargsrepr for part in (text, quoted, prefix))
+
+
+@app.task(bind=True, name="eraser.submit_request", send_events=False)
+def submit_request(self: CeleryTask[Any, Any], **fields: Any) -> dict[str, Any]:
     """Submit an erasure sent as a plain Celery message; returns ``{"job_id", "created"}``
     or ``{"rejected": reason}``."""
+    if shows_value(getattr(self.request, "kwargsrepr", None), fields):
+        return _reject(UNMASKED)
     res = resources()
     try:
         request = ErasureRequest.model_validate(fields)

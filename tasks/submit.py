@@ -54,14 +54,17 @@ def submit(
     timeout_seconds: float = 86400,
     *,
     dispatching: bool = False,
+    owner: str | None = None,
 ) -> tuple[Job, bool]:
     """Create the job and its tasks; returns (job, created). The reaper fails what is
     left of the job ``timeout_seconds`` after submission. ``dispatching``: the caller
     sends the chord right after the commit (``submit_and_dispatch``), so the job is
-    stamped dispatched in the same transaction.
+    stamped dispatched in the same transaction. ``owner``: the submitting API key's
+    id (None: the CLI, embedded or plain Celery).
 
-    A repeated idempotency key returns the first job (``created`` False), also when
-    two submissions race: the unique key lets exactly one insert win.
+    A repeated idempotency key of the same owner returns the first job (``created``
+    False), also when two submissions race: the unique key lets exactly one insert
+    win. Another owner's use of the same key is another job.
     """
     if request.subject_kind not in registry.subjects:
         known = ", ".join(sorted(registry.subjects))
@@ -77,9 +80,9 @@ def submit(
         )
     if not services:
         raise SubmitError(f"no service holds subject kind {request.subject_kind!r}")
-    fingerprint = request.fingerprint()
+    fingerprint = store.seal.request_hash(request)
     if request.idempotency_key:
-        existing = _by_key(store, request.idempotency_key)
+        existing = _by_key(store, request.idempotency_key, owner)
         if existing is not None:
             return same_request(existing, fingerprint), False
     try:
@@ -88,13 +91,15 @@ def submit(
                 session,
                 request,
                 services,
+                seal=store.seal,
                 deadline_at=utcnow() + timedelta(seconds=timeout_seconds),
                 dispatched_at=utcnow() if dispatching else None,
+                owner=owner,
             )
     except IntegrityError:
         if not request.idempotency_key:
             raise
-        existing = _by_key(store, request.idempotency_key)
+        existing = _by_key(store, request.idempotency_key, owner)
         if existing is None:
             raise
         return same_request(existing, fingerprint), False
@@ -107,12 +112,15 @@ def submit_and_dispatch(
     request: ErasureRequest,
     timeout_seconds: float,
     default_queue: str,
+    *,
+    owner: str | None = None,
 ) -> tuple[Job, bool]:
-    """``submit``, then send the new job's chord from here, without a second
-    transaction. A broker that cannot take the chord loses nothing: the stamp is
-    taken back and the reaper dispatches the job (or, should that fail too, finds
-    its tasks queued with nothing in their queue and sends them again)."""
-    job, created = submit(store, registry, request, timeout_seconds, dispatching=True)
+    """``submit`` (``owner``: the submitting API key's id), then send the new job's
+    chord from here, without a second transaction. A broker that cannot take the
+    chord loses nothing: the stamp is taken back and the reaper dispatches the job
+    (or, should that fail too, finds its tasks queued with nothing in their queue
+    and sends them again)."""
+    job, created = submit(store, registry, request, timeout_seconds, dispatching=True, owner=owner)
     if created:
         try:
             with not_watching_results():
@@ -122,9 +130,9 @@ def submit_and_dispatch(
     return job, created
 
 
-def _by_key(store: JobStore, key: str) -> Job | None:
+def _by_key(store: JobStore, key: str, owner: str | None) -> Job | None:
     with store.transaction() as session:
-        return job_for_key(session, key)
+        return job_for_key(session, key, owner)
 
 
 @app.task(name="eraser.dispatch_job", ignore_result=True)

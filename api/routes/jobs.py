@@ -98,7 +98,12 @@ def create_job(
     )
     try:
         job, created = submit_and_dispatch(
-            store, registry, request, settings.job_timeout_seconds, settings.default_queue
+            store,
+            registry,
+            request,
+            settings.job_timeout_seconds,
+            settings.default_queue,
+            owner=key.id,
         )
     except IdempotencyConflict as exc:
         raise Problem(409, "idempotency-conflict", "Idempotency key reused", str(exc)) from None

@@ -11,12 +11,18 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from models.settings import get_settings
+from models.store.sealing import SubjectSeal, subject_seal
+
 
 class JobStore:
-    """Sessions on the job store. ``transaction()`` is the one place that commits."""
+    """Sessions on the job store. ``transaction()`` is the one place that commits.
+    ``seal`` seals and opens the subject's value (by default: the process's settings,
+    read at first use, so a store that never touches a value needs no key)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, seal: SubjectSeal | None = None) -> None:
         self.engine = engine
+        self._seal = seal
         bind = engine
         if engine.dialect.name == "sqlite":
             # The embedded store is written by several worker threads: transactions
@@ -28,6 +34,12 @@ class JobStore:
             finally:
                 raw.close()
         self._sessions = orm.sessionmaker(bind, expire_on_commit=False)
+
+    @property
+    def seal(self) -> SubjectSeal:
+        if self._seal is None:
+            self._seal = subject_seal(get_settings())
+        return self._seal
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[orm.Session]:

@@ -17,3 +17,15 @@ class IdempotencyConflict(SubmitError):
 
 class RetryRefused(SubmitError):
     """Nothing to retry, or the job is still running."""
+
+
+class SubjectPurged(RetryRefused):
+    """The job's subject value was purged (its retention period passed): the job
+    cannot run again; submit a new erasure for the subject instead."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job {job_id} cannot run again: the subject's value was purged after its "
+            "retention period (ERASER_SUBJECT_RETENTION_DAYS); submit a new erasure"
+        )
+        self.job_id = job_id

@@ -1,7 +1,11 @@
 """Finalizing a job: its status and totals recomputed from its task rows (never from
 a chord's result list, which can hold duplicates or miss parts), and the
 ``job.finished`` audit event written once, when the job turns terminal. Running it
-twice changes nothing the second time."""
+twice changes nothing the second time.
+
+A job that turns ``succeeded`` or ``cancelled`` loses the subject's value in the same
+statement: nothing is left to retry, so nothing of the subject is kept. A failed job
+keeps it (sealed) for its retention period (``models.store.purging``)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ from sqlalchemy import orm
 from models.store.tables import AuditEvent, Job, JobStatus, Task, TaskStatus, utcnow
 
 log = logging.getLogger("eraser.finalize")
+
+#: Job statuses that end the subject's value at once: nothing is left to retry.
+PURGED_AT_ONCE = (JobStatus.SUCCEEDED, JobStatus.CANCELLED)
 
 #: (service, status, rows, verified) of one task, as the completion event shows it.
 TaskLine = tuple[str, str, int, bool]
@@ -44,9 +51,12 @@ class Finalized:
 
     id: str
     subject_kind: str
-    subject_value: str
+    #: The value as it was stored before this finalize (sealed; None: purged earlier).
+    sealed_value: str | None
     dry_run: bool
     status: JobStatus
+    #: Succeeded, no dry run, and no task found a row of the subject.
+    nothing_matched: bool
     total_rows: int
     finished_at: datetime | None
     tasks: list[TaskLine]
@@ -74,34 +84,35 @@ def finalize_job_row(session: orm.Session, job_id: str) -> Finalized | None:
     if not found:
         return None
     job = found[0]
-    tasks = [
-        (str(r.service), str(r.task_status), int(r.task_rows), bool(r.verified))
-        for r in found
-        if r.service is not None
-    ]
+    rows = [r for r in found if r.service is not None]
+    tasks = [(str(r.service), str(r.task_status), int(r.task_rows), bool(r.verified)) for r in rows]
     status = job_status([TaskStatus(t[1]) for t in tasks])
     if status is JobStatus.PENDING and job.dispatched_at is not None:
         status = JobStatus.RUNNING  # dispatched, its tasks queued: not the reaper's
     total = sum(t[2] for t in tasks)
+    nothing = status is JobStatus.SUCCEEDED and all(r.task_nothing_matched for r in rows)
     changed = job.status != status or job.total_rows != total
     finished_at = job.finished_at
     if status.terminal and finished_at is None:
         finished_at = utcnow()
-    if changed or finished_at != job.finished_at:
-        session.execute(
-            sa.update(Job)
-            .where(Job.id == job_id)
-            .values(status=status, total_rows=total, finished_at=finished_at)
-        )
+    values: dict[str, Any] = {}
+    if changed or finished_at != job.finished_at or nothing != job.nothing_matched:
+        values = {"status": status, "total_rows": total, "finished_at": finished_at}
+        values["nothing_matched"] = nothing
+    if status in PURGED_AT_ONCE and job.subject_value is not None:
+        values.update(subject_value=None, purged_at=utcnow())
+    if values:
+        session.execute(sa.update(Job).where(Job.id == job_id).values(**values))
     announce = changed and status.terminal
     if announce:
         _audit_finished(session, job_id, status, total, tasks)
     return Finalized(
         id=job.id,
         subject_kind=job.subject_kind,
-        subject_value=job.subject_value,
+        sealed_value=job.subject_value,
         dry_run=job.dry_run,
         status=status,
+        nothing_matched=nothing,
         total_rows=total,
         finished_at=finished_at,
         tasks=tasks,
@@ -125,10 +136,12 @@ def _job_and_tasks(session: orm.Session, job_id: str) -> Sequence[Any]:
             Job.subject_kind,
             Job.subject_value,
             Job.dry_run,
+            Job.nothing_matched,
             Task.service,
             Task.status.label("task_status"),
             Task.total_rows.label("task_rows"),
             Task.verified,
+            Task.nothing_matched.label("task_nothing_matched"),
             *extra,
         )
         .join(Task, Task.job_id == Job.id, isouter=True)

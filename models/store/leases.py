@@ -29,7 +29,9 @@ class Lease:
     task_id: int
     lease_id: str
     subject_kind: str
-    subject_value: str
+    #: The subject's value as stored: sealed (``JobStore.seal.open`` reads it), None
+    #: once purged.
+    sealed_value: str | None
     dry_run: bool
 
 

@@ -58,6 +58,8 @@ _UPDATE = (
         rows=_param(_T.rows),
         total_rows=0,
         verified=_param(_T.verified),
+        # The quick path never runs a dry run: nothing here is nothing matched.
+        nothing_matched=sa.true(),
         plan_fingerprint=_param(_T.plan_fingerprint),
         error=None,
         celery_id=_param(_T.celery_id),
@@ -114,7 +116,8 @@ class QuickFields:
     lease_id: str | None
     total_rows: int
     subject_kind: str
-    subject_value: str
+    #: Sealed, as stored (None once purged).
+    sealed_value: str | None
     dry_run: bool
 
     @property
@@ -135,7 +138,7 @@ def quick_fields(store: JobStore, job_id: str, service: str) -> QuickFields | No
                     Task.lease_id,
                     Task.total_rows,
                     Job.subject_kind,
-                    Job.subject_value,
+                    Job.subject_value.label("sealed_value"),
                     Job.dry_run,
                 )
                 .join(Job, Job.id == Task.job_id)

@@ -48,6 +48,12 @@ def task_result(task: Task) -> TaskResult:
     )
 
 
+def matched_nothing(task: Task, dry_run: bool) -> bool:
+    """No dry run, and every count of the task is 0: the service held nothing of the
+    subject (before this job or any earlier attempt removed something)."""
+    return not dry_run and not task.total_rows and all(not r.get("rows") for r in task.rows or [])
+
+
 def end_attempt(
     session: orm.Session,
     lease_id: str,
@@ -72,9 +78,12 @@ def record_success(
     removed: int,
     verified: bool,
     fingerprint: str | None,
+    dry_run: bool = False,
 ) -> None:
-    """The execution finished the task: counts added, ``succeeded``, lease released."""
+    """The execution finished the task: counts added, ``succeeded``, lease released;
+    ``nothing_matched`` when it was no dry run and no table had a row to act on."""
     add_rows(task, tables, removed)
+    task.nothing_matched = matched_nothing(task, dry_run)
     task.status = TaskStatus.SUCCEEDED
     task.error = None
     task.verified = verified

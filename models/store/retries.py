@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from models.store.dispatch import stamp_queued
-from models.store.exceptions import RetryRefused
+from models.store.exceptions import RetryRefused, SubjectPurged
 from models.store.tables import AuditEvent, DeadLetter, Job, JobStatus, Task, TaskStatus, utcnow
 
 
@@ -35,11 +35,14 @@ def requeue_failed_tasks(
 ) -> Requeued:
     """Reset the job's failed tasks (only those of ``services`` when given) to pending,
     stamped queued, and reopen the job until at least ``deadline_at``. Raises
-    ``RetryRefused`` when there is no such job or nothing failed to retry."""
+    ``RetryRefused`` when there is no such job or nothing failed to retry,
+    ``SubjectPurged`` when the subject's value is gone (nothing could erase it)."""
     job = session.scalar(sa.select(Job).where(Job.id == job_id).with_for_update())
     if job is None:
         raise RetryRefused(f"no job {job_id}")
     failed = _failed_tasks(job, services)
+    if job.subject_value is None:
+        raise SubjectPurged(job_id)
     names = [t.service for t in failed]
     letters = session.scalars(
         sa.select(DeadLetter).where(

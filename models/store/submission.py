@@ -1,5 +1,8 @@
-"""Creating a job: the job row, one task row per service and the audit event, in the
-caller's transaction; and finding the job a repeated idempotency key names."""
+"""Creating a job: the job row (the subject's value sealed, its hashes keyed), one task
+row per service and the audit event, in the caller's transaction; and finding the job
+a repeated idempotency key names, within the keys of one owner (an API key id): the
+same idempotency key from another API key is another job, and tells nothing about
+this one."""
 
 from __future__ import annotations
 
@@ -11,12 +14,16 @@ from sqlalchemy import orm
 
 from models.messages import ErasureRequest
 from models.store.exceptions import IdempotencyConflict
-from models.store.tables import AuditEvent, Job, JobStatus, Task
+from models.store.sealing import SubjectSeal
+from models.store.tables import NO_OWNER, AuditEvent, Job, JobStatus, Task
 
 
-def job_for_key(session: orm.Session, key: str) -> Job | None:
-    """The job an idempotency key was first used for (None when it is new)."""
-    return session.scalar(sa.select(Job).where(Job.idempotency_key == key))
+def job_for_key(session: orm.Session, key: str, owner: str | None = None) -> Job | None:
+    """The job ``owner`` (an API key id; None: no API key) first used an idempotency
+    key for (None when it is new to that owner)."""
+    return session.scalar(
+        sa.select(Job).where(Job.owner == (owner or NO_OWNER), Job.idempotency_key == key)
+    )
 
 
 def same_request(job: Job, fingerprint: str) -> Job:
@@ -32,19 +39,24 @@ def create_job(
     request: ErasureRequest,
     services: Sequence[str],
     *,
+    seal: SubjectSeal,
     deadline_at: datetime,
     dispatched_at: datetime | None = None,
+    owner: str | None = None,
 ) -> Job:
     """Add the job, its tasks and the ``job.submitted`` audit event. ``dispatched_at``:
     the caller sends the chord right after the commit, so the job is stamped running
-    and its tasks queued now. A repeated idempotency key fails at the flush (unique)."""
+    and its tasks queued now. ``owner``: the submitting API key's id. A repeated
+    idempotency key of the same owner fails at the flush (unique)."""
     job = Job(
         subject_kind=request.subject_kind,
-        subject_value=request.subject_value,
+        subject_value=seal.seal(request.subject_value),
+        subject_hash=seal.subject_hash(request.subject_kind, request.subject_value),
         services=list(services),
         dry_run=request.dry_run,
+        owner=owner or NO_OWNER,
         idempotency_key=request.idempotency_key,
-        request_hash=request.fingerprint(),
+        request_hash=seal.request_hash(request),
         requested_by=request.requested_by,
         reason=request.reason,
         deadline_at=deadline_at,

@@ -85,17 +85,38 @@ class Base(DeclarativeBase):
     pass
 
 
+#: ``Job.owner`` of the jobs no API key submitted (CLI, embedded, plain Celery).
+NO_OWNER = ""
+
+
 class Job(Base):
     __tablename__ = "eraser_jobs"
+    #: An idempotency key names one job per owner: two API keys never share one.
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "owner", "idempotency_key", name="uq_eraser_jobs_owner_idempotency_key"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
     subject_kind: Mapped[str] = mapped_column(sa.String(64))
-    #: The subject's value: kept here, and only here (never in task arguments or logs).
-    subject_value: Mapped[str] = mapped_column(sa.Text)
+    #: The subject's value, sealed (a Fernet token, ``models.store.sealing``): here
+    #: and only here (never in task arguments or logs). NULL once purged: when the job
+    #: succeeds or is cancelled, or a retention period after it failed.
+    subject_value: Mapped[str | None] = mapped_column(sa.Text)
+    #: The subject's keyed hash (HMAC-SHA256 of ``kind:value`` under the pepper): what
+    #: the certificate states, kept after the value is purged.
+    subject_hash: Mapped[str | None] = mapped_column(sa.String(80))
     services: Mapped[list[Any]] = mapped_column(sa.JSON)
     dry_run: Mapped[bool] = mapped_column(sa.Boolean, default=False)
-    idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), unique=True)
-    #: Hash of the request, so a reused idempotency key with another body is detected.
+    #: The API key id that submitted the job; ``NO_OWNER`` (not NULL, so the unique
+    #: constraint holds for them too) for the CLI, embedded and plain-Celery requests.
+    owner: Mapped[str] = mapped_column(
+        sa.String(64), default=NO_OWNER, server_default=sa.text("''")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(200))
+    #: Keyed hash (HMAC under the pepper) of the request, so a reused idempotency key
+    #: with another body is detected without keeping a guessable digest.
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     requested_by: Mapped[str | None] = mapped_column(sa.String(200))
     reason: Mapped[str | None] = mapped_column(sa.Text)
@@ -107,6 +128,13 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: Past this, the reaper fails whatever is still unfinished (with a reason).
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Succeeded, not a dry run, and no service held a row of the subject: a typo in
+    #: the value looks like this, so it is an outcome of its own.
+    nothing_matched: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
+    #: When the subject's value was purged (NULL while it is kept).
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     tasks: Mapped[list[Task]] = relationship(
         back_populates="job", order_by="Task.service", cascade="all, delete-orphan"
@@ -138,6 +166,11 @@ class Task(Base):
     total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     verified: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     plan_fingerprint: Mapped[str | None] = mapped_column(sa.String(80))
+    #: Succeeded (not a dry run) with every count 0: the service held nothing of the
+    #: subject.
+    nothing_matched: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
     error: Mapped[str | None] = mapped_column(sa.Text)
     celery_id: Mapped[str | None] = mapped_column(sa.String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -46,6 +46,7 @@ from models.keyring import new_secrets
 from models.store.database import JobStore
 from models.store.tables import JobStatus, Task, TaskStatus
 from tests.conftest import TargetDB, make_db
+from tests.e2e.deployment_secrets import seal_of
 from tests.redis_dbs import claimed, need_redis, pool
 from worker.database import create_engine
 
@@ -344,13 +345,14 @@ def running_api(
         store_db, billing, crm = (next(gen) for gen in gens)
         targets = _load(billing, crm, tenants, accounts)
         migrate.upgrade(store_db.engine)
-        store = JobStore(create_engine(store_db.url))
+        deployment_secrets = new_secrets()
+        # The deployment's seal: this process reads what the API and the worker write.
+        store = JobStore(create_engine(store_db.url), seal_of(deployment_secrets))
         stack.callback(store.dispose)
 
         registry_path = tmp / "services.toml"
         registry_path.write_text(REGISTRY, encoding="utf-8")
         keys = {name: create_key(f"e2e-{name}", scopes) for name, scopes in KEY_SCOPES.items()}
-        deployment_secrets = new_secrets()
         broker_url = pool().url_of(broker_db)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ERASER_")},

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from models import migrate
 from models.store.database import JobStore
 from tests.conftest import TargetDB, make_db
+from tests.e2e.deployment_secrets import SECRETS, seal_of
 from tests.redis_dbs import REDIS_URL, claimed, need_redis
 from worker.database import create_engine
 
@@ -288,6 +289,7 @@ def _env(store_url: str, registry: Path, tmp: Path, redis_dbs: list[int]) -> dic
         "ERASER_BROKER_URL": f"{REDIS_URL}/{broker_db}",
         "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{result_db}",
         "ERASER_CONFIG": str(registry),
+        **SECRETS,
         "ERASER_HEARTBEAT_SECONDS": "0",
         "ERASER_LIVENESS_FILE": str(tmp / "worker.alive"),
         "ERASER_LOG_FORMAT": "json",
@@ -348,7 +350,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     try:
         estate = _load_estate(orders, inventory, notify)
         migrate.upgrade(store_db.engine)
-        store = JobStore(create_engine(store_db.url))
+        store = JobStore(create_engine(store_db.url), seal_of(SECRETS))
         registry_path = tmp / "services.toml"
         registry_path.write_text(REGISTRY, encoding="utf-8")
         broken = "postgresql://eraser:wrong-secret-pw@127.0.0.1:1/nowhere"

@@ -37,6 +37,7 @@ from models.store.database import JobStore
 from models.store.tables import Attempt, Job, Task
 from tasks.submit import submit
 from tests.conftest import TargetDB, make_db
+from tests.e2e.deployment_secrets import SECRETS, seal_of
 from tests.redis_dbs import pool
 from worker.database import create_engine
 
@@ -397,7 +398,7 @@ def build_rig(
         stack.callback(drop_role)
         rig.limited_role = role
         migrate.upgrade(store_db.engine)
-        rig.store = JobStore(create_engine(store_db.url))
+        rig.store = JobStore(create_engine(store_db.url), seal_of(SECRETS))
         stack.callback(rig.store.dispose)
         registry_path = tmp / "rig.toml"
         registry_path.write_text(REGISTRY.format(big_batch=big_batch), encoding="utf-8")
@@ -410,6 +411,7 @@ def build_rig(
             "ERASER_BROKER_URL": broker,
             "ERASER_RESULT_BACKEND": backend,
             "ERASER_CONFIG": str(registry_path),
+            **SECRETS,
             **FAST,
             **(extra_env or {}),
             "RIG_BIG_URL": big.url,

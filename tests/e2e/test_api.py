@@ -460,9 +460,18 @@ def test_a_repeated_idempotency_key_returns_the_first_job(server: ApiServer) -> 
     key = f"idem-{uuid.uuid4()}"
     first = submit(server, "submitter", dry("t-keep-1"), key)
     assert first.status_code == 202, first.text
-    again = submit(server, "submit_read", dry("t-keep-1"), key)
+    again = submit(server, "submitter", dry("t-keep-1"), key)
     assert again.status_code == 200, again.text
     assert again.json()["id"] == first.json()["id"]
+
+    # Keys are scoped per API key: another key's use is another job, and another
+    # body under that key tells nothing about the first key's job (no 409).
+    theirs = submit(server, "submit_read", dry("t-keep-1"), key)
+    assert theirs.status_code == 202, theirs.text
+    assert theirs.json()["id"] != first.json()["id"]
+    guess = submit(server, "all", dry("t-keep-2"), key)
+    assert guess.status_code == 202, guess.text
+    assert first.json()["id"] not in guess.text
 
     conflict = submit(server, "submitter", dry("t-keep-2"), key)
     problem = assert_problem(conflict, 409, "idempotency-conflict")
@@ -974,6 +983,7 @@ def test_plain_celery_requests_and_bad_messages(server: ApiServer, celery_client
         "eraser.submit_request",
         kwargs={"subject_kind": "tenant", "subject_value": MARKER, "services": "x"},
         queue="eraser.requests",
+        kwargsrepr="{...}",  # masked: refused for its body, not for showing the value
     )
     deadline = time.monotonic() + 30
     while len(_rejections(server)) < rejected_before + 2 and time.monotonic() < deadline:

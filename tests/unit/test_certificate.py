@@ -42,6 +42,7 @@ from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import Settings
 from models.store.database import JobStore
+from models.store.sealing import subject_seal
 from tasks.erase import execute_task
 from tasks.finalize import finalize
 from tasks.submit import submit
@@ -111,12 +112,12 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     conn.close()
     engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
     migrate.upgrade(engine)
-    store = JobStore(engine)
     shop = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
     registry = load_registry(tmp_path / "services.toml")
     key = create_key("reader", [Scope.READ])
     env = new_secrets()
     settings = deployment_settings(env, api_keys=[key.entry])
+    store = JobStore(engine, subject_seal(settings))
     jobs = []
     for value in (TENANT, NOBODY):
         job, _ = submit(store, registry, ErasureRequest(subject_kind="tenant", subject_value=value))

@@ -15,7 +15,11 @@ from models.store.tables import Attempt, AuditEvent, Job, Task, utcnow
 
 
 def new_job(
-    store: JobStore, *services: str, dispatched: bool = False, key: str | None = None
+    store: JobStore,
+    *services: str,
+    dispatched: bool = False,
+    key: str | None = None,
+    owner: str | None = None,
 ) -> str:
     """A committed job over ``services`` (``shop`` when none); its id."""
     request = ErasureRequest(
@@ -29,8 +33,10 @@ def new_job(
             session,
             request,
             sorted(set(request.services)),
+            seal=store.seal,
             deadline_at=utcnow() + timedelta(hours=1),
             dispatched_at=utcnow() if dispatched else None,
+            owner=owner,
         )
         return job.id
 

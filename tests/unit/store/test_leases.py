@@ -38,7 +38,9 @@ def test_a_claim_takes_the_lease_and_starts_an_attempt(store: JobStore) -> None:
     lease = _claim(store, job_id)
 
     assert isinstance(lease, Lease)
-    assert (lease.subject_kind, lease.subject_value, lease.dry_run) == ("tenant", "acme-1", False)
+    assert (lease.subject_kind, lease.dry_run) == ("tenant", False)
+    assert lease.sealed_value is not None
+    assert store.seal.open(lease.sealed_value) == "acme-1"
     task = task_of(store, job_id)
     assert (task.status, task.lease_id, task.attempts, task.celery_id) == (
         TaskStatus.RUNNING,

@@ -60,7 +60,35 @@ def test_a_reused_key_with_another_request_is_a_conflict(store: JobStore) -> Non
     with store.transaction() as session:
         job = job_for_key(session, "k-1")
         assert job is not None
-        assert same_request(job, same.fingerprint()).id == job_id
+        assert same_request(job, store.seal.request_hash(same)).id == job_id
         with pytest.raises(IdempotencyConflict) as refused:
-            same_request(job, other.fingerprint())
+            same_request(job, store.seal.request_hash(other))
     assert refused.value.job_id == job_id
+
+
+def test_an_idempotency_key_is_scoped_to_its_owner(store: JobStore) -> None:
+    mine = new_job(store, key="k-1", owner="key0001a")
+    theirs = new_job(store, key="k-1", owner="key0002b")  # no IntegrityError: two jobs
+    cli = new_job(store, key="k-1")
+
+    assert len({mine, theirs, cli}) == 3
+    with store.transaction() as session:
+        assert [
+            getattr(job_for_key(session, "k-1", owner), "id", None)
+            for owner in ("key0001a", "key0002b", None, "key0003c")
+        ] == [mine, theirs, cli, None]
+    with pytest.raises(sa.exc.IntegrityError):
+        new_job(store, key="k-1", owner="key0001a")
+    with pytest.raises(sa.exc.IntegrityError):
+        new_job(store, key="k-1")  # no owner is an owner too: the key stays unique
+
+
+def test_the_value_is_stored_sealed_and_hashed_under_the_pepper(store: JobStore) -> None:
+    job_id = new_job(store)
+
+    job = job_of(store, job_id)
+    assert job.subject_value is not None
+    assert "acme-1" not in job.subject_value
+    assert store.seal.open(job.subject_value) == "acme-1"
+    assert job.subject_hash == store.seal.subject_hash("tenant", "acme-1")
+    assert len(job.request_hash) == 64
