@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from api import openapi, problems
 from api.body_limit import BodyLimit
+from api.console import routes as console
 from api.dependencies import Reader
 from api.metrics import JobStoreCollector
 from api.params import declared_only
@@ -83,6 +84,8 @@ def create_app(
                     409, "job-not-finished", "The job has not finished", str(exc)
                 ) from None
 
+    api.mount(console.STATIC_URL, console.static_files, name="console-static")
+    api.include_router(console.router)
     api.include_router(docs.router)
     api.mount(docs.STATIC_URL, StaticFiles(directory=docs.STATIC_DIR), name="static")
     return api
