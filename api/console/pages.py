@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -142,7 +142,11 @@ class ConsoleRoute(APIRoute):
 
 async def read_form(request: Request) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body as a dict (the last value of a
-    repeated field wins). Larger than ``FORM_MAX_BYTES``: a 413 page."""
+    repeated field wins). Larger than ``FORM_MAX_BYTES``: a 413 page. A post whose
+    ``Origin`` is another site is refused (403), the sign-in form's included."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("The form was posted from another site.")
     body = await request.body()
     if len(body) > FORM_MAX_BYTES:
         raise PageError(413, "Form too large", "The form is larger than the console accepts.")

@@ -11,6 +11,7 @@ databases and the job store. They save a 1280x800 screenshot of each page into
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -412,3 +414,61 @@ def test_the_jobs_page_fits_a_phone(server: ApiServer, console: Any) -> None:
     ui.page.keyboard.press("Tab")
     focused = ui.page.evaluate("() => document.activeElement.textContent")
     assert focused == "Skip to content"
+
+
+# --- the session ------------------------------------------------------------------------------
+
+
+def test_a_forged_or_foreign_session_is_sent_to_sign_in(server: ApiServer, browser: Any) -> None:
+    context = browser.new_context(viewport=VIEWPORT, base_url=server.url)
+    try:
+        page = context.new_page()
+        page.goto("/console/sign-in?next=//elsewhere.example/x")
+        page.get_by_label("API key").fill(server.secrets["reader"])
+        page.get_by_role("button", name="Sign in").click()
+        # ``next`` leads only to a console page: never another host.
+        page.wait_for_url(re.compile(r"/console/jobs$"))
+        cookie = next(c for c in context.cookies() if c["name"] == "eraser_console")
+        assert cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
+        assert cookie["path"] == "/console"
+        assert 0 < cookie["expires"] - time.time() <= 8 * 3600 + 60
+        # The cookie names the key's id, never its secret.
+        assert server.secrets["reader"] not in cookie["value"]
+        head, _, signature = cookie["value"].rpartition(".")
+        forged = f"{head}.{'A' * len(signature)}"
+        context.add_cookies([{**cookie, "value": forged}])
+        page.goto("/console/jobs")
+        assert "/console/sign-in" in page.url
+        # A post from another site is refused, the sign-in form's too.
+        answer = context.request.post(
+            "/console/sign-in",
+            form={"key": server.secrets["all"]},
+            headers={"Origin": "http://elsewhere.example"},
+            max_redirects=0,
+        )
+        assert answer.status == 403
+    finally:
+        context.close()
+
+
+def test_the_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
+    """In process (no browser): the cookie's flags for HTTPS and plain HTTP."""
+    from tests.unit.sqlite_api import sqlite_api  # noqa: PLC0415 - only this test
+
+    async def sign_in(app: Any, base: str, key: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base) as http:
+            return await http.post("/console/sign-in", data={"key": key})
+
+    for api in sqlite_api(tmp_path):
+        for base, secure in (("https://eraser.test", True), ("http://eraser.test", False)):
+            answer = asyncio.run(sign_in(api.app, base, api.secrets["all"]))
+            assert answer.status_code == 303
+            cookie = answer.headers["set-cookie"].lower()
+            assert ("; secure" in cookie) is secure, cookie
+            assert "httponly" in cookie
+            assert "samesite=strict" in cookie
+            wrong = asyncio.run(sign_in(api.app, base, api.secrets["all"] + "x"))
+            assert wrong.status_code == 401
+            assert "set-cookie" not in wrong.headers
