@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from api.console.pages import ConsoleRoute, PageError, read_form, render
+from api.console.plans import plans_for
 from api.console.session import Operator, SignedIn, check_csrf, require
 from api.console.views import TERMINAL, load, typed_value
 from api.dependencies import AppRegistry, AppSettings, Store
@@ -126,6 +127,8 @@ def preview_page(
             "admin_only": admin_only,
             "may_erase": not admin_only or operator.may(Scope.ADMIN),
             "terminal": TERMINAL,
+            # The plan is read once, with the page (the refreshes carry only counts).
+            "plans": [] if fragment else plans_for(registry, kind, page.services),
         },
         operator=operator,
     )
