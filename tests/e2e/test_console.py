@@ -301,6 +301,34 @@ def test_retry_a_failed_job_and_replay_a_dead_letter(server: ApiServer, console:
     assert "was replayed" in answer.text()
 
 
+def test_cancel_a_waiting_job_and_filter_the_list(server: ApiServer, console: Any) -> None:
+    # The archive service's queue has no consumer: its task waits until cancelled.
+    with server.client("all") as http:
+        answer = http.post(
+            "/v1/jobs",
+            json={"subject_kind": "legacy", "subject_value": KEPT[1], "services": ["archive"]},
+        )
+    assert answer.status_code == 202, answer.text
+    job_id = str(answer.json()["id"])
+    ui = console("all")
+    ui.goto("/console/jobs")
+    ui.page.get_by_label("Service").select_option("archive")
+    ui.page.get_by_role("button", name="Filter").click()
+    ui.page.wait_for_url(re.compile(r"service=archive"))
+    listed = ui.page.locator("#job-rows a").all_inner_texts()
+    assert job_id in listed
+    assert all(
+        "archive" in row
+        for row in ui.page.locator("#job-rows tr td:nth-child(4)").all_inner_texts()
+    )
+    ui.page.get_by_role("link", name=job_id).click()
+    ui.page.get_by_role("link", name="Cancel").click()
+    ui.page.get_by_role("button", name="Cancel").click()
+    ui.page.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
+    playwright_api.expect(ui.page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)
+    assert events(server, job_id, "job.cancelled") == [f"key:{server.key_ids['all']}"]
+
+
 # --- scopes and CSRF --------------------------------------------------------------------------
 
 
