@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from api import certificates, openapi, problems
 from api.body_limit import BodyLimit
+from api.console import routes as console
 from api.dependencies import Reader
 from api.metrics import JobStoreCollector
 from api.params import declared_only
@@ -95,6 +96,8 @@ def create_app(
         except certificates.CertificateRefused as exc:
             raise Problem(exc.status, exc.kind, exc.title, exc.detail) from None
 
+    api.mount(console.STATIC_URL, console.static_files, name="console-static")
+    api.include_router(console.router)
     api.include_router(docs.router)
     api.mount(docs.STATIC_URL, StaticFiles(directory=docs.STATIC_DIR), name="static")
     return api

@@ -1,0 +1,515 @@
+"""The operator console in a real browser: headless Chromium (the system's, driven by
+Playwright) against a real ``eraser api`` and ``eraser worker`` (``apiserver.py``).
+
+The tests sign in, preview and erase a subject, retry a failed job, replay a dead
+letter, and check that a read-only key sees no action and is refused when it posts
+anyway, that a post without the CSRF token is refused, and that no page names
+another host or breaks its Content-Security-Policy. Outcomes are read from the target
+databases and the job store. They save a 1280x800 screenshot of each page into
+``docs/images/console/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from models.store.tables import AuditEvent, DeadLetter
+from tests.e2e.apiserver import ApiServer, running_api
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path(os.environ.get("ERASER_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images" / "console"
+VIEWPORT = {"width": 1280, "height": 800}
+
+ERASED = "t-console-erase"
+KEPT = ("t-console-keep-1", "t-console-keep-2")
+ACCOUNTS = ("acct-console",)
+TENANT_TABLES = {"customers": 3, "invoices": 6, "projects": 2, "notes": 4}
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.mysql]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    with running_api(tmp_path_factory.mktemp("console"), [ERASED, *KEPT], ACCOUNTS) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Console:
+    """One signed-in browser context: its page, every URL it requested, and every
+    Content-Security-Policy violation the browser reported."""
+
+    def __init__(self, server: ApiServer, browser: Any, key: str) -> None:
+        self.server = server
+        self.context = browser.new_context(viewport=VIEWPORT, base_url=server.url)
+        self.requested: list[str] = []
+        self.violations: list[str] = []
+        self.page = self.context.new_page()
+        self.page.on("request", lambda request: self.requested.append(request.url))
+        self.page.on("console", self._console)
+        self.page.goto("/console/")
+        assert "/console/sign-in" in self.page.url
+        self.page.get_by_label("API key").fill(server.secrets[key])
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_url(re.compile(r"/console/jobs$"))
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.violations.append(message.text)
+
+    def goto(self, path: str) -> Any:
+        return self.page.goto(path)
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+    def csrf(self) -> str:
+        return str(self.page.locator("input[name=csrf]").first.get_attribute("value"))
+
+    def post(self, path: str, form: dict[str, str]) -> Any:
+        """A form post with this session's cookie, bypassing the page's buttons."""
+        return self.context.request.post(path, form=form, max_redirects=0)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def console(server: ApiServer, browser: Any) -> Iterator[Any]:
+    opened: list[Console] = []
+
+    def open_as(key: str) -> Console:
+        session = Console(server, browser, key)
+        opened.append(session)
+        return session
+
+    yield open_as
+    for session in opened:
+        assert session.violations == [], session.violations
+        session.close()
+
+
+def events(server: ApiServer, job_id: str, kind: str) -> list[str]:
+    """The actors of the job's audit events of ``kind``."""
+    with server.store.transaction() as session:
+        return list(
+            session.scalars(
+                sa.select(AuditEvent.actor).where(
+                    AuditEvent.job_id == job_id, AuditEvent.kind == kind
+                )
+            )
+        )
+
+
+def failed_job(server: ApiServer) -> str:
+    """A job whose only task (the ``broken`` service's) failed for good."""
+    with server.client("all") as http:
+        answer = http.post(
+            "/v1/jobs",
+            json={
+                "subject_kind": "legacy",
+                "subject_value": KEPT[0],
+                "services": ["broken"],
+                "dry_run": True,
+            },
+        )
+    assert answer.status_code == 202, answer.text
+    job_id = str(answer.json()["id"])
+    assert server.wait(job_id)["status"] == "failed"
+    return job_id
+
+
+def open_letters(server: ApiServer, job_id: str) -> list[int]:
+    with server.store.transaction() as session:
+        return list(
+            session.scalars(
+                sa.select(DeadLetter.id).where(
+                    DeadLetter.job_id == job_id, DeadLetter.replayed_at.is_(None)
+                )
+            )
+        )
+
+
+def job_id_of(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+# --- sign in, preview, erase ------------------------------------------------------------------
+
+
+def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, console: Any) -> None:
+    before = server.targets.snapshot()
+    owned = server.targets.rows_of("tenant_key", ERASED)
+    assert sum(map(len, owned.values())) == sum(TENANT_TABLES.values())
+    ui = console("all")
+    ui.page.get_by_role("link", name="Erase a subject").click()
+    ui.page.get_by_label("Subject kind").select_option("tenant")
+    ui.page.get_by_label("Value").fill(ERASED)
+    ui.shot("erase")
+    started = time.monotonic()
+    ui.page.get_by_role("button", name="Preview").click()
+    ui.page.wait_for_url(re.compile(r"/console/erase/[0-9a-f-]{36}$"))
+    preview_id = job_id_of(ui.page.url)
+    playwright_api.expect(ui.page.locator("#preview-status")).to_have_text(
+        "succeeded", timeout=60_000
+    )
+    print(f"preview shown complete {time.monotonic() - started:.2f}s after Preview")
+    counts = ui.page.locator("table.counts tbody tr")
+    shown = {
+        row.locator("td").nth(1).inner_text().rsplit(".", 1)[-1]: int(
+            row.locator("td").nth(3).inner_text()
+        )
+        for row in counts.all()
+    }
+    assert shown == TENANT_TABLES
+    assert ui.page.locator("#preview-total").inner_text() == str(sum(TENANT_TABLES.values()))
+    # The plan per service: children before parents.
+    billing = ui.page.locator("section.plan", has=ui.page.get_by_role("heading", name="billing"))
+    steps = billing.locator("li code").all_inner_texts()
+    assert steps.index("public.invoices") < steps.index("public.customers")
+    # The value is on this page, to the key that typed it.
+    assert ERASED in ui.page.locator(".value").inner_text()
+    ui.shot("preview")
+
+    # A wrong confirmation erases nothing.
+    ui.page.get_by_label(re.compile("Type the value again")).fill(ERASED + "x")
+    ui.page.get_by_role("button", name="Erase").click()
+    playwright_api.expect(ui.page.locator("h1")).to_have_text("The value does not match")
+    assert server.targets.snapshot() == before
+
+    ui.goto(f"/console/erase/{preview_id}")
+    ui.page.get_by_label(re.compile("Type the value again")).fill(ERASED)
+    ui.page.get_by_role("button", name="Erase").click()
+    ui.page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f-]{36}$"))
+    job_id = job_id_of(ui.page.url)
+    assert job_id != preview_id
+    playwright_api.expect(ui.page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
+    # Elsewhere: the job id and the keyed hash, never the value.
+    assert ERASED not in ui.page.content()
+    assert ui.page.locator("code.hash").inner_text()
+    ui.page.get_by_role("link", name="Download the erasure certificate").wait_for()
+    ui.shot("job")
+    assert all(not rows for rows in server.targets.rows_of("tenant_key", ERASED).values())
+    gone = {t: set(rows) for t, rows in owned.items()}
+    kept = {t: [r for r in rows if r not in gone.get(t, set())] for t, rows in before.items()}
+    assert server.targets.snapshot() == kept
+    key_id = server.key_ids["all"]
+    assert events(server, preview_id, "job.submitted") == [key_id]
+    assert events(server, job_id, "job.submitted") == [key_id]
+    # Reloading the confirmation finds the job of the first click.
+    answer = ui.post(f"/console/erase/{preview_id}/confirm", {"csrf": ui.csrf(), "confirm": ERASED})
+    assert answer.status == 303
+    assert answer.headers["location"] == f"/console/jobs/{job_id}"
+
+
+def test_an_admin_only_kind_needs_the_admin_scope_to_erase(server: ApiServer, console: Any) -> None:
+    ui = console("submit_read")
+    ui.goto("/console/erase")
+    ui.page.get_by_label("Subject kind").select_option("account")
+    ui.page.get_by_label("Value").fill(ACCOUNTS[0])
+    ui.page.get_by_role("button", name="Preview").click()
+    ui.page.wait_for_url(re.compile(r"/console/erase/[0-9a-f-]{36}$"))
+    preview_id = job_id_of(ui.page.url)
+    playwright_api.expect(ui.page.locator("#preview-status")).to_have_text(
+        "succeeded", timeout=60_000
+    )
+    playwright_api.expect(ui.page.get_by_role("alert")).to_contain_text("jobs:admin")
+    assert ui.page.get_by_role("button", name="Erase").count() == 0
+    answer = ui.post(
+        f"/console/erase/{preview_id}/confirm", {"csrf": ui.csrf(), "confirm": ACCOUNTS[0]}
+    )
+    assert answer.status == 403
+    assert server.targets.rows_of("account_key", ACCOUNTS[0])["billing:logins"]
+
+
+# --- retry, dead letters ----------------------------------------------------------------------
+
+
+def test_retry_a_failed_job_and_replay_a_dead_letter(server: ApiServer, console: Any) -> None:
+    job_id = failed_job(server)
+    first = open_letters(server, job_id)
+    assert len(first) == 1
+    ui = console("admin_read")
+    actor = f"key:{server.key_ids['admin_read']}"
+
+    ui.goto(f"/console/jobs/{job_id}")
+    ui.page.get_by_role("link", name="Retry failed tasks").click()
+    ui.shot("confirm-retry")
+    ui.page.get_by_role("button", name="Retry").click()
+    ui.page.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
+    assert events(server, job_id, "job.retried") == [actor]
+    with server.store.transaction() as session:
+        replayed = session.get(DeadLetter, first[0])
+        assert replayed is not None
+        assert replayed.replayed_by == actor
+    # The broken service still refuses connections: the task fails again.
+    assert server.wait(job_id)["status"] == "failed"
+    second = open_letters(server, job_id)
+    assert len(second) == 1
+    assert second != first
+
+    ui.page.get_by_role("link", name="Dead letters").click()
+    row = ui.page.locator("tr", has=ui.page.locator(f"a[href='/console/jobs/{job_id}']"))
+    playwright_api.expect(row.get_by_role("link", name="Replay")).to_be_visible()
+    ui.shot("dead-letters")
+    row.get_by_role("link", name="Replay").click()
+    ui.shot("confirm-replay")
+    ui.page.get_by_role("button", name="Replay").click()
+    ui.page.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
+    with server.store.transaction() as session:
+        letter = session.get(DeadLetter, second[0])
+        assert letter is not None
+        assert letter.replayed_by == actor
+    assert events(server, job_id, "job.retried") == [actor, actor]
+    server.wait(job_id)
+    # Replaying it again is refused with a page that says so.
+    answer = ui.post(f"/console/dead-letters/{second[0]}/replay", {"csrf": ui.csrf()})
+    assert answer.status == 409
+    assert "was replayed" in answer.text()
+
+
+def test_cancel_a_waiting_job_and_filter_the_list(server: ApiServer, console: Any) -> None:
+    # The archive service's queue has no consumer: its task waits until cancelled.
+    with server.client("all") as http:
+        answer = http.post(
+            "/v1/jobs",
+            json={"subject_kind": "legacy", "subject_value": KEPT[1], "services": ["archive"]},
+        )
+    assert answer.status_code == 202, answer.text
+    job_id = str(answer.json()["id"])
+    ui = console("all")
+    ui.goto("/console/jobs")
+    ui.page.get_by_label("Service").select_option("archive")
+    ui.page.get_by_role("button", name="Filter").click()
+    ui.page.wait_for_url(re.compile(r"service=archive"))
+    listed = ui.page.locator("#job-rows a").all_inner_texts()
+    assert job_id in listed
+    assert all(
+        "archive" in row
+        for row in ui.page.locator("#job-rows tr td:nth-child(4)").all_inner_texts()
+    )
+    ui.page.get_by_role("link", name=job_id).click()
+    ui.page.get_by_role("link", name="Cancel").click()
+    ui.page.get_by_role("button", name="Cancel").click()
+    ui.page.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
+    playwright_api.expect(ui.page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)
+    assert events(server, job_id, "job.cancelled") == [f"key:{server.key_ids['all']}"]
+
+
+# --- scopes and CSRF --------------------------------------------------------------------------
+
+
+def test_a_read_only_key_sees_no_action_and_is_refused_when_it_posts(
+    server: ApiServer, console: Any
+) -> None:
+    job_id = failed_job(server)
+    letter = open_letters(server, job_id)[0]
+    ui = console("reader")
+    ui.goto(f"/console/jobs/{job_id}")
+    playwright_api.expect(ui.page.locator("#job-status")).to_have_text("failed")
+    ui.shot("job-read-only")
+    forms = ui.page.locator("main form")
+    assert forms.count() == 0
+    assert ui.page.locator("main .button, main button").count() == 0
+    assert ui.page.get_by_role("link", name="Erase a subject").count() == 0
+    assert ui.page.get_by_role("link", name="Dead letters").count() == 0
+    for path in ("/console/erase", f"/console/jobs/{job_id}/retry", "/console/dead-letters"):
+        assert ui.goto(path).status == 403, path
+    csrf = ui.csrf()
+    for path, form in (
+        (f"/console/jobs/{job_id}/retry", {}),
+        (f"/console/jobs/{job_id}/cancel", {}),
+        (f"/console/dead-letters/{letter}/replay", {}),
+        ("/console/erase", {"kind": "tenant", "value": KEPT[1]}),
+    ):
+        answer = ui.post(path, {"csrf": csrf, **form})
+        assert answer.status == 403, path
+    assert events(server, job_id, "job.retried") == []
+    assert open_letters(server, job_id) == [letter]
+
+
+def test_a_form_post_without_the_csrf_token_is_refused(server: ApiServer, console: Any) -> None:
+    job_id = failed_job(server)
+    ui = console("all")
+    ui.goto(f"/console/jobs/{job_id}")
+    for form in ({"services": "broken"}, {"csrf": "forged-token"}):
+        answer = ui.post(f"/console/jobs/{job_id}/retry", form)
+        assert answer.status == 403
+        assert "security token" in answer.text()
+    answer = ui.post("/console/erase", {"kind": "tenant", "value": KEPT[1]})
+    assert answer.status == 403
+    assert events(server, job_id, "job.retried") == []
+    # Signing out needs the token too; with it, the session ends.
+    assert ui.post("/console/sign-out", {}).status == 403
+    ui.page.get_by_role("button", name="Sign out").click()
+    ui.page.wait_for_url(re.compile("/console/sign-in"))
+    assert "/console/sign-in" in ui.goto("/console/jobs").url
+
+
+# --- what every page names --------------------------------------------------------------------
+
+LINKS = """() => Array.from(document.querySelectorAll('[src],[href],[action]'))
+  .map(e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('action'))"""
+
+
+def test_no_page_names_another_host(server: ApiServer, browser: Any, console: Any) -> None:
+    job_id = failed_job(server)
+    letter = open_letters(server, job_id)[0]
+    ui = console("all")
+    pages = [
+        "/console/jobs",
+        "/console/jobs?status=failed&kind=legacy&service=broken",
+        f"/console/jobs/{job_id}",
+        f"/console/jobs/{job_id}/retry",
+        f"/console/jobs/{job_id}/cancel",
+        "/console/erase",
+        "/console/dead-letters?replayed=true",
+        f"/console/dead-letters/{letter}/replay",
+        "/console/services",
+        "/console/services?plans=true",
+        "/console/no-such-page",
+        "/docs",
+    ]
+    own = urlsplit(server.url).netloc
+    for path in pages:
+        response = ui.goto(path)
+        if path.startswith("/console/"):
+            assert "default-src 'self'" in response.headers["content-security-policy"]
+            assert "unsafe-inline" not in response.headers["content-security-policy"]
+        ui.page.wait_for_load_state("networkidle")
+        for ref in ui.page.evaluate(LINKS):
+            target = urlsplit(urljoin(ui.page.url, ref))
+            assert target.scheme in {"http", ""}, (path, ref)
+            assert target.netloc == own, (path, ref)
+        assert "Traceback" not in ui.page.content()
+        if path == "/console/jobs":
+            ui.shot("jobs")
+        if path == "/console/services?plans=true":
+            ui.shot("services")
+            # The broken service's plan error names no DSN (nor its password).
+            assert "broken-Pa55word" not in ui.page.content()
+    ui.goto("/console/no-such-page")
+    ui.shot("not-found")
+    assert ui.page.locator("h1").inner_text() == "No such page"
+    assert {urlsplit(url).netloc for url in ui.requested} == {own}
+    signed_out = browser.new_context(viewport=VIEWPORT, base_url=server.url)
+    try:
+        page = signed_out.new_page()
+        page.goto("/console/sign-in")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "sign-in.png"))
+        for ref in page.evaluate(LINKS):
+            assert urlsplit(urljoin(page.url, ref)).netloc == own, ref
+    finally:
+        signed_out.close()
+
+
+def test_the_jobs_page_fits_a_phone(server: ApiServer, console: Any) -> None:
+    ui = console("all")
+    ui.page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/console/jobs", "/console/erase", "/console/services"):
+        ui.goto(path)
+        overflow = ui.page.evaluate(
+            "() => document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, (path, overflow)
+    ui.goto("/console/jobs")
+    ui.page.keyboard.press("Tab")
+    focused = ui.page.evaluate("() => document.activeElement.textContent")
+    assert focused == "Skip to content"
+
+
+# --- the session ------------------------------------------------------------------------------
+
+
+def test_a_forged_or_foreign_session_is_sent_to_sign_in(server: ApiServer, browser: Any) -> None:
+    context = browser.new_context(viewport=VIEWPORT, base_url=server.url)
+    try:
+        page = context.new_page()
+        page.goto("/console/sign-in?next=//elsewhere.example/x")
+        page.get_by_label("API key").fill(server.secrets["reader"])
+        page.get_by_role("button", name="Sign in").click()
+        # ``next`` leads only to a console page: never another host.
+        page.wait_for_url(re.compile(r"/console/jobs$"))
+        cookie = next(c for c in context.cookies() if c["name"] == "eraser_console")
+        assert cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
+        assert cookie["path"] == "/console"
+        assert 0 < cookie["expires"] - time.time() <= 8 * 3600 + 60
+        # The cookie names the key's id, never its secret.
+        assert server.secrets["reader"] not in cookie["value"]
+        head, _, signature = cookie["value"].rpartition(".")
+        forged = f"{head}.{'A' * len(signature)}"
+        context.add_cookies([{**cookie, "value": forged}])
+        page.goto("/console/jobs")
+        assert "/console/sign-in" in page.url
+        # A post from another site is refused, the sign-in form's too.
+        answer = context.request.post(
+            "/console/sign-in",
+            form={"key": server.secrets["all"]},
+            headers={"Origin": "http://elsewhere.example"},
+            max_redirects=0,
+        )
+        assert answer.status == 403
+    finally:
+        context.close()
+
+
+def in_thread(call: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+    """Run ``call`` on an event loop of its own (Playwright's runs in this thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, call).result()
+
+
+def test_the_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
+    """In process (no browser): the cookie's flags for HTTPS and plain HTTP."""
+    from tests.unit.sqlite_api import sqlite_api  # noqa: PLC0415 - only this test
+
+    async def sign_in(app: Any, base: str, key: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base) as http:
+            return await http.post("/console/sign-in", data={"key": key})
+
+    for api in sqlite_api(tmp_path):
+        for base, secure in (("https://eraser.test", True), ("http://eraser.test", False)):
+            answer = in_thread(sign_in(api.app, base, api.secrets["all"]))
+            assert answer.status_code == 303
+            cookie = answer.headers["set-cookie"].lower()
+            assert ("; secure" in cookie) is secure, cookie
+            assert "httponly" in cookie
+            assert "samesite=strict" in cookie
+            wrong = in_thread(sign_in(api.app, base, api.secrets["all"] + "x"))
+            assert wrong.status_code == 401
+            assert "set-cookie" not in wrong.headers
