@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from api.cli import EXIT_ERROR, EXIT_OK, main
+from api.cli import EXIT_ERROR, EXIT_NOTHING_MATCHED, EXIT_OK, main
 from tests.conftest import TargetDB
 from tests.integration.outcomes import Rows, rows
 from worker.catalog.reflection import reflect
@@ -93,7 +93,7 @@ def test_cli_refuses_a_subject_that_does_not_fit_its_column(
 ) -> None:
     before = _accounts(accounts_url)
     argv = ["erase", "--db", accounts_url, "--subject-column", column, "--subject", subject]
-    assert main([*argv, "--dry-run"] if dry else argv) == EXIT_ERROR
+    assert main([*argv, "--dry-run"] if dry else [*argv, "--yes"]) == EXIT_ERROR
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("eraser: error: "), err
@@ -114,7 +114,8 @@ def test_cli_integer_subject_beyond_64_bits_matches_nothing(
     subject = "99999999999999999999999"
     argv = ["erase", "--db", accounts_url, "--subject-column", "tenant_id", "--subject", subject]
     for dry in (True, False):
-        assert main([*argv, "--json", *(["--dry-run"] if dry else [])]) == EXIT_OK
+        mode = ["--dry-run"] if dry else ["--yes"]
+        assert main([*argv, "--json", *mode]) == EXIT_NOTHING_MATCHED
         out, err = capsys.readouterr()
         assert err == ""
         report = json.loads(out)
@@ -130,7 +131,7 @@ def test_cli_integer_subject_with_spaces_or_sign_still_works(
     argv = ["erase", "--db", accounts_url, "--subject-column", "tenant_id", "--subject", subject]
     assert main([*argv, "--dry-run", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["total_rows"] == 2
-    assert main([*argv, "--json"]) == EXIT_OK
+    assert main([*argv, "--json", "--yes"]) == EXIT_OK
     done = json.loads(capsys.readouterr().out)
     assert done["verified"] is True
     assert done["total_rows"] == 2
