@@ -132,6 +132,7 @@ def _reflect_schema(
             inherited=tname in facts.inherited,
             inexact=frozenset(facts.inexact.get(tname, ())),
             rules=tuple(sorted(facts.rules.get(tname, ()))),
+            stamped=tuple(sorted(facts.stamped.get(tname, ()))),
         )
     return result, facts
 

@@ -67,6 +67,9 @@ class SchemaFacts:
     versioned: set[str] = field(default_factory=set)
     #: (table, parent, child columns) -> the database's own ON DELETE rule.
     delete_rules: dict[tuple[str, str, tuple[str, ...]], str] = field(default_factory=dict)
+    #: Per table, the columns an UPDATE sets to the current time unless it assigns them
+    #: (MySQL's ``ON UPDATE CURRENT_TIMESTAMP``).
+    stamped: dict[str, set[str]] = field(default_factory=dict)
     #: Every partition the database has, (schema, name) -> its partitioned root's: a
     #: reference into a partition is a reference into the root.
     partition_roots: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)

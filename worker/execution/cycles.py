@@ -70,12 +70,13 @@ class CycleBreaker:
     def _clear(self, table: TableName, fks: list[ForeignKey], busy: list[tuple[int, Row]]) -> None:
         rid = self.ctx.rid[table]
         target = self.ctx.table(table)
+        info = self.ctx.plan.info(table)
         with self.tx.transaction() as conn:
             for fk in fks:
                 conn.execute(
                     sa.update(target)
                     .where(rid.matches(target, [r.rid for _, r in busy]))
-                    .values(dict.fromkeys(self._breaking_columns(fk)))
+                    .values(info.cleared(self._breaking_columns(fk)))
                 )
 
     def _breaking_columns(self, fk: ForeignKey) -> list[str]:
