@@ -181,7 +181,6 @@ def test_satisfiable_erasure_with_a_set_null_back_edge(target: TargetDB, batch_s
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="issue 20: report leaves out rows the cascade removed")
 def test_report_counts_rows_the_deferrable_cascade_removed(pg: TargetDB) -> None:
     run(
         pg.url,

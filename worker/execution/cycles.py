@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from worker.catalog.model import ForeignKey, TableName
+from worker.catalog.model import CASCADE, ForeignKey, TableName
 from worker.exceptions import UnsatisfiablePlan
 from worker.execution.context import WalkContext
 from worker.execution.keys import Frame, Row, sorted_keys
@@ -121,7 +121,12 @@ class CycleBreaker:
 
     def remove_group(self, group: list[tuple[TableName, list[Row]]]) -> None:
         """Remove rows that reference each other through NOT NULL keys, all at once,
-        inside the caller's transaction."""
+        inside the caller's transaction.
+
+        Where a reference among them is ``ON DELETE CASCADE``, the database may remove
+        some of them itself, as another goes first (its cascade is never deferred):
+        the rows counted are then those present before and gone after, not the
+        statements' own counts."""
         plan = self.ctx.plan
         strategy = next(
             (
@@ -136,21 +141,43 @@ class CycleBreaker:
         merged: dict[TableName, list[Row]] = {}
         for table, rows in sorted(group, key=lambda g: rank.get(g[0], -1)):
             merged.setdefault(table, []).extend(rows)
+        cascades = any(fk.on_delete == CASCADE for fk in self._references_among(set(merged)))
+        before = self._present(merged) if cascades else {}
         order = self.removal_order(set(merged))
         if order is not None:
-            self._remove_in_order(merged, order)
-            return
-        if self.ctx.dialect.writable_ctes and strategy is not CycleStrategy.DEFERRED:
-            self._remove_in_one_statement(merged)
-            return
-        self.ctx.dialect.defer_constraints(self.ctx.conn)
+            counts = self._remove_in_order(merged, order)
+        elif self.ctx.dialect.writable_ctes and strategy is not CycleStrategy.DEFERRED:
+            counts = self._remove_in_one_statement(merged)
+        else:
+            self.ctx.dialect.defer_constraints(self.ctx.conn)
+            counts = {}
+            for table, rows in merged.items():
+                target = self.ctx.table(table)
+                rid = self.ctx.rid[table]
+                stmt = sa.delete(target).where(rid.matches(target, [r.rid for r in rows]))
+                counts[table] = int(self.ctx.conn.execute(stmt).rowcount)
+        if cascades:
+            after = self._present(merged)
+            counts = {t: before[t] - after[t] for t in merged}
+        for table, count in counts.items():
+            self.tx.record(table, plan.actions[table], count)
+
+    def _present(self, merged: dict[TableName, list[Row]]) -> dict[TableName, int]:
+        """How many of each table's rows are there, in the caller's transaction."""
+        found = {}
         for table, rows in merged.items():
             target = self.ctx.table(table)
             rid = self.ctx.rid[table]
-            stmt = sa.delete(target).where(rid.matches(target, [r.rid for r in rows]))
-            self.tx.record(table, plan.actions[table], self.ctx.conn.execute(stmt).rowcount)
+            keys = sorted_keys({r.rid for r in rows})
+            stmt = sa.select(sa.func.count()).select_from(target)
+            found[table] = int(
+                self.ctx.conn.execute(stmt.where(rid.matches(target, keys))).scalar_one()
+            )
+        return found
 
-    def _remove_in_order(self, merged: dict[TableName, list[Row]], order: list[TableName]) -> None:
+    def _remove_in_order(
+        self, merged: dict[TableName, list[Row]], order: list[TableName]
+    ) -> dict[TableName, int]:
         """Inside the caller's transaction: the nullable references among the rows
         cleared (they go in this transaction anyway), then the rows removed table by
         table in ``order``, so that no check needs deferring (MySQL cannot)."""
@@ -163,14 +190,16 @@ class CycleBreaker:
                 keys = sorted_keys(r.rid for r in merged[fk.child])
                 values = plan.info(fk.child).cleared(self._breaking_columns(fk))
                 conn.execute(sa.update(target).where(rid.matches(target, keys)).values(values))
+        counts = {}
         for table in order:
             target = self.ctx.table(table)
             rid = self.ctx.rid[table]
             keys = sorted_keys(r.rid for r in merged[table])
             stmt = sa.delete(target).where(rid.matches(target, keys))
-            self.tx.record(table, plan.actions[table], conn.execute(stmt).rowcount)
+            counts[table] = int(conn.execute(stmt).rowcount)
+        return counts
 
-    def _remove_in_one_statement(self, merged: dict[TableName, list[Row]]) -> None:
+    def _remove_in_one_statement(self, merged: dict[TableName, list[Row]]) -> dict[TableName, int]:
         """One statement of data-modifying CTEs, whose checks run at its end."""
         ctes = []
         for i, (table, rows) in enumerate(merged.items()):
@@ -182,5 +211,4 @@ class CycleBreaker:
             *[sa.select(sa.func.count()).select_from(c).scalar_subquery() for _, c in ctes]
         )
         result = self.ctx.conn.execute(counts).one()
-        for (table, _), count in zip(ctes, result, strict=True):
-            self.tx.record(table, self.ctx.plan.actions[table], int(count))
+        return {table: int(count) for (table, _), count in zip(ctes, result, strict=True)}
