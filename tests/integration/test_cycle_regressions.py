@@ -68,16 +68,10 @@ def _stores_schema(db: TargetDB) -> list[str]:
     ]
 
 
-_STORE_CYCLE = "issue 20: nullable-edge cycle refused as an unexpected reference cycle"
-
-
 @pytest.mark.parametrize("batch_size", [1, DEFAULT_BATCH])
-def test_store_staff_cycle_small(
-    request: pytest.FixtureRequest, target: TargetDB, batch_size: int
-) -> None:
+def test_store_staff_cycle_small(target: TargetDB, batch_size: int) -> None:
     # The issue saw this pass on PostgreSQL and SQLite with the subject column on
-    # stores only; with it on both tables every engine refuses.
-    xfail_on(request, target, dict.fromkeys(ENGINES, _STORE_CYCLE))
+    # stores only; with it on both tables every engine refused.
     run(
         target.url,
         [
@@ -97,7 +91,6 @@ def test_store_staff_cycle_small(
 
 @pytest.mark.slow
 @pytest.mark.mysql
-@pytest.mark.xfail(strict=True, reason=_STORE_CYCLE)
 def test_store_staff_cycle_29k_rows_is_erased_whole(mysql: TargetDB) -> None:
     # Tenant 1: 1,000 stores with 28 staff each (29,000 rows); tenant 2: 10 stores.
     run(
@@ -123,13 +116,9 @@ def test_store_staff_cycle_29k_rows_is_erased_whole(mysql: TargetDB) -> None:
 # --- the issue's minimal cases (defect class 6)
 
 
-def test_self_reference_on_the_not_null_side_of_a_cycle(
-    request: pytest.FixtureRequest, target: TargetDB
-) -> None:
+def test_self_reference_on_the_not_null_side_of_a_cycle(target: TargetDB) -> None:
     """t0.t3_id NULL -> t3, t3.t0_id NOT NULL -> t0, t3.up_id -> t3 ON DELETE CASCADE:
     reached through the self-reference tree in a later batch."""
-    reason = "issue 20: half-erased after 'unexpected reference cycle'"
-    xfail_on(request, target, dict.fromkeys(ENGINES, reason))
     run(
         target.url,
         [
@@ -182,18 +171,7 @@ def _satisfiable_schema(db: TargetDB) -> list[str]:
 
 
 @pytest.mark.parametrize("batch_size", [1, DEFAULT_BATCH])
-def test_satisfiable_erasure_with_a_set_null_back_edge(
-    request: pytest.FixtureRequest, target: TargetDB, batch_size: int
-) -> None:
-    if batch_size == DEFAULT_BATCH:  # one batch per table: the walk takes the back edge
-        xfail_on(
-            request,
-            target,
-            {
-                "postgresql": "issue 20: satisfiable erasure fails with SQLSTATE 23503",
-                "mysql": "issue 20: refused as NOT NULL cycle while the edge is nullable",
-            },
-        )
+def test_satisfiable_erasure_with_a_set_null_back_edge(target: TargetDB, batch_size: int) -> None:
     run(target.url, _satisfiable_schema(target))
     predicted = erase_subject(target.url, ["tenant_id"], 1, count_only=True)
     assert predicted.total_rows == 6
@@ -203,7 +181,6 @@ def test_satisfiable_erasure_with_a_set_null_back_edge(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="issue 20: report leaves out rows the cascade removed")
 def test_report_counts_rows_the_deferrable_cascade_removed(pg: TargetDB) -> None:
     run(
         pg.url,
@@ -233,14 +210,9 @@ def test_report_counts_rows_the_deferrable_cascade_removed(pg: TargetDB) -> None
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("batch_size", [1, DEFAULT_BATCH])
-def test_deferrable_not_null_cycle_with_a_composite_key(
-    request: pytest.FixtureRequest, pg: TargetDB, batch_size: int
-) -> None:
+def test_deferrable_not_null_cycle_with_a_composite_key(pg: TargetDB, batch_size: int) -> None:
     """t0.t2_id NOT NULL -> t2 (DEFERRABLE), t2 (tenant_id, t0_id) -> t0 RESTRICT,
     t3.t2_id NOT NULL -> t2: t3's row is deleted, then the cycle is refused."""
-    xfail_on(
-        request, pg, {"postgresql": "issue 20: half-erased, then 'unexpected reference cycle'"}
-    )
     run(
         pg.url,
         [
@@ -276,16 +248,10 @@ def test_deferrable_not_null_cycle_with_a_composite_key(
 
 @pytest.mark.parametrize("batch_size", [1, DEFAULT_BATCH])
 def test_cycle_through_a_table_without_the_subject_column(
-    request: pytest.FixtureRequest, target: TargetDB, batch_size: int
+    target: TargetDB, batch_size: int
 ) -> None:
     """t2.t3_id NULL -> t3 RESTRICT, t3.t2_id NOT NULL -> t2 CASCADE; t2 has no subject
     column. The cascade removes t3's rows and the t2 row referencing one of them."""
-    if batch_size == DEFAULT_BATCH:
-        xfail_on(
-            request,
-            target,
-            dict.fromkeys(ENGINES, "issue 20: refused as 'unexpected reference cycle'"),
-        )
     run(
         target.url,
         [

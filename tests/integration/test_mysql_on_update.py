@@ -33,9 +33,6 @@ DATA = [
 
 
 @pytest.mark.mysql
-@pytest.mark.xfail(
-    strict=True, reason="issue 20: clearing a reference fires ON UPDATE CURRENT_TIMESTAMP"
-)
 @pytest.mark.parametrize("batch_size", [1, 2000])
 def test_cleared_reference_keeps_the_timestamp(mysql: TargetDB, batch_size: int) -> None:
     run(mysql.url, SCHEMA + DATA)

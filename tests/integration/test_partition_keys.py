@@ -10,6 +10,8 @@ references this customer's rental must be refused before anything is written.
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from models.erasure import TableAction
@@ -62,7 +64,6 @@ _WRONG = "issue 20: foreign keys declared on partitions are not in the graph"
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=_WRONG)
 @pytest.mark.parametrize("batch_size", [1, 2000])
 def test_erasure_takes_the_payments_in_every_partition(pg: TargetDB, batch_size: int) -> None:
     run(pg.url, SCHEMA + DATA)
@@ -79,7 +80,6 @@ def test_erasure_takes_the_payments_in_every_partition(pg: TargetDB, batch_size:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=_WRONG)
 def test_dry_run_counts_the_payments(pg: TargetDB) -> None:
     # The subject is named on customers only: rentals and payments are reached by keys.
     run(pg.url, SCHEMA + DATA)
@@ -90,7 +90,6 @@ def test_dry_run_counts_the_payments(pg: TargetDB) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=_WRONG)
 def test_another_customers_payment_in_a_partition_is_refused_before_writing(
     pg: TargetDB,
 ) -> None:
@@ -103,7 +102,6 @@ def test_another_customers_payment_in_a_partition_is_refused_before_writing(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="issue 20: half-erased through a partition-level key")
 def test_partition_key_never_leaves_the_subject_half_erased(pg: TargetDB) -> None:
     """Found by the differential test (shrunk): at batch size 1 the first batch of
     ``t3`` commits, the second fails with 23503 on the partition's key."""
@@ -134,7 +132,6 @@ def test_partition_key_never_leaves_the_subject_half_erased(pg: TargetDB) -> Non
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="issue 20: partition-level keys unseen by the subject check")
 def test_another_subjects_row_cascading_from_a_partition_is_refused(pg: TargetDB) -> None:
     """Found by the differential test (shrunk): tenant 2's row in a partition
     references tenant 1's row ``ON DELETE CASCADE``; the database's cascade would take
@@ -164,3 +161,22 @@ def test_another_subjects_row_cascading_from_a_partition_is_refused(pg: TargetDB
             erase_subject(pg.url, ["tenant_id"], 1)
     finally:
         assert tables(pg.url, ["t1", "t5"]) == before, "another subject's row was removed"
+
+
+@pytest.mark.postgres
+def test_a_key_into_one_partition_is_a_key_into_the_partitioned_table(pg: TargetDB) -> None:
+    # ``refunds`` references January's partition, not ``payments``: the refund of the
+    # customer's January payment goes with it, counted by the dry run as well.
+    refunds = [
+        "CREATE TABLE refunds (id INTEGER PRIMARY KEY, payment_id INTEGER NOT NULL,"
+        " paid DATE NOT NULL, FOREIGN KEY (payment_id, paid) REFERENCES payments_2024_01)",
+        "CREATE INDEX ON refunds (payment_id, paid)",
+        "INSERT INTO refunds VALUES (1, 100, '2024-01-05'), (2, 200, '2024-01-06')",
+    ]
+    run(pg.url, SCHEMA + DATA + refunds)
+    counted = erase_subject(pg.url, ["customer_id"], 1, count_only=True)
+    report = erase_subject(pg.url, ["customer_id"], 1, 1)
+    for done in (counted, report):
+        deleted = {o.table: o.rows for o in done.tables if o.action is TableAction.DELETE}
+        assert deleted.get("public.refunds") == 1
+    assert tables(pg.url, ["refunds"]) == {"refunds": [(2, 200, date(2024, 1, 6))]}

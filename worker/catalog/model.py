@@ -110,6 +110,19 @@ class TableInfo:
     inexact: frozenset[str] = frozenset()
     #: PostgreSQL: rules (``CREATE RULE``) on its DELETE or UPDATE.
     rules: tuple[str, ...] = ()
+    #: MySQL: columns every UPDATE sets to the current time unless it assigns them
+    #: (``ON UPDATE CURRENT_TIMESTAMP``).
+    stamped: tuple[str, ...] = ()
+
+    def cleared(self, columns: Sequence[str]) -> dict[str, Any]:
+        """An UPDATE's values that set ``columns`` to NULL and leave every stamped
+        column as it was (assigned to itself): clearing a reference is what the
+        database's own ``ON DELETE SET NULL`` would do, which stamps nothing."""
+        values: dict[str, Any] = dict.fromkeys(columns)
+        for name in self.stamped:
+            if name not in values:
+                values[name] = self.table.c[name]
+        return values
 
     def key_columns(self) -> tuple[str, ...] | None:
         """Columns that identify one row: the primary key, else a NOT NULL unique key."""

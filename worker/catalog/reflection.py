@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,6 +49,7 @@ def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
         else:
             wanted = dialect.user_schemas(inspector, default_schema)
         tables: dict[TableName, TableInfo] = {}
+        partitions = SchemaFacts()
         metadata = sa.MetaData()
         done: set[str] = set()
         while wanted:
@@ -59,14 +61,20 @@ def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
                 # MySQL: a constraint SQLAlchemy cannot parse is dropped with this warning;
                 # the dialect's check_schema refuses the schema instead.
                 warnings.filterwarnings("ignore", "Unknown schema content", sa.exc.SAWarning)
-                found = _reflect_schema(conn, inspector, metadata, dialect, schema, default_schema)
+                found, facts = _reflect_schema(
+                    conn, inspector, metadata, dialect, schema, default_schema
+                )
             tables.update(found)
+            partitions.partition_roots.update(facts.partition_roots)
+            partitions.partition_keys.extend(facts.partition_keys)
             dialect.check_schema(conn, schema, found)
             if not schemas:
                 wanted.extend(
                     s for s in dialect.related_schemas(conn, schema, found) if s not in done
                 )
         conn.rollback()
+    if partitions.partition_roots:
+        tables = _fold_partitions(tables, partitions)
     return Catalog(dialect=dialect.name, default_schema=default_schema, tables=tables)
 
 
@@ -77,7 +85,7 @@ def _reflect_schema(
     dialect: Dialect,
     schema: str,
     default_schema: str,
-) -> dict[TableName, TableInfo]:
+) -> tuple[dict[TableName, TableInfo], SchemaFacts]:
     kind = sa.engine.reflection.ObjectKind.TABLE
     scope = sa.engine.reflection.ObjectScope.DEFAULT
     inspected = dialect.inspected_schema(schema)
@@ -124,8 +132,42 @@ def _reflect_schema(
             inherited=tname in facts.inherited,
             inexact=frozenset(facts.inexact.get(tname, ())),
             rules=tuple(sorted(facts.rules.get(tname, ()))),
+            stamped=tuple(sorted(facts.stamped.get(tname, ()))),
         )
-    return result
+    return result, facts
+
+
+def _fold_partitions(
+    tables: dict[TableName, TableInfo], partitions: SchemaFacts
+) -> dict[TableName, TableInfo]:
+    """Each partitioned table with the foreign keys declared on its partitions, and
+    every reference into a partition made a reference into its root.
+
+    Schemas that predate parent-level keys (or were built by partition managers)
+    declare their keys on each partition; the partitions stand behind their root in
+    the catalog, so the root's graph must carry them for planning, counting and the
+    cross-subject checks to go through them. The same key declared on several
+    partitions (or cloned from the parent's) is one edge.
+    """
+    roots = {
+        TableName(*part): TableName(*root) for part, root in partitions.partition_roots.items()
+    }
+    declared: dict[TableName, list[ForeignKey]] = {}
+    for raw in partitions.partition_keys:
+        root = TableName(*raw["child_root"])
+        if root in tables:
+            fk = _foreign_key(raw, root, tables[root].columns, root.schema, SchemaFacts())
+            declared.setdefault(root, []).append(fk)
+    folded: dict[TableName, TableInfo] = {}
+    for name, info in tables.items():
+        keys: dict[tuple[object, ...], ForeignKey] = {}
+        for fk in (*info.foreign_keys, *declared.get(name, ())):
+            parent = roots.get(fk.parent, fk.parent)
+            edge = (fk.child_columns, parent, fk.parent_columns)
+            keys.setdefault(edge, replace(fk, parent=parent) if parent != fk.parent else fk)
+        unchanged = tuple(keys.values()) == info.foreign_keys
+        folded[name] = info if unchanged else replace(info, foreign_keys=tuple(keys.values()))
+    return folded
 
 
 def _foreign_key(
@@ -153,7 +195,9 @@ def _foreign_key(
         on_delete=rule,
         deferrable=bool(opts.get("deferrable")),
         initially_deferred=str(opts.get("initially") or "").upper() == "DEFERRED",
-        validated=facts.validated.get((name.name, raw.get("name") or ""), True),
+        validated=raw.get(
+            "validated", facts.validated.get((name.name, raw.get("name") or ""), True)
+        ),
         clearable=tuple(
             c for c in child_cols if c in cleared and c in colmap and colmap[c].nullable
         ),

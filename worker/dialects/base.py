@@ -67,6 +67,16 @@ class SchemaFacts:
     versioned: set[str] = field(default_factory=set)
     #: (table, parent, child columns) -> the database's own ON DELETE rule.
     delete_rules: dict[tuple[str, str, tuple[str, ...]], str] = field(default_factory=dict)
+    #: Per table, the columns an UPDATE sets to the current time unless it assigns them
+    #: (MySQL's ``ON UPDATE CURRENT_TIMESTAMP``).
+    stamped: dict[str, set[str]] = field(default_factory=dict)
+    #: Every partition the database has, (schema, name) -> its partitioned root's: a
+    #: reference into a partition is a reference into the root.
+    partition_roots: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: Foreign keys declared on a partition of this schema itself (not cloned from its
+    #: parent's), shaped as the inspector reads them, plus ``child_root`` (the root's
+    #: (schema, name)) and ``validated``. The root's graph takes them.
+    partition_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Dialect:

@@ -90,7 +90,9 @@ class MySQL(Dialect):
 
     def schema_facts(self, conn: Connection, schema: str, tables: Iterable[str]) -> SchemaFacts:
         return SchemaFacts(
-            triggers=self.triggers(conn, schema), versioned=_system_versioned(conn, schema)
+            triggers=self.triggers(conn, schema),
+            versioned=_system_versioned(conn, schema),
+            stamped=_stamped_columns(conn, schema),
         )
 
     def triggers(self, conn: Connection, schema: str) -> dict[str, list[Trigger]]:
@@ -279,6 +281,23 @@ def _system_versioned(conn: Connection, schema: str) -> set[str]:
             {"schema": schema},
         )
     }
+
+
+def _stamped_columns(conn: Connection, schema: str) -> dict[str, set[str]]:
+    """Per table of ``schema``, its ``ON UPDATE CURRENT_TIMESTAMP`` columns (MySQL
+    spells the clause ``on update CURRENT_TIMESTAMP``, MariaDB ``on update
+    current_timestamp()``, with a precision where the column has one)."""
+    found: dict[str, set[str]] = {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = :schema AND LOWER(EXTRA) LIKE '%on update current_timestamp%'"
+        ),
+        {"schema": schema},
+    )
+    for table, column in rows:
+        found.setdefault(str(table), set()).add(str(column))
+    return found
 
 
 def _referencing_schemas(conn: Connection, schema: str) -> list[str]:

@@ -136,6 +136,8 @@ class PostgreSQL(Dialect):
         return SchemaFacts(
             partitions=partitions,
             partitioned=partitioned,
+            partition_roots=_partition_roots(conn) if partitions or partitioned else {},
+            partition_keys=_partition_keys(conn, schema) if partitions else [],
             validated=_validated(conn, schema),
             inherited=_inheritance_parents(conn, schema),
             inexact=inexact,
@@ -422,6 +424,80 @@ def _partitions(conn: Connection, schema: str) -> tuple[set[str], set[str]]:
         if relkind == "p":
             partitioned.add(relname)
     return partitions, partitioned
+
+
+def _partition_roots(conn: Connection) -> dict[tuple[str, str], tuple[str, str]]:
+    """Every partition of the database, (schema, name) -> its root's (schema, name)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname, rn.nspname, r.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_class r ON r.oid = pg_partition_root(c.oid)"
+            " JOIN pg_namespace rn ON rn.oid = r.relnamespace"
+            " WHERE c.relispartition AND c.relkind IN ('r', 'p')"
+        )
+    )
+    return {(str(s), str(t)): (str(rs), str(rt)) for s, t, rs, rt in rows}
+
+
+#: ``pg_constraint.confdeltype`` -> the ON DELETE rule.
+_DELETE_RULES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL"}
+_DELETE_RULES["d"] = "SET DEFAULT"
+
+#: Foreign keys declared on a partition itself (``conparentid = 0``: not a clone of a
+#: key its partitioned parent declares), with their columns in key order. The columns
+#: a ``SET NULL (col, ...)`` sets are read through ``to_jsonb`` so that versions before
+#: 15, which lack ``confdelsetcols``, read none.
+_PARTITION_KEYS = """
+SELECT rn.nspname, r.relname, k.conname, k.confdeltype, k.condeferrable, k.condeferred,
+  k.convalidated, pn.nspname, p.relname,
+  ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
+  ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
+    JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i),
+  ARRAY(SELECT a.attname::text
+    FROM jsonb_array_elements_text(CASE jsonb_typeof(to_jsonb(k) -> 'confdelsetcols')
+      WHEN 'array' THEN to_jsonb(k) -> 'confdelsetcols' ELSE '[]' END) u(n)
+    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n::int)
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
+JOIN pg_class p ON p.oid = k.confrelid
+JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE k.contype = 'f' AND k.conparentid = 0 AND c.relispartition AND n.nspname = :schema
+ORDER BY r.relname, k.conname
+"""
+
+
+def _partition_keys(conn: Connection, schema: str) -> list[dict[str, Any]]:
+    """The foreign keys declared on the partitions of ``schema`` (see SchemaFacts)."""
+    found: list[dict[str, Any]] = []
+    rows = conn.execute(sa.text(_PARTITION_KEYS), {"schema": schema})
+    for root_schema, root, name, rule, deferrable, deferred, validated, *rest in rows:
+        parent_schema, parent, columns, parent_columns, set_columns = rest
+        ondelete = _DELETE_RULES.get(str(rule), "NO ACTION")
+        if set_columns:
+            quoted = ", ".join('"' + str(c).replace('"', '""') + '"' for c in set_columns)
+            ondelete = f"{ondelete} ({quoted})"
+        found.append(
+            {
+                "name": str(name),
+                "constrained_columns": [str(c) for c in columns],
+                "referred_schema": str(parent_schema),
+                "referred_table": str(parent),
+                "referred_columns": [str(c) for c in parent_columns],
+                "options": {
+                    "ondelete": ondelete,
+                    "deferrable": bool(deferrable),
+                    "initially": "DEFERRED" if deferred else "IMMEDIATE",
+                },
+                "child_root": (str(root_schema), str(root)),
+                "validated": bool(validated),
+            }
+        )
+    return found
 
 
 def _inheritance_parents(conn: Connection, schema: str) -> set[str]:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from models.erasure import ErasureReport, TableAction, TableOutcome
 from worker.exceptions import ReferenceChecksUnavailable
 from worker.execution.options import ExecutionOptions, ProgressCallback
+from worker.execution.partial import PartiallyErased, partially_erased
 from worker.execution.preflight import count, deep_enough, deep_statements, preflight
 from worker.execution.reference_checks import shortcuts
 from worker.execution.report import report
@@ -106,11 +107,17 @@ def erase(
                 walker.tx.compression = dialect.wal_compression(conn, opts.compress_wal)
             passes = 0
             remaining = 1
-            while remaining and passes < opts.max_passes:
-                passes += 1
-                walker.walk()
-                dialect.flush_commits(conn)
-                remaining = walker.verify()
+            try:
+                while remaining and passes < opts.max_passes:
+                    passes += 1
+                    walker.walk()
+                    dialect.flush_commits(conn)
+                    remaining = walker.verify()
+            except Exception as exc:
+                failure = partially_erased(exc, walker.outcomes())
+                if failure is exc:
+                    raise
+                raise failure from (exc if isinstance(failure, PartiallyErased) else None)
         return report(
             plan,
             walker.outcomes(),

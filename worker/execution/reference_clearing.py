@@ -133,5 +133,6 @@ class ReferenceClearing:
                 if not keys:
                     return
                 where = rid.matches(child, keys)
-            stmt = sa.update(child).where(where).values(dict.fromkeys(fk.clearable))
+            values = self.ctx.plan.info(fk.child).cleared(fk.clearable)
+            stmt = sa.update(child).where(where).values(values)
             self.tx.record(fk.child, TableAction.NULLIFY, conn.execute(stmt).rowcount)

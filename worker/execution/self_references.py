@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from worker.catalog.model import TableName
+from worker.catalog.model import ForeignKey, TableName
 from worker.exceptions import UnsatisfiablePlan
 from worker.execution.context import WalkContext
 from worker.execution.keys import Row, sorted_keys
@@ -50,10 +50,30 @@ class SelfReferences:
                 )
             ]
             if not level:
-                raise UnsatisfiablePlan([str(table), str(table)], "rows reference each other")
+                # The rows left reference each other round the self-reference: where
+                # it is nullable, it is cleared on them (they go in this transaction).
+                if not all(fk.nullable for fk in self_fks):
+                    raise UnsatisfiablePlan([str(table), str(table)], "rows reference each other")
+                self._clear(table, self_fks, remaining)
+                level = remaining
             yield level
             chosen = {id(r) for r in level}
             remaining = [r for r in remaining if id(r) not in chosen]
+
+    def _clear(self, table: TableName, fks: list[ForeignKey], rows: list[Row]) -> None:
+        """Set the self-references of ``rows`` to NULL, inside the caller's transaction;
+        not a subject column, nor a column other rows reference, unless nothing else
+        clears the reference."""
+        plan = self.ctx.plan
+        target = self.ctx.table(table)
+        rid = self.ctx.rid[table]
+        referenced = {c for ref in plan.catalog.incoming(table) for c in ref.parent_columns}
+        keep = referenced | set(plan.anchors.get(table, ()))
+        keys = sorted_keys(r.rid for r in rows)
+        for fk in fks:
+            columns = [c for c in fk.clearable if c not in keep] or list(fk.clearable)
+            values = plan.info(table).cleared(columns)
+            self.ctx.conn.execute(sa.update(target).where(rid.matches(target, keys)).values(values))
 
     def split_self_pointing(self, table: TableName, rows: list[Row]) -> tuple[list[Row], list[Row]]:
         """On MySQL, rows whose NOT NULL self-reference points at themselves (tree roots)
