@@ -63,7 +63,7 @@ def run_demo(
         return _run(out, where, settings, subject, tenants, scale)
 
 
-def _run(
+def _run(  # noqa: PLR0915  the demo is one narrated sequence of steps, read top to bottom
     out: TextIO, where: Path, settings: Settings, subject: int, tenants: int, scale: float
 ) -> bool:
     def say(text: str = "") -> None:

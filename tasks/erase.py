@@ -165,32 +165,59 @@ def execute_task(
     if isinstance(value, Fault):
         return faulted(store, settings, lease, job_id, service, value, None, [])
     with Heartbeat(store, lease, settings.heartbeat_seconds, report_state) as beat:
-        try:
-            report = _erase(
-                registry, settings, job_id, service, lease, value, engine_for, plans, beat
-            )
-        except LeaseLost:
-            return superseded(job_id, service)
-        except SliceEnded as ended:
-            return sliced(store, lease, job_id, service, ended.tables)
-        except MissingDatabaseUrl as exc:
-            fault = Fault(FaultKind.PERMANENT, "MissingDatabaseUrl", str(exc))
-            return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
-        except Exception as exc:
-            fault = classify(exc)
-            if fault.description.startswith("internal error"):
-                log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
-            return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
-    if not lease.dry_run and not report.verified:
-        # Rows of the subject came back faster than the passes removed them (a live
-        # writer, a trigger): worth another attempt.
-        fault = Fault(
-            FaultKind.TRANSIENT,
-            "unverified",
-            "verification still found rows of the subject after every pass",
+        ran = _attempt(
+            store, registry, settings, job_id, service, lease, value, engine_for, plans, beat
         )
-        return faulted(store, settings, lease, job_id, service, fault, None, report.tables)
+    if isinstance(ran, Outcome):
+        return ran
+    report = ran
+    unverified = _unverified(lease, report)
+    if unverified is not None:
+        return faulted(store, settings, lease, job_id, service, unverified, None, report.tables)
     return succeeded(store, lease, job_id, service, report)
+
+
+def _attempt(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    job_id: str,
+    service: str,
+    lease: Lease,
+    value: str,
+    engine_for: Callable[[str], sa.Engine],
+    plans: PlanCache | None,
+    beat: Heartbeat,
+) -> ErasureReport | Outcome:
+    """The engine's report, or the recorded outcome of how the attempt ended early (a
+    lease taken over, a time slice used up, a fault)."""
+    try:
+        return _erase(registry, settings, job_id, service, lease, value, engine_for, plans, beat)
+    except LeaseLost:
+        return superseded(job_id, service)
+    except SliceEnded as ended:
+        return sliced(store, lease, job_id, service, ended.tables)
+    except MissingDatabaseUrl as exc:
+        fault = Fault(FaultKind.PERMANENT, "MissingDatabaseUrl", str(exc))
+        return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
+    except Exception as exc:
+        fault = classify(exc)
+        if fault.description.startswith("internal error"):
+            log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
+        return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
+
+
+def _unverified(lease: Lease, report: ErasureReport) -> Fault | None:
+    """A transient fault when an erasure ended with rows of the subject still there:
+    they came back faster than the passes removed them (a live writer, a trigger),
+    so another attempt is worth it."""
+    if lease.dry_run or report.verified:
+        return None
+    return Fault(
+        FaultKind.TRANSIENT,
+        "unverified",
+        "verification still found rows of the subject after every pass",
+    )
 
 
 def _subject_value(store: JobStore, lease: Lease) -> str | Fault:
