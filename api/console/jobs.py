@@ -3,6 +3,7 @@ job's page (per-service status, rows per table, attempts, dead letters)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -156,4 +157,25 @@ def job(
         "_job_detail.html" if fragment else "job.html",
         {"job": page, "terminal": TERMINAL, "admin": operator.may(Scope.ADMIN)},
         operator=operator,
+    )
+
+
+@router.get("/jobs/{job_id}/certificate")
+def certificate_download(
+    job_id: str, operator: SignedIn, store: Store, settings: AppSettings
+) -> Response:
+    """The job's erasure certificate (a compact JWS) as a file, for a signed-in
+    operator: the API's own endpoint wants a Bearer key, which a browser link lacks."""
+    del operator  # signed in is enough: the API serves certificates to jobs:read keys
+    from api.certificates import CertificateRefused, certificate_of  # noqa: PLC0415
+
+    if not re.fullmatch(r"[0-9a-f-]{1,64}", job_id):
+        raise PageError(404, "No such job", "There is no job with this id.")
+    try:
+        token = certificate_of(store, settings, job_id)
+    except CertificateRefused as exc:
+        raise PageError(exc.status, exc.title, exc.detail) from None
+    disposition = f'attachment; filename="eraser-certificate-{job_id}.jws"'
+    return Response(
+        token + "\n", media_type="application/jose", headers={"Content-Disposition": disposition}
     )
