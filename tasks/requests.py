@@ -14,7 +14,7 @@ submitted when the store answers again.
 
 **The one right way to send it** hides the arguments: ``send_task("eraser.submit_request",
 kwargs={...}, queue="eraser.requests", argsrepr="()", kwargsrepr="{...}")``, which
-``api.client.submit_via_celery`` (and the ``eraser-client`` distribution) does. Celery
+``eraser_client.submit_via_celery`` (the ``eraser-client`` distribution) does. Celery
 otherwise puts a ``repr`` of the keyword arguments in the message's ``kwargsrepr``
 header, which Flower, ``celery inspect`` and worker logs show. A request whose
 ``kwargsrepr`` shows the subject's value (or that has none, as protocol 1 messages)
@@ -59,7 +59,7 @@ REQUESTS_QUEUE = KombuQueue(
 UNMASKED = (
     "refused: the request's arguments are not masked, so the subject's value is visible "
     "to Flower and worker logs; send it with kwargsrepr (e.g. kwargsrepr='{...}'), as "
-    "api.client.submit_via_celery does, and submit it again"
+    "eraser_client.submit_via_celery does, and submit it again"
 )
 
 

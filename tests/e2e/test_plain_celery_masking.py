@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
-from api.client import submit_via_celery
 from celery import Celery
+from eraser_client import submit_via_celery
 
 from models import migrate
 from models.keyring import new_secrets
-from models.messages import ErasureRequest
 from models.settings import Settings
 from models.store.database import JobStore
 from models.store.sealing import subject_seal
@@ -133,8 +132,7 @@ def test_an_unmasked_request_is_refused_and_a_masked_one_becomes_a_job(
     assert _job_by_key(deployment, "unmasked", timeout=1) is None
 
     # The one right way: the arguments masked.
-    request = ErasureRequest(subject_kind="tenant", subject_value=VALUE, idempotency_key="masked")
-    submit_via_celery(deployment.client, request)
+    submit_via_celery(deployment.client, "tenant", VALUE, idempotency_key="masked")
     job = _job_by_key(deployment, "masked")
     assert job is not None
     assert (job.status, job.total_rows, job.subject_value) == ("succeeded", 1, None)
