@@ -1,10 +1,10 @@
-"""``eraser db|worker|submit|status|jobs``: the job store and the Celery chord from
-the command line. Every command reads the registry from ``--config`` or
+"""The work behind ``eraser db|worker|submit|status|jobs``: the job store and the Celery
+chord from the command line. ``api.cli.jobs`` declares the commands and imports this
+module when one runs. Every command reads the registry from ``--config`` or
 ``ERASER_CONFIG`` and the job store from ``ERASER_DATABASE_URL``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,71 +32,36 @@ EXIT_JOB_FAILED = 1
 EXIT_TIMEOUT = 3
 
 
-def add_commands(sub: Any) -> None:
-    """Register the job commands on the ``eraser`` parser's subcommands."""
-
-    def config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, metavar="FILE", help="registry (ERASER_CONFIG)")
-
-    db = sub.add_parser("db", help="job store maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    up = db_sub.add_parser("upgrade", help="apply the job-store migrations (idempotent)")
-    up.set_defaults(handler=cmd_db_upgrade)
-
-    worker = sub.add_parser(
-        "worker",
-        help="run a Celery worker for Eraser (extra arguments go to celery worker)",
-        add_help=False,
-    )
-    config(worker)
-    worker.set_defaults(handler=cmd_worker)
-
-    submit_p = sub.add_parser("submit", help="submit an erasure job")
-    config(submit_p)
-    submit_p.add_argument("--subject-kind", required=True, metavar="KIND")
-    submit_p.add_argument("--subject", required=True, metavar="VALUE")
-    submit_p.add_argument("--service", action="append", default=[], metavar="NAME")
-    submit_p.add_argument("--dry-run", action="store_true")
-    submit_p.add_argument("--idempotency-key", metavar="KEY")
-    submit_p.add_argument("--reason", metavar="TEXT")
-    submit_p.add_argument("--requested-by", default="cli", metavar="WHO")
-    submit_p.add_argument("--wait", action="store_true", help="wait until the job ends")
-    submit_p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
-    submit_p.add_argument("--json", action="store_true")
-    submit_p.set_defaults(handler=cmd_submit)
-
-    status = sub.add_parser("status", help="show one job")
-    config(status)
-    status.add_argument("job_id", metavar="JOB_ID")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=cmd_status)
-
-    jobs = sub.add_parser("jobs", help="list recent jobs")
-    config(jobs)
-    jobs.add_argument("--status", choices=[s.value for s in JobStatus])
-    jobs.add_argument("--limit", type=int, default=20)
-    jobs.add_argument("--json", action="store_true")
-    jobs.set_defaults(handler=cmd_jobs)
+class EmbeddedOnly(Exception):
+    """A command that needs a shared broker was run in embedded mode."""
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+class JobNotFound(Exception):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id}")
+
+
+def settings_for(config: Path | None) -> Settings:
+    """The settings, with ``--config`` (when given) as the registry's file."""
     settings = get_settings()
-    if getattr(args, "config", None):
-        settings = settings.model_copy(update={"config": args.config})
+    if config is not None:
+        settings = settings.model_copy(update={"config": config})
     return settings
 
 
-def _store(settings: Settings) -> JobStore:
+def open_store(settings: Settings) -> JobStore:
+    """The job store of ``settings`` (the caller disposes of it)."""
     return JobStore(create_engine(settings.database_url))
 
 
-def _registry(settings: Settings) -> Registry:
+def registry_of(settings: Settings) -> Registry:
+    """The registry ``settings`` names."""
     return load_registry(settings.config)
 
 
-def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    settings = get_settings()
-    engine = create_engine(settings.database_url)
+def db_upgrade() -> int:
+    """Apply the job store's migrations and print its revision."""
+    engine = create_engine(get_settings().database_url)
     try:
         migrate.upgrade(engine)
         sys.stdout.write(f"job store at revision {migrate.current_revision(engine)}\n")
@@ -105,19 +70,20 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def run_worker(config: Path | None, extra: list[str]) -> int:
+    """Run ``celery worker`` with ``extra``; without ``-Q``, on every queue."""
     from worker.app import app  # noqa: PLC0415 - the app reads its settings when imported
 
-    settings = _settings(args)
+    settings = settings_for(config)
     if is_embedded(settings):
         raise EmbeddedOnly(
             "the broker is in-process (memory://): a separate worker cannot reach it. Set "
             "ERASER_BROKER_URL (e.g. redis://127.0.0.1:6379/0); embedded, `eraser submit` "
             "runs its own worker"
         )
-    extra = list(args.extra)
+    extra = list(extra)
     if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
-        extra += ["-Q", ",".join(all_queues(_registry(settings), settings.default_queue))]
+        extra += ["-Q", ",".join(all_queues(registry_of(settings), settings.default_queue))]
     app.worker_main(["worker", *extra])
     return EXIT_OK
 
@@ -134,38 +100,26 @@ def embedded_session(settings: Settings, registry: Registry, store: JobStore) ->
     return stack
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    registry = _registry(settings)
-    store = _store(settings)
-    if is_embedded(settings):
-        args.wait = True  # the worker lives only as long as this command
+def submit(
+    config: Path | None, request: ErasureRequest, *, wait: bool, timeout: float, as_json: bool
+) -> int:
+    """Submit ``request`` and show the job (``wait``: once it ended). Embedded, it always
+    waits: the worker lives only as long as this command."""
+    settings = settings_for(config)
+    registry = registry_of(settings)
+    store = open_store(settings)
+    wait = wait or is_embedded(settings)
     try:
         with embedded_session(settings, registry, store):
-            return _submit(args, settings, registry, store)
+            job, created = submit_and_dispatch(
+                store, registry, request, settings.job_timeout_seconds, settings.default_queue
+            )
+            if not wait:
+                _show(_load(store, job.id), as_json, note="submitted" if created else "existing")
+                return EXIT_OK
+            return wait_and_show(store, job.id, timeout, as_json)
     finally:
         store.dispose()
-
-
-def _submit(
-    args: argparse.Namespace, settings: Settings, registry: Registry, store: JobStore
-) -> int:
-    request = ErasureRequest(
-        subject_kind=args.subject_kind,
-        subject_value=args.subject,
-        services=args.service,
-        dry_run=args.dry_run,
-        idempotency_key=args.idempotency_key,
-        requested_by=args.requested_by,
-        reason=args.reason,
-    )
-    job, created = submit_and_dispatch(
-        store, registry, request, settings.job_timeout_seconds, settings.default_queue
-    )
-    if not args.wait:
-        _show(_load(store, job.id), args.json, note="submitted" if created else "existing")
-        return EXIT_OK
-    return wait_and_show(store, job.id, args.timeout, args.json)
 
 
 def wait_and_show(store: JobStore, job_id: str, timeout: float, as_json: bool) -> int:
@@ -183,42 +137,25 @@ def wait_and_show(store: JobStore, job_id: str, timeout: float, as_json: bool) -
         time.sleep(0.1)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    store = _store(_settings(args))
+def show_status(config: Path | None, job_id: str, as_json: bool) -> int:
+    """Show one job and its tasks."""
+    store = open_store(settings_for(config))
     try:
-        _show(_load(store, args.job_id), args.json)
+        _show(_load(store, job_id), as_json)
     finally:
         store.dispose()
     return EXIT_OK
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
-    store = _store(_settings(args))
+def recent_jobs(config: Path | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs (in ``status`` when given), as JSON documents."""
+    store = open_store(settings_for(config))
     try:
         with store.transaction() as session:
-            page = queries.list_jobs(session, limit=args.limit, status=args.status or None)
-            views = [JobView.of(j) for j in page.jobs]
+            page = queries.list_jobs(session, limit=limit, status=status)
+            return [_json(JobView.of(j)) for j in page.jobs]
     finally:
         store.dispose()
-    if args.json:
-        sys.stdout.write(json.dumps([_json(v) for v in views], indent=2) + "\n")
-        return EXIT_OK
-    for v in views:
-        kind = "dry run" if v.dry_run else "erasure"
-        sys.stdout.write(
-            f"{v.id}  {v.status:<16} {v.subject_kind:<10} {kind:<8} {v.total_rows:>10} rows  "
-            f"{v.created_at:%Y-%m-%d %H:%M:%S}\n"
-        )
-    return EXIT_OK
-
-
-class EmbeddedOnly(Exception):
-    """A command that needs a shared broker was run in embedded mode."""
-
-
-class JobNotFound(Exception):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job {job_id}")
 
 
 def _load(store: JobStore, job_id: str) -> JobView:

@@ -1,4 +1,6 @@
-"""``eraser retry|dead-letters|beat``: what operators run when something failed.
+"""The work behind ``eraser retry|dead-letters|beat``: what operators run when something
+failed. ``api.cli.operations`` declares the commands and imports this module when one
+runs.
 
 - ``eraser retry JOB_ID [--service NAME ...]`` re-runs only the failed tasks of a job.
 - ``eraser dead-letters list|show ID|replay ID`` inspects and replays dead letters.
@@ -7,13 +9,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
-from api.jobs import EXIT_OK, _registry, _settings, _store, wait_and_show
+from api.jobs import EXIT_OK, open_store, registry_of, settings_for, wait_and_show
 from models.store import queries
 from models.store.tables import DeadLetter
 from tasks.reaper import ReapReport, reap, run_forever
@@ -23,90 +25,56 @@ from worker.logs import use_json
 log = logging.getLogger("eraser.ops")
 
 
-def add_commands(sub: Any) -> None:
-    def config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="FILE", help="registry (ERASER_CONFIG)")
-
-    def waiting(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--wait", action="store_true", help="wait until the job ends again")
-        p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
-        p.add_argument("--json", action="store_true")
-
-    retry = sub.add_parser("retry", help="re-run only the failed tasks of a job")
-    config(retry)
-    retry.add_argument("job_id", metavar="JOB_ID")
-    retry.add_argument(
-        "--service", action="append", default=[], metavar="NAME", help="only this failed service"
-    )
-    retry.add_argument("--actor", default="cli", metavar="WHO", help="recorded in the audit")
-    waiting(retry)
-    retry.set_defaults(handler=cmd_retry)
-
-    letters = sub.add_parser("dead-letters", help="inspect and replay dead letters")
-    letters_sub = letters.add_subparsers(dest="dl_command", required=True, metavar="ACTION")
-    listing = letters_sub.add_parser("list", help="dead letters not yet replayed")
-    config(listing)
-    listing.add_argument("--job", metavar="JOB_ID")
-    listing.add_argument("--all", action="store_true", help="include replayed ones")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=cmd_dl_list)
-    show = letters_sub.add_parser("show", help="one dead letter, with its task's history")
-    config(show)
-    show.add_argument("letter_id", type=int, metavar="ID")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(handler=cmd_dl_show)
-    replay = letters_sub.add_parser("replay", help="run a dead letter's task again")
-    config(replay)
-    replay.add_argument("letter_id", type=int, metavar="ID")
-    replay.add_argument("--actor", default="cli", metavar="WHO", help="recorded in the audit")
-    waiting(replay)
-    replay.set_defaults(handler=cmd_dl_replay)
-
-    beat = sub.add_parser("beat", help="run the reaper periodically (outbox, stale tasks, ...)")
-    config(beat)
-    beat.add_argument("--once", action="store_true", help="one round, then exit")
-    beat.add_argument("--json", action="store_true", help="with --once: print what it did")
-    beat.set_defaults(handler=cmd_beat)
-
-
-def cmd_retry(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = _store(settings)
+def retry(
+    config: Path | None,
+    job_id: str,
+    services: list[str],
+    *,
+    actor: str,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    """Re-run the failed tasks of ``job_id`` (only ``services`` when given)."""
+    settings = settings_for(config)
+    store = open_store(settings)
     try:
-        services = retry_job(
+        retried = retry_job(
             store,
-            _registry(settings),
-            args.job_id,
+            registry_of(settings),
+            job_id,
             settings.default_queue,
-            services=args.service,
-            actor=args.actor,
+            services=services,
+            actor=actor,
             timeout_seconds=settings.job_timeout_seconds,
         )
-        if not args.wait:
-            sys.stdout.write(f"job {args.job_id}: retrying {', '.join(services)}\n")
+        if not wait:
+            sys.stdout.write(f"job {job_id}: retrying {', '.join(retried)}\n")
             return EXIT_OK
-        return wait_and_show(store, args.job_id, args.timeout, args.json)
+        return wait_and_show(store, job_id, timeout, as_json)
     finally:
         store.dispose()
 
 
-def cmd_dl_replay(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = _store(settings)
+def replay(
+    config: Path | None, letter_id: int, *, actor: str, wait: bool, timeout: float, as_json: bool
+) -> int:
+    """Send a dead letter's task again, then finalize its job."""
+    settings = settings_for(config)
+    store = open_store(settings)
     try:
         job_id, service = replay_dead_letter(
             store,
-            _registry(settings),
-            args.letter_id,
+            registry_of(settings),
+            letter_id,
             settings.default_queue,
-            actor=args.actor,
+            actor=actor,
             timeout_seconds=settings.job_timeout_seconds,
         )
-        if not args.wait:
-            sys.stdout.write(f"dead letter {args.letter_id}: job {job_id}, {service} sent again\n")
+        if not wait:
+            sys.stdout.write(f"dead letter {letter_id}: job {job_id}, {service} sent again\n")
             return EXIT_OK
-        return wait_and_show(store, job_id, args.timeout, args.json)
+        return wait_and_show(store, job_id, timeout, as_json)
     finally:
         store.dispose()
 
@@ -128,17 +96,20 @@ def _letter_doc(letter: DeadLetter, with_trace: bool = False) -> dict[str, Any]:
     return doc
 
 
-def cmd_dl_list(args: argparse.Namespace) -> int:
-    store = _store(_settings(args))
+def list_letters(
+    config: Path | None, job_id: str | None, *, include_replayed: bool, limit: int, as_json: bool
+) -> int:
+    """Print the newest dead letters (of ``job_id`` when given)."""
+    store = open_store(settings_for(config))
     try:
         with store.transaction() as session:
             letters = queries.list_dead_letters(
-                session, limit=args.limit, job_id=args.job or None, include_replayed=args.all
+                session, limit=limit, job_id=job_id or None, include_replayed=include_replayed
             )
             docs = [_letter_doc(d) for d in letters]
     finally:
         store.dispose()
-    if args.json:
+    if as_json:
         sys.stdout.write(json.dumps(docs, indent=2) + "\n")
         return EXIT_OK
     if not docs:
@@ -157,13 +128,14 @@ class LetterNotFound(Exception):
         super().__init__(f"no dead letter {letter_id}")
 
 
-def cmd_dl_show(args: argparse.Namespace) -> int:
-    store = _store(_settings(args))
+def show_letter(config: Path | None, letter_id: int, as_json: bool) -> int:
+    """Print one dead letter with its task's attempts."""
+    store = open_store(settings_for(config))
     try:
         with store.transaction() as session:
-            letter = queries.get_dead_letter(session, args.letter_id)
+            letter = queries.get_dead_letter(session, letter_id)
             if letter is None:
-                raise LetterNotFound(args.letter_id)
+                raise LetterNotFound(letter_id)
             doc = _letter_doc(letter, with_trace=True)
             attempts = queries.task_history(session, letter.job_id, letter.service)
             doc["history"] = [
@@ -180,7 +152,7 @@ def cmd_dl_show(args: argparse.Namespace) -> int:
             ]
     finally:
         store.dispose()
-    if args.json:
+    if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return EXIT_OK
     out = sys.stdout
@@ -211,14 +183,15 @@ def _report_doc(report: ReapReport) -> dict[str, Any]:
     }
 
 
-def cmd_beat(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = _store(settings)
-    registry = _registry(settings)
+def beat(config: Path | None, *, once: bool, as_json: bool) -> int:
+    """Run the reaper every few seconds (``once``: one round)."""
+    settings = settings_for(config)
+    store = open_store(settings)
+    registry = registry_of(settings)
     try:
-        if args.once:
+        if once:
             report = reap(store, registry, settings)
-            if args.json:
+            if as_json:
                 sys.stdout.write(json.dumps(_report_doc(report)) + "\n")
             return EXIT_OK
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -35,9 +34,9 @@ def keygen() -> int:
 def public_key(config: Config = None) -> int:
     """Print the JWKS that verifies this deployment's certificates (current key first)."""
     from api import certificates  # noqa: PLC0415 - start-up time
-    from api.jobs import _settings  # noqa: PLC0415
+    from api.jobs import settings_for  # noqa: PLC0415
 
-    _print_json(certificates.public_key(_settings(argparse.Namespace(config=config))))
+    _print_json(certificates.public_key(settings_for(config)))
     return EXIT_OK
 
 
@@ -48,10 +47,10 @@ def show(
 ) -> int:
     """Print a finished job's certificate (a compact JWS)."""
     from api import certificates  # noqa: PLC0415 - start-up time
-    from api.jobs import _settings, _store  # noqa: PLC0415
+    from api.jobs import open_store, settings_for  # noqa: PLC0415
 
-    settings = _settings(argparse.Namespace(config=config))
-    store = _store(settings)
+    settings = settings_for(config)
+    store = open_store(settings)
     try:
         sys.stdout.write(certificates.certificate_of(store, settings, job_id) + "\n")
     finally:

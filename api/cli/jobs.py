@@ -2,20 +2,18 @@
 
 The commands read the registry from ``--config`` (``ERASER_CONFIG``) and the job store
 from ``ERASER_DATABASE_URL``; the work is done by ``api.jobs``, imported when a
-command runs.
+command runs (with the job store, pydantic and Celery: ``eraser --help`` needs none).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from api.cli.errors import EXIT_OK
 from api.cli.options import Config, Json, Timeout, Wait
 
 PANEL = "Jobs (every service of the registry, through the queue)"
@@ -38,9 +36,9 @@ db_app = typer.Typer(help="Job store maintenance.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade() -> int:
     """Apply the job store's migrations (idempotent) and print its revision."""
-    from api import jobs  # noqa: PLC0415 - start-up time
+    from api.jobs import db_upgrade  # noqa: PLC0415 - start-up time
 
-    return jobs.cmd_db_upgrade(argparse.Namespace())
+    return db_upgrade()
 
 
 def worker(ctx: typer.Context, config: Config = None) -> int:
@@ -50,9 +48,9 @@ def worker(ctx: typer.Context, config: Config = None) -> int:
     without -Q it consumes the default queue and every service's own queue. Needs a
     shared broker (ERASER_BROKER_URL).
     """
-    from api import jobs  # noqa: PLC0415 - start-up time
+    from api.jobs import run_worker  # noqa: PLC0415 - start-up time
 
-    return jobs.cmd_worker(argparse.Namespace(config=config, extra=list(ctx.args)))
+    return run_worker(config, list(ctx.args))
 
 
 def submit(
@@ -111,21 +109,18 @@ def submit(
     this process.
     """
     from api import jobs  # noqa: PLC0415 - start-up time
+    from models.messages import ErasureRequest  # noqa: PLC0415
 
-    args = argparse.Namespace(
-        config=config,
+    request = ErasureRequest(
         subject_kind=subject_kind,
-        subject=subject,
-        service=service or [],
+        subject_value=subject,
+        services=service or [],
         dry_run=dry_run,
         idempotency_key=idempotency_key,
-        reason=reason,
         requested_by=requested_by,
-        wait=wait,
-        timeout=timeout,
-        json=json_out,
+        reason=reason,
     )
-    return jobs.cmd_submit(args)
+    return jobs.submit(config, request, wait=wait, timeout=timeout, as_json=json_out)
 
 
 def status(
@@ -134,9 +129,9 @@ def status(
     json_out: Json = False,
 ) -> int:
     """Show one job and its tasks (status, attempts, rows, errors)."""
-    from api import jobs  # noqa: PLC0415 - start-up time
+    from api.jobs import show_status  # noqa: PLC0415 - start-up time
 
-    return jobs.cmd_status(argparse.Namespace(config=config, job_id=job_id, json=json_out))
+    return show_status(config, job_id, json_out)
 
 
 def list_jobs(
@@ -151,21 +146,15 @@ def list_jobs(
     json_out: Json = False,
 ) -> int:
     """List recent jobs, newest first."""
-    from api import jobs  # noqa: PLC0415 - start-up time
-    from api.cli import display  # noqa: PLC0415
+    from api.cli import display  # noqa: PLC0415 - start-up time
+    from api.jobs import recent_jobs  # noqa: PLC0415
 
-    args = argparse.Namespace(
-        config=config, status=None if state is None else state.value, limit=limit, json=True
-    )
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        code = jobs.cmd_jobs(args)
-    views: list[dict[str, Any]] = json.loads(captured.getvalue())
+    views: list[dict[str, Any]] = recent_jobs(config, None if state is None else state.value, limit)
     if json_out:
-        typer.echo(captured.getvalue(), nl=False)
-        return code
+        typer.echo(json.dumps(views, indent=2))
+        return EXIT_OK
     display.out().print(display.jobs_table(views))
-    return code
+    return EXIT_OK
 
 
 def register(app: typer.Typer) -> None:

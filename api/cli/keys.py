@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+import json
+import sys
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from api.cli.errors import EXIT_OK
 from api.cli.options import Json
 
 app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
@@ -33,7 +35,16 @@ def create(
     json_out: Json = False,
 ) -> int:
     """Make a key: prints its secret once and the entry to add to ERASER_API_KEYS."""
-    from api import serve  # noqa: PLC0415 - start-up time
+    from api.keys import Scope, create_key  # noqa: PLC0415 - start-up time
 
-    args = argparse.Namespace(name=name, scope=[s.value for s in scope], json=json_out)
-    return serve.cmd_keys_create(args)
+    key = create_key(name, [Scope(s.value) for s in scope])
+    entry = key.entry.model_dump()
+    if json_out:
+        sys.stdout.write(json.dumps({"id": key.id, "secret": key.secret, "entry": entry}) + "\n")
+        return EXIT_OK
+    sys.stdout.write(
+        f"key {key.id} ({name}): {', '.join(entry['scopes'])}\n"
+        f"secret (shown once, give it to the client): {key.secret}\n"
+        f"add this entry to ERASER_API_KEYS (a JSON list):\n{json.dumps(entry)}\n"
+    )
+    return EXIT_OK

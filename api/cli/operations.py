@@ -3,7 +3,6 @@ work is done by ``api.ops``, imported when a command runs."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Annotated
 
 import typer
@@ -35,16 +34,9 @@ def retry(
     """Re-run only the failed tasks of a job (a new chord), then finalize it again."""
     from api import ops  # noqa: PLC0415 - start-up time
 
-    args = argparse.Namespace(
-        config=config,
-        job_id=job_id,
-        service=service or [],
-        actor=actor,
-        wait=wait,
-        timeout=timeout,
-        json=json_out,
+    return ops.retry(
+        config, job_id, service or [], actor=actor, wait=wait, timeout=timeout, as_json=json_out
     )
-    return ops.cmd_retry(args)
 
 
 @letters_app.command("list")
@@ -63,8 +55,7 @@ def letters_list(
     """Dead letters not replayed yet (--all: every one)."""
     from api import ops  # noqa: PLC0415 - start-up time
 
-    args = argparse.Namespace(config=config, job=job, all=everything, limit=limit, json=json_out)
-    return ops.cmd_dl_list(args)
+    return ops.list_letters(config, job, include_replayed=everything, limit=limit, as_json=json_out)
 
 
 @letters_app.command("show")
@@ -76,7 +67,7 @@ def letters_show(
     """One dead letter: its error, its task's attempts, the traceback's frames."""
     from api import ops  # noqa: PLC0415 - start-up time
 
-    return ops.cmd_dl_show(argparse.Namespace(config=config, letter_id=letter_id, json=json_out))
+    return ops.show_letter(config, letter_id, json_out)
 
 
 @letters_app.command("replay")
@@ -91,15 +82,7 @@ def letters_replay(
     """Run a dead letter's task again (a new chord over it), then finalize its job."""
     from api import ops  # noqa: PLC0415 - start-up time
 
-    args = argparse.Namespace(
-        config=config,
-        letter_id=letter_id,
-        actor=actor,
-        wait=wait,
-        timeout=timeout,
-        json=json_out,
-    )
-    return ops.cmd_dl_replay(args)
+    return ops.replay(config, letter_id, actor=actor, wait=wait, timeout=timeout, as_json=json_out)
 
 
 def beat(
@@ -115,7 +98,7 @@ def beat(
     tasks, finalize finished jobs."""
     from api import ops  # noqa: PLC0415 - start-up time
 
-    return ops.cmd_beat(argparse.Namespace(config=config, once=once, json=json_out))
+    return ops.beat(config, once=once, as_json=json_out)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,15 +3,19 @@ uvicorn, FastAPI and Flower are imported only by the command that serves them.""
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from api.cli.errors import EXIT_OK, EXIT_UNVERIFIED
 from api.cli.options import Config
 
 PANEL = "Servers"
+
+#: ``eraser health worker``: the liveness file is missing or stale.
+EXIT_UNHEALTHY = EXIT_UNVERIFIED
 
 health_app = typer.Typer(help="Liveness checks for orchestrators.", no_args_is_help=True)
 
@@ -24,9 +28,9 @@ def api(
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 8000,
 ) -> int:
     """Serve the HTTP API with uvicorn (embedded: with a worker thread in-process)."""
-    from api import serve  # noqa: PLC0415 - start-up time
+    from api.serve import serve_api  # noqa: PLC0415 - start-up time
 
-    return serve.cmd_api(argparse.Namespace(config=config, host=host, port=port))
+    return serve_api(config, host, port)
 
 
 def flower_proxy(
@@ -36,9 +40,10 @@ def flower_proxy(
     """Serve Flower read-only, behind authentication.
 
     Reads ERASER_FLOWER_USERS and ERASER_FLOWER_UPSTREAM."""
-    from api import serve  # noqa: PLC0415 - start-up time
+    from api.flowerproxy import serve  # noqa: PLC0415 - start-up time
 
-    return serve.cmd_flower_proxy(argparse.Namespace(host=host, port=port))
+    serve(host, port)
+    return EXIT_OK
 
 
 @health_app.command("worker")
@@ -61,9 +66,26 @@ def health_worker(
     ] = 60.0,
 ) -> int:
     """Is the worker's liveness file fresh? Exit 0 healthy, 1 not."""
-    from api import serve  # noqa: PLC0415 - start-up time
+    from worker.liveness import age  # noqa: PLC0415 - start-up time
 
-    return serve.cmd_health_worker(argparse.Namespace(file=file, max_age=max_age, config=None))
+    if file is None:
+        from models.settings import get_settings  # noqa: PLC0415
+
+        file = get_settings().liveness_file
+    if file is None:
+        return _unhealthy("no liveness file (--file or ERASER_LIVENESS_FILE)")
+    seconds = age(file)
+    if seconds is None:
+        return _unhealthy(f"{file} is missing or unreadable")
+    if seconds > max_age:
+        return _unhealthy(f"last beat {seconds:.0f}s ago (max {max_age:g}s)")
+    sys.stdout.write(f"healthy: last beat {seconds:.1f}s ago\n")
+    return EXIT_OK
+
+
+def _unhealthy(why: str) -> int:
+    sys.stdout.write(f"unhealthy: {why}\n")
+    return EXIT_UNHEALTHY
 
 
 def register(app: typer.Typer) -> None:
