@@ -8,7 +8,8 @@ configuration: what is missing there is derived from the job store's URL, so eve
 process of one embedded install agrees on it, and everything signed with such a key
 is marked ``dev`` (anyone can derive the same key: it proves nothing to a third party).
 
-Keys are parsed by ``joserfc`` and ``cryptography``; nothing here implements crypto.
+Keys are parsed by ``joserfc`` and ``cryptography`` (``models.secret_formats``, which
+the settings validate with); nothing here implements crypto.
 """
 
 from __future__ import annotations
@@ -18,24 +19,21 @@ import json
 import secrets
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-if TYPE_CHECKING:
-    from models.settings import Settings
+from models.secret_formats import parse_signing_key
+from models.settings import Settings, get_settings
 
 #: The JWS algorithm of certificates (RFC 8037: Ed25519 under ``EdDSA``).
 ALGORITHM = "EdDSA"
 #: Key ids of derived development keys start with this.
 DEV_KID_PREFIX = "dev-"
-#: Shortest pepper accepted (characters): a short pepper can be guessed.
-MIN_PEPPER_LENGTH = 32
 
 #: Setting name -> environment variable, for every secret a deployment needs.
 SECRET_VARIABLES = {
@@ -43,10 +41,6 @@ SECRET_VARIABLES = {
     "subject_hash_pepper": "ERASER_SUBJECT_HASH_PEPPER",
     "job_store_encryption_key": "ERASER_JOB_STORE_ENCRYPTION_KEY",
 }
-
-
-class InvalidKey(ValueError):
-    """A key setting holds something that is not the key it should be."""
 
 
 class MissingSecrets(Exception):
@@ -79,57 +73,6 @@ class Keyring:
         return {"keys": [dict(current), *others]}
 
 
-def parse_signing_key(text: str) -> OKPKey:
-    """A private Ed25519 key from a JWK (JSON) or PEM text."""
-    value: str | dict[str, Any] = text.strip()
-    if isinstance(value, str) and value.startswith("{"):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise InvalidKey("not a JSON object (a private Ed25519 JWK) nor PEM") from None
-    try:
-        key = OKPKey.import_key(value)
-    except (JoseError, ValueError, TypeError):
-        raise InvalidKey("not a private Ed25519 key (JWK or PEM)") from None
-    if key.curve_name != "Ed25519" or not key.is_private:
-        raise InvalidKey("the signing key must be a *private* Ed25519 key")
-    return key
-
-
-def parse_public_keys(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """The public Ed25519 JWKs of a JWKS, each with its ``kid``; refuses private keys."""
-    keys = document.get("keys")
-    if not isinstance(keys, list):
-        raise InvalidKey('a JWKS is a JSON object {"keys": [...]}')
-    out = []
-    for number, jwk in enumerate(keys):
-        if not isinstance(jwk, dict) or "d" in jwk:
-            raise InvalidKey(f"key {number}: must be a public JWK (no private part)")
-        try:
-            key = OKPKey.import_key(jwk)
-        except (JoseError, ValueError, TypeError):
-            raise InvalidKey(f"key {number}: not an Ed25519 public key") from None
-        if key.curve_name != "Ed25519" or not jwk.get("kid"):
-            raise InvalidKey(f"key {number}: must be an Ed25519 key with a kid")
-        out.append(dict(jwk))
-    return out
-
-
-def parse_pepper(text: str) -> bytes:
-    if len(text) < MIN_PEPPER_LENGTH:
-        raise InvalidKey(f"the pepper must be at least {MIN_PEPPER_LENGTH} characters")
-    return text.encode()
-
-
-def parse_encryption_key(text: str) -> bytes:
-    """A Fernet key (32 bytes, URL-safe base64), as ``Fernet.generate_key`` makes."""
-    try:
-        Fernet(text.strip().encode())
-    except (ValueError, TypeError):
-        raise InvalidKey("not a Fernet key (32 bytes, URL-safe base64)") from None
-    return text.strip().encode()
-
-
 def key_id(key: OKPKey) -> str:
     """A key's id: the one its JWK names, else its RFC 7638 thumbprint."""
     return key.kid or key.thumbprint()
@@ -151,8 +94,6 @@ def exit_without_secrets(**_signal: object) -> None:
     """A ``celeryd_init`` receiver: a deployment's worker exits (status 2) with one
     line naming the missing secrets before it takes any task. ``SystemExit``, because
     Celery logs and swallows the ``Exception``s its signal receivers raise."""
-    from models.settings import get_settings  # noqa: PLC0415 - settings imports this module
-
     try:
         require_secrets(get_settings())
     except MissingSecrets as exc:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models import keyring
+from models import secret_formats
 
 
 class ApiKeyEntry(BaseModel):
@@ -34,7 +34,7 @@ class PublicKeys(BaseModel):
 
     @model_validator(mode="after")
     def _public_ed25519(self) -> PublicKeys:
-        keyring.parse_public_keys({"keys": self.keys})
+        secret_formats.parse_public_keys({"keys": self.keys})
         return self
 
 
@@ -137,21 +137,21 @@ class Settings(BaseSettings):
     @classmethod
     def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            keyring.parse_signing_key(value.get_secret_value())
+            secret_formats.parse_signing_key(value.get_secret_value())
         return value
 
     @field_validator("subject_hash_pepper")
     @classmethod
     def _pepper(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            keyring.parse_pepper(value.get_secret_value())
+            secret_formats.parse_pepper(value.get_secret_value())
         return value
 
     @field_validator("job_store_encryption_key")
     @classmethod
     def _encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            keyring.parse_encryption_key(value.get_secret_value())
+            secret_formats.parse_encryption_key(value.get_secret_value())
         return value
 
     @field_validator("job_store_retired_encryption_keys")
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     def _retired_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             for key in retired_keys(value):
-                keyring.parse_encryption_key(key)
+                secret_formats.parse_encryption_key(key)
         return value
 
     @property

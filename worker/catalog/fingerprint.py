@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from worker.catalog.model import TableInfo
+from worker.catalog.model import TableInfo
 
 
 def fingerprint(tables: Iterable[TableInfo]) -> str:

@@ -13,8 +13,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from worker.catalog.fingerprint import fingerprint
-
 #: ``ON DELETE`` rules, spelled as the SQL standard does.
 NO_ACTION = "NO ACTION"
 RESTRICT = "RESTRICT"
@@ -152,7 +150,8 @@ class Catalog:
     dialect: str
     default_schema: str
     tables: dict[TableName, TableInfo]
-    fingerprint: str = ""
+    #: ``worker.catalog.fingerprint.fingerprint`` of ``tables``, as reflected.
+    fingerprint: str
     _incoming: dict[TableName, list[ForeignKey]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -161,8 +160,6 @@ class Catalog:
             for fk in info.foreign_keys:
                 if fk.parent in self._incoming:
                     self._incoming[fk.parent].append(fk)
-        if not self.fingerprint:
-            self.fingerprint = fingerprint(self.tables.values())
 
     def incoming(self, parent: TableName) -> list[ForeignKey]:
         """Foreign keys that reference ``parent`` (its child edges)."""

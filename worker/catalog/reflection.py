@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from worker.catalog.fingerprint import fingerprint
 from worker.catalog.model import (
     CASCADE,
     NO_ACTION,
@@ -75,7 +76,7 @@ def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
         conn.rollback()
     if partitions.partition_roots:
         tables = _fold_partitions(tables, partitions)
-    return Catalog(dialect=dialect.name, default_schema=default_schema, tables=tables)
+    return Catalog(dialect.name, default_schema, tables, fingerprint(tables.values()))
 
 
 def _reflect_schema(

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.dialects.postgresql_arrays import Tid, ctid, pg_array
 
-if TYPE_CHECKING:
-    from worker.dialects.base import Dialect
-
 RowKind = Literal["key", "ctid", "rowid", "none"]
+
+
+class KeyReader(Protocol):
+    """What a row identity asks of its database (``worker.dialects.base.Dialect``
+    provides it): keys read and compared as the driver gives them."""
+
+    def driver_value(self, column: ColumnElement[Any]) -> ColumnElement[Any]: ...
+
+    def key_in(
+        self, columns: Sequence[ColumnElement[Any]], values: Sequence[tuple[Any, ...]]
+    ) -> ColumnElement[bool]: ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class RowIdentity:
 
     kind: RowKind
     #: The database, for keys read and sent back as the driver gives them.
-    dialect: Dialect
+    dialect: KeyReader
     columns: tuple[str, ...] = ()
     #: SQLite: the name the row id goes by in this table.
     alias: str = "rowid"
