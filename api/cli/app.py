@@ -1,11 +1,12 @@
 """The ``eraser`` command tree: the root app, ``--version``, and every command group.
 
 Adding a command group is two lines here: import its module (which defines
-``app = typer.Typer(help=...)`` and its commands, importing their work inside each
-command) and ``app.add_typer(module.app, name="...", rich_help_panel=...)``; for
-top-level commands, ``module.register(app)``. A new command under an existing group
+``app = typer.Typer(help=..., cls=Group)`` and its commands, importing their work
+inside each command) and ``app.add_typer(module.app, name="...", rich_help_panel=...)``;
+for top-level commands, ``module.register(app)``. A new command under an existing group
 (``eraser certificate keygen``) is a function decorated with that module's
-``@app.command("keygen")``.
+``@app.command("keygen", cls=Command)`` (``api.cli.help``: Rich help on a terminal,
+plain text elsewhere).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from api.cli import certificate, database, demo, jobs, keys, operations, secrets, server
+from api.cli.help import Group
 
 #: The help panel of keys, certificates (and secrets).
 SECRETS = "Keys and certificates"
@@ -29,6 +31,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 

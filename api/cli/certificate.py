@@ -11,16 +11,19 @@ from typing import Annotated
 import typer
 
 from api.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_UNVERIFIED, fail
+from api.cli.help import Command, Group
 from api.cli.options import Config
 
-app = typer.Typer(help="Erasure certificates (Ed25519 JWS) and their keys.", no_args_is_help=True)
+app = typer.Typer(
+    help="Erasure certificates (Ed25519 JWS) and their keys.", no_args_is_help=True, cls=Group
+)
 
 
 def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-@app.command("keygen")
+@app.command("keygen", cls=Command)
 def keygen() -> int:
     """Make a signing key pair: the private JWK (keep it secret) and its public JWKS."""
     from api import certificates  # noqa: PLC0415 - start-up time
@@ -30,7 +33,7 @@ def keygen() -> int:
     return EXIT_OK
 
 
-@app.command("public-key")
+@app.command("public-key", cls=Command)
 def public_key(config: Config = None) -> int:
     """Print the JWKS that verifies this deployment's certificates (current key first)."""
     from api import certificates  # noqa: PLC0415 - start-up time
@@ -40,7 +43,7 @@ def public_key(config: Config = None) -> int:
     return EXIT_OK
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 def show(
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="A finished job's id.")],
     config: Config = None,
@@ -58,7 +61,7 @@ def show(
     return EXIT_OK
 
 
-@app.command("verify")
+@app.command("verify", cls=Command)
 def verify(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A certificate ('-' reads stdin).")],
     jwks: Annotated[

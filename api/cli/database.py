@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from api.cli.help import Command
+
 PANEL = "One database (no broker, no job store)"
 
 #: Option groups of ``eraser erase --help``.
@@ -269,5 +271,5 @@ def erase(
 
 def register(app: typer.Typer) -> None:
     """Add ``plan`` and ``erase`` to the root app."""
-    app.command("plan", rich_help_panel=PANEL)(plan)
-    app.command("erase", rich_help_panel=PANEL)(erase)
+    app.command("plan", cls=Command, rich_help_panel=PANEL)(plan)
+    app.command("erase", cls=Command, rich_help_panel=PANEL)(erase)

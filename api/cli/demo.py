@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from api.cli.errors import EXIT_OK, EXIT_UNVERIFIED
+from api.cli.help import Command
 
 
 def demo(
@@ -45,4 +46,4 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to the root app."""
-    app.command("demo", rich_help_panel="Getting started")(demo)
+    app.command("demo", cls=Command, rich_help_panel="Getting started")(demo)

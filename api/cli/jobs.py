@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from api.cli.errors import EXIT_OK
+from api.cli.help import Command, Group
 from api.cli.options import Config, Json, Timeout, Wait
 
 PANEL = "Jobs (every service of the registry, through the queue)"
@@ -30,10 +31,10 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
-db_app = typer.Typer(help="Job store maintenance.", no_args_is_help=True)
+db_app = typer.Typer(help="Job store maintenance.", no_args_is_help=True, cls=Group)
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=Command)
 def db_upgrade() -> int:
     """Apply the job store's migrations (idempotent) and print its revision."""
     from api.jobs import db_upgrade  # noqa: PLC0415 - start-up time
@@ -159,11 +160,12 @@ def list_jobs(
 
 def register(app: typer.Typer) -> None:
     """Add the job commands to the root app."""
-    app.command("submit", rich_help_panel=PANEL)(submit)
-    app.command("status", rich_help_panel=PANEL)(status)
-    app.command("jobs", rich_help_panel=PANEL)(list_jobs)
+    app.command("submit", cls=Command, rich_help_panel=PANEL)(submit)
+    app.command("status", cls=Command, rich_help_panel=PANEL)(status)
+    app.command("jobs", cls=Command, rich_help_panel=PANEL)(list_jobs)
     app.command(
         "worker",
+        cls=Command,
         rich_help_panel=PANEL,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(worker)

@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from api.cli.errors import EXIT_OK
+from api.cli.help import Command, Group
 from api.cli.options import Json
 
-app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
+app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True, cls=Group)
 
 
 class KeyScope(StrEnum):
@@ -23,7 +24,7 @@ class KeyScope(StrEnum):
     ADMIN = "jobs:admin"
 
 
-@app.command("create")
+@app.command("create", cls=Command)
 def create(
     name: Annotated[
         str, typer.Option("--name", metavar="NAME", help="Who holds it.", show_default=False)

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
+from api.cli.help import Command, Group
 from api.cli.options import Actor, Config, Json, Timeout, Wait
 
 PANEL = "Operations"
 
-letters_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
+letters_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True, cls=Group)
 
 
 def retry(
@@ -39,7 +40,7 @@ def retry(
     )
 
 
-@letters_app.command("list")
+@letters_app.command("list", cls=Command)
 def letters_list(
     config: Config = None,
     job: Annotated[
@@ -58,7 +59,7 @@ def letters_list(
     return ops.list_letters(config, job, include_replayed=everything, limit=limit, as_json=json_out)
 
 
-@letters_app.command("show")
+@letters_app.command("show", cls=Command)
 def letters_show(
     letter_id: Annotated[int, typer.Argument(metavar="ID", help="The dead letter's id.")],
     config: Config = None,
@@ -70,7 +71,7 @@ def letters_show(
     return ops.show_letter(config, letter_id, json_out)
 
 
-@letters_app.command("replay")
+@letters_app.command("replay", cls=Command)
 def letters_replay(
     letter_id: Annotated[int, typer.Argument(metavar="ID", help="The dead letter's id.")],
     config: Config = None,
@@ -103,6 +104,6 @@ def beat(
 
 def register(app: typer.Typer) -> None:
     """Add the operators' commands to the root app."""
-    app.command("retry", rich_help_panel=PANEL)(retry)
+    app.command("retry", cls=Command, rich_help_panel=PANEL)(retry)
     app.add_typer(letters_app, name="dead-letters", rich_help_panel=PANEL)
-    app.command("beat", rich_help_panel=PANEL)(beat)
+    app.command("beat", cls=Command, rich_help_panel=PANEL)(beat)

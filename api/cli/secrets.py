@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from api.cli.errors import EXIT_OK
+from api.cli.help import Command, Group
 
-app = typer.Typer(help="The secrets a deployment needs.", no_args_is_help=True)
+app = typer.Typer(help="The secrets a deployment needs.", no_args_is_help=True, cls=Group)
 
 
-@app.command("generate")
+@app.command("generate", cls=Command)
 def generate(
     env: Annotated[
         bool, typer.Option("--env", help="As shell export lines (the only format; the default).")

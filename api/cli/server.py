@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from api.cli.errors import EXIT_OK, EXIT_UNVERIFIED
+from api.cli.help import Command, Group
 from api.cli.options import Config
 
 PANEL = "Servers"
@@ -17,7 +18,7 @@ PANEL = "Servers"
 #: ``eraser health worker``: the liveness file is missing or stale.
 EXIT_UNHEALTHY = EXIT_UNVERIFIED
 
-health_app = typer.Typer(help="Liveness checks for orchestrators.", no_args_is_help=True)
+health_app = typer.Typer(help="Liveness checks for orchestrators.", no_args_is_help=True, cls=Group)
 
 Host = Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")]
 
@@ -46,7 +47,7 @@ def flower_proxy(
     return EXIT_OK
 
 
-@health_app.command("worker")
+@health_app.command("worker", cls=Command)
 def health_worker(
     file: Annotated[
         Path | None,
@@ -90,6 +91,6 @@ def _unhealthy(why: str) -> int:
 
 def register(app: typer.Typer) -> None:
     """Add the servers and their probes to the root app."""
-    app.command("api", rich_help_panel=PANEL)(api)
-    app.command("flower-proxy", rich_help_panel=PANEL)(flower_proxy)
+    app.command("api", cls=Command, rich_help_panel=PANEL)(api)
+    app.command("flower-proxy", cls=Command, rich_help_panel=PANEL)(flower_proxy)
     app.add_typer(health_app, name="health", rich_help_panel=PANEL)

@@ -372,6 +372,32 @@ def test_every_command_answers_help_without_any_configuration(
     assert not list(tmp_path.iterdir())  # nothing created (no eraser.db)
 
 
+def test_help_is_plain_text_in_a_pipe_and_rich_panels_on_a_terminal(tmp_path: Path) -> None:
+    """Piped, the help is plain text with a section per panel, in the panels' order;
+    on a terminal, Rich draws the same panels."""
+    piped = eraser("erase", "--help", cwd=tmp_path)
+    assert piped.returncode == EXIT_OK, piped.stderr
+    assert "╭" not in piped.stdout
+    sections = re.findall(r"^(\S[^\n]*):$", piped.stdout, re.MULTILINE)
+    assert sections == ["Options", "What to erase", "Safety and output", "Tuning"]
+    assert re.search(r"^  --batch-size N +Rows per transaction", piped.stdout, re.MULTILINE)
+    top = eraser("--help", cwd=tmp_path).stdout
+    assert re.findall(r"^(\S[^\n]*):$", top, re.MULTILINE)[:3] == [
+        "Options",
+        "One database (no broker, no job store)",
+        "Getting started",
+    ]
+    whole = (
+        r"^  plan +Show the erasure plan: a tree per anchor table, children under their parents\.$"
+    )
+    assert re.search(whole, top, re.MULTILINE)  # a command's first sentence, not cut short
+
+    code, shown = _on_a_terminal(["erase", "--help"], "", tmp_path)
+    assert code == EXIT_OK, shown
+    assert "─ What to erase ─" in shown
+    assert "─ Tuning ─" in shown
+
+
 def _walk(command: Any, path: str = "eraser") -> Iterator[tuple[str, Any]]:
     yield path, command
     for name, sub in getattr(command, "commands", {}).items():
@@ -551,12 +577,14 @@ def test_an_environment_variable_sets_the_batch_size(cyclic_url: str, tmp_path: 
 @pytest.mark.parametrize(
     ("argv", "absent"),
     [
-        # help: nothing of the engine, the job store or a server
-        (["--help"], ("sqlalchemy", "pydantic", "celery", "fastapi", "uvicorn", "flower")),
+        # help: nothing of the engine, the job store or a server; in a pipe, no Rich
+        (["--help"], ("sqlalchemy", "pydantic", "celery", "fastapi", "uvicorn", "rich")),
+        # a command's help: no more (its group's flags are not converted by pydantic)
+        (["worker", "--help"], ("sqlalchemy", "pydantic", "celery", "flower", "rich")),
         # the engine path: no server, no Celery
         (["plan", "--subject-column", "tenant_id"], ("celery", "fastapi", "uvicorn", "flower")),
     ],
-    ids=["help", "plan"],
+    ids=["help", "worker-help", "plan"],
 )
 def test_commands_import_only_what_they_use(
     argv: list[str], absent: tuple[str, ...], sqlite_url: str, tmp_path: Path
