@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from typer._click import Command as ClickCommand
 from typer._coercion import PassThroughRuntimeParam
 from typer.core import TyperCommand, TyperGroup, _TyperParameter
 
@@ -60,19 +61,6 @@ def _parameter_rows(
             yield getattr(param, "rich_help_panel", None) or default, record
 
 
-def _format_parameters(command: Any, ctx: Context, formatter: HelpFormatter) -> None:
-    params = command.get_params(ctx)
-    _write_sections(formatter, _parameter_rows(params, ctx, "argument", ARGUMENTS), ARGUMENTS)
-    _write_sections(formatter, _parameter_rows(params, ctx, "option", OPTIONS), OPTIONS)
-
-
-def _plain_help(command: Any, ctx: Context, formatter: HelpFormatter) -> None:
-    command.format_usage(ctx, formatter)
-    command.format_help_text(ctx, formatter)
-    command.format_options(ctx, formatter)
-    command.format_epilog(ctx, formatter)
-
-
 def _flags_without_pydantic(params: Iterable[Parameter]) -> None:
     """Let a group's boolean flags (``--help``, ``--install-completion``, ...) take
     their value as it is. Typer converts every parameter's value through a pydantic
@@ -90,30 +78,33 @@ def _flags_without_pydantic(params: Iterable[Parameter]) -> None:
             )
 
 
-class Command(TyperCommand):
+class _PlainOutsideTerminal(ClickCommand):
+    """Rich help on a terminal (the next class's), plain text elsewhere."""
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        if on_terminal():
+            super().format_help(ctx, formatter)
+            return
+        self.format_usage(ctx, formatter)
+        self.format_help_text(ctx, formatter)
+        self.format_options(ctx, formatter)
+        self.format_epilog(ctx, formatter)
+
+    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
+        params = self.get_params(ctx)
+        _write_sections(formatter, _parameter_rows(params, ctx, "argument", ARGUMENTS), ARGUMENTS)
+        _write_sections(formatter, _parameter_rows(params, ctx, "option", OPTIONS), OPTIONS)
+
+
+class Command(_PlainOutsideTerminal, TyperCommand):
     """A command whose plain help groups its options by panel."""
 
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        if on_terminal():
-            super().format_help(ctx, formatter)
-        else:
-            _plain_help(self, ctx, formatter)
 
-    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
-        _format_parameters(self, ctx, formatter)
-
-
-class Group(TyperGroup):
+class Group(_PlainOutsideTerminal, TyperGroup):
     """A group whose plain help lists its commands by panel."""
 
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        if on_terminal():
-            super().format_help(ctx, formatter)
-        else:
-            _plain_help(self, ctx, formatter)
-
     def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
-        _format_parameters(self, ctx, formatter)
+        super().format_options(ctx, formatter)
         self.format_commands(ctx, formatter)
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:

@@ -19,28 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import TargetDB
-from worker.database import create_engine
-from worker.faults import Fault, FaultKind, classify
-
-ROW_VALUE = "alice-7c1f@example.com"
-
-
-KEY = 987654321
-
-
-def _raised(action: Callable[[], object]) -> BaseException:
-    """The exception ``action`` raises (the test fails if it raises none)."""
-    try:
-        action()
-    except Exception as exc:
-        return exc
-    pytest.fail("expected the action to fail")
-
-
-def _assert_safe(fault: Fault, *secrets: str) -> None:
-    assert "\n" not in fault.description
-    for secret in (ROW_VALUE, str(KEY), "127.0.0.1", *secrets):
-        assert secret not in fault.description
+from tests.fault_checks import KEY, ROW_VALUE, assert_safe, connection_fault, raised
+from worker.faults import FaultKind, classify
 
 
 def _pg_accounts(pg: TargetDB) -> None:
@@ -57,7 +37,7 @@ def test_pg_lock_timeout_is_transient(pg: TargetDB) -> None:
         holder.exec_driver_sql("SELECT * FROM customer_secrets WHERE id = 1 FOR UPDATE")
         with pg.engine.connect() as waiter, waiter.begin():
             waiter.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
-            exc = _raised(
+            exc = raised(
                 lambda: waiter.exec_driver_sql(
                     "SELECT * FROM customer_secrets WHERE id = 1 FOR UPDATE"
                 )
@@ -65,7 +45,7 @@ def test_pg_lock_timeout_is_transient(pg: TargetDB) -> None:
     fault = classify(exc)
     assert (fault.kind, fault.code) == (FaultKind.TRANSIENT, "55P03")
     assert fault.description.startswith("lock not available (lock timeout) (SQLSTATE 55P03)")
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 @pytest.mark.postgres
@@ -74,13 +54,13 @@ def test_pg_terminated_backend_is_transient(pg: TargetDB) -> None:
         pid = victim.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         victim.rollback()
         pg.run(f"SELECT pg_terminate_backend({int(pid or 0)})")
-        exc = _raised(lambda: victim.exec_driver_sql("SELECT 1"))
+        exc = raised(lambda: victim.exec_driver_sql("SELECT 1"))
     assert isinstance(exc, sa.exc.DBAPIError)
     fault = classify(exc)
     assert fault.kind is FaultKind.TRANSIENT
     # psycopg2 reports the termination (57P01) or just the closed socket (no SQLSTATE).
     assert fault.code in {"57P01", "OperationalError", "InterfaceError"}
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 @pytest.mark.postgres
@@ -114,7 +94,7 @@ def test_pg_deadlock_is_transient(pg: TargetDB) -> None:
     assert len(errors) == 1  # the server picks one victim; the other transaction goes on
     fault = classify(errors[0])
     assert (fault.kind, fault.code) == (FaultKind.TRANSIENT, "40P01")
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 def _quietly(target: Callable[[], None]) -> Callable[[], None]:
@@ -144,7 +124,7 @@ def test_pg_permission_denied_is_permanent_and_names_the_table(pg: TargetDB) -> 
     with _role_without_privileges(pg) as role:
         with pg.engine.connect() as conn:
             conn.exec_driver_sql(f'SET ROLE "{role}"')
-            exc = _raised(
+            exc = raised(
                 lambda: conn.exec_driver_sql(
                     f"DELETE FROM customer_secrets WHERE email = '{ROW_VALUE}'"
                 )
@@ -155,7 +135,7 @@ def test_pg_permission_denied_is_permanent_and_names_the_table(pg: TargetDB) -> 
     assert (fault.kind, fault.code) == (FaultKind.PERMANENT, "42501")
     assert "permission denied" in fault.description
     assert "customer_secrets" in fault.description
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 @pytest.mark.postgres
@@ -187,13 +167,13 @@ def test_pg_sqlstates(
     with pg.engine.connect() as conn, conn.begin():
         for statement in statements[:-1]:
             conn.exec_driver_sql(statement)
-        exc = _raised(lambda: conn.exec_driver_sql(statements[-1]))
+        exc = raised(lambda: conn.exec_driver_sql(statements[-1]))
     fault = classify(exc)
     assert (fault.kind, fault.code) == (kind, code)
     assert f"(SQLSTATE {code})" in fault.description
     if named is not None:
         assert named in fault.description
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 @pytest.mark.postgres
@@ -205,11 +185,11 @@ def test_pg_foreign_key_violation_hides_the_key_value(pg: TargetDB) -> None:
         f"INSERT INTO children VALUES (1, {KEY})",
     )
     with pg.engine.connect() as conn:
-        exc = _raised(lambda: conn.exec_driver_sql(f"DELETE FROM parents WHERE id = {KEY}"))
+        exc = raised(lambda: conn.exec_driver_sql(f"DELETE FROM parents WHERE id = {KEY}"))
     assert str(KEY) in str(exc)  # the driver's detail quotes the key...
     fault = classify(exc)
     assert (fault.kind, fault.code) == (FaultKind.PERMANENT, "23503")
-    _assert_safe(fault)  # ...the description does not
+    assert_safe(fault)  # ...the description does not
 
 
 @pytest.mark.postgres
@@ -220,11 +200,7 @@ def test_pg_missing_database_or_role_is_permanent(pg: TargetDB, part: str) -> No
         url = pg.engine.url.set(database=missing)
     else:
         url = pg.engine.url.set(username=missing)
-    engine = create_engine(url, pool_pre_ping=False)
-    try:
-        fault = classify(_raised(engine.connect))
-    finally:
-        engine.dispose()
+    fault = connection_fault(url)
     assert fault.kind is FaultKind.PERMANENT
     assert fault.description == "cannot connect: the database or role does not exist"
 
@@ -241,20 +217,20 @@ def test_mysql_lock_wait_timeout_is_transient(mysql: TargetDB) -> None:
             waiter.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
             waiter.commit()
             with waiter.begin():
-                exc = _raised(
+                exc = raised(
                     lambda: waiter.exec_driver_sql(
                         f"DELETE FROM customer_secrets WHERE email = '{ROW_VALUE}'"
                     )
                 )
     fault = classify(exc)
     assert (fault.kind, fault.code) == (FaultKind.TRANSIENT, "1205")
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 @pytest.mark.mysql
 def test_mysql_unknown_table_is_permanent(mysql: TargetDB) -> None:
     with mysql.engine.connect() as conn:
-        exc = _raised(lambda: conn.exec_driver_sql("DELETE FROM no_such_table"))
+        exc = raised(lambda: conn.exec_driver_sql("DELETE FROM no_such_table"))
     fault = classify(exc)
     assert (fault.kind, fault.code) == (FaultKind.PERMANENT, "1146")
     assert "no_such_table" in fault.description
@@ -270,18 +246,14 @@ def test_mysql_foreign_key_violation_is_permanent(mysql: TargetDB) -> None:
         f"INSERT INTO children VALUES (1, {KEY})",
     )
     with mysql.engine.connect() as conn:
-        exc = _raised(lambda: conn.exec_driver_sql(f"DELETE FROM parents WHERE id = {KEY}"))
+        exc = raised(lambda: conn.exec_driver_sql(f"DELETE FROM parents WHERE id = {KEY}"))
     fault = classify(exc)
     assert (fault.kind, fault.code) == (FaultKind.PERMANENT, "1451")
-    _assert_safe(fault)
+    assert_safe(fault)
 
 
 @pytest.mark.mysql
 def test_mysql_unknown_database_is_permanent(mysql: TargetDB) -> None:
     url = mysql.engine.url.set(database=f"eraser_missing_{uuid.uuid4().hex[:8]}")
-    engine = create_engine(url, pool_pre_ping=False)
-    try:
-        fault = classify(_raised(engine.connect))
-    finally:
-        engine.dispose()
+    fault = connection_fault(url)
     assert (fault.kind, fault.code) == (FaultKind.PERMANENT, "1049")

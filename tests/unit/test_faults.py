@@ -8,13 +8,13 @@ stored and shown, names objects but never row values or a DSN.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from tests.fault_checks import ROW_VALUE, assert_safe, connection_fault, raised
 from worker.database import create_engine
 from worker.exceptions import (
     DatabaseUnavailable,
@@ -23,27 +23,7 @@ from worker.exceptions import (
     SubjectLocked,
     UnsatisfiablePlan,
 )
-from worker.faults import DatabaseFailure, Fault, FaultKind, classify, database_failures
-
-ROW_VALUE = "alice-7c1f@example.com"
-
-
-KEY = 987654321
-
-
-def _raised(action: Callable[[], object]) -> BaseException:
-    """The exception ``action`` raises (the test fails if it raises none)."""
-    try:
-        action()
-    except Exception as exc:
-        return exc
-    pytest.fail("expected the action to fail")
-
-
-def _assert_safe(fault: Fault, *secrets: str) -> None:
-    assert "\n" not in fault.description
-    for secret in (ROW_VALUE, str(KEY), "127.0.0.1", *secrets):
-        assert secret not in fault.description
+from worker.faults import DatabaseFailure, FaultKind, classify, database_failures
 
 
 @pytest.mark.parametrize(
@@ -87,7 +67,7 @@ def test_an_unknown_exception_is_permanent_and_its_message_is_not_kept() -> None
     assert fault.kind is FaultKind.PERMANENT
     assert fault.code == "ValueError"
     assert fault.description == "internal error ValueError"
-    _assert_safe(fault, "secret-value")
+    assert_safe(fault, "secret-value")
 
 
 def test_an_error_raised_while_handling_a_broker_error_is_transient() -> None:
@@ -97,7 +77,7 @@ def test_an_error_raised_while_handling_a_broker_error_is_transient() -> None:
         except KombuOperationalError as exc:
             raise RuntimeError("could not publish") from exc
 
-    assert classify(_raised(send)).kind is FaultKind.TRANSIENT
+    assert classify(raised(send)).kind is FaultKind.TRANSIENT
 
 
 @pytest.mark.parametrize(
@@ -108,21 +88,13 @@ def test_an_error_raised_while_handling_a_broker_error_is_transient() -> None:
     ],
 )
 def test_a_refused_connection_is_transient(url: str) -> None:
-    engine = create_engine(url, pool_pre_ping=False)
-    try:
-        fault = classify(_raised(engine.connect))
-    finally:
-        engine.dispose()
+    fault = connection_fault(url)
     assert fault.kind is FaultKind.TRANSIENT
-    _assert_safe(fault, "x@")
+    assert_safe(fault, "x@")
 
 
 def test_an_unresolvable_host_is_permanent() -> None:
-    engine = create_engine("postgresql://x@no-such-host.invalid/db", pool_pre_ping=False)
-    try:
-        fault = classify(_raised(engine.connect))
-    finally:
-        engine.dispose()
+    fault = connection_fault("postgresql://x@no-such-host.invalid/db")
     assert fault.kind is FaultKind.PERMANENT
     assert fault.description == "cannot connect: unknown host name"
 
@@ -135,7 +107,7 @@ def test_sqlite_database_locked_is_transient(tmp_path: Path) -> None:
         holder.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
         holder.execute("BEGIN EXCLUSIVE")
         with waiter.connect() as conn:
-            exc = _raised(lambda: conn.exec_driver_sql("DELETE FROM t"))
+            exc = raised(lambda: conn.exec_driver_sql("DELETE FROM t"))
         holder.execute("ROLLBACK")
     finally:
         waiter.dispose()
@@ -160,7 +132,7 @@ def test_sqlite_permanent_errors_are_permanent(tmp_path: Path, query: str, reado
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            exc = _raised(lambda: conn.exec_driver_sql(query))
+            exc = raised(lambda: conn.exec_driver_sql(query))
     finally:
         engine.dispose()
     assert isinstance(exc, sa.exc.OperationalError)
@@ -173,7 +145,7 @@ def test_a_pool_timeout_is_transient(tmp_path: Path) -> None:
     )
     try:
         with engine.connect():
-            exc = _raised(engine.connect)
+            exc = raised(engine.connect)
     finally:
         engine.dispose()
     assert isinstance(exc, sa.exc.TimeoutError)
