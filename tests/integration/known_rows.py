@@ -103,6 +103,27 @@ def tenant_table(md: sa.MetaData, name: str) -> sa.Table:
     )
 
 
+def tenant_child_table(
+    md: sa.MetaData,
+    name: str,
+    column: str,
+    parent: str,
+    *,
+    tenant_nullable: bool = False,
+    nullable: bool = False,
+) -> sa.Table:
+    """``name(id, tenant_id, column -> parent)``: a table that holds the subject column
+    and references ``parent`` (its own ``id`` for a tree). ``tenant_nullable``: rows
+    may be tied to the subject only through ``column``."""
+    return sa.Table(
+        name,
+        md,
+        col("id", sa.Integer, primary_key=True),
+        col("tenant_id", sa.Integer, nullable=tenant_nullable, index=True),
+        col(column, sa.Integer, sa.ForeignKey(parent), nullable=nullable, index=True),
+    )
+
+
 def child_table(
     md: sa.MetaData, name: str, column: str, parent: str, ondelete: str | None = None
 ) -> sa.Table:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import TargetDB
-from tests.integration.known_rows import Data, child_table, col, run
+from tests.integration.known_rows import Data, child_table, col, run, tenant_child_table
 from tests.integration.outcomes import SUBJECT, dump, pg_erase, rows
 from worker.catalog.reflection import reflect
 from worker.exceptions import CrossSubjectReference, UnsatisfiablePlan
@@ -110,12 +110,8 @@ def test_pg_two_self_references_on_one_table(pg: TargetDB) -> None:
 
 def test_self_reference_deeper_than_thirty(db: TargetDB) -> None:
     md = sa.MetaData()
-    cats = sa.Table(
-        "categories",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=True, index=True),
-        col("parent_id", sa.Integer, sa.ForeignKey("categories.id"), index=True),
+    cats = tenant_child_table(
+        md, "categories", "parent_id", "categories.id", tenant_nullable=True, nullable=True
     )
     db.create(md)
     data = Data(db)
@@ -138,13 +134,7 @@ def test_self_reference_deeper_than_thirty(db: TargetDB) -> None:
 
 def test_not_null_self_reference_with_self_pointing_roots(db: TargetDB) -> None:
     md = sa.MetaData()
-    nodes = sa.Table(
-        "nodes",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-        col("parent_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False, index=True),
-    )
+    nodes = tenant_child_table(md, "nodes", "parent_id", "nodes.id")
     db.create(md)
     data = Data(db)
     for owner, base in ((1, 0), (2, 100)):

@@ -15,7 +15,16 @@ import sqlalchemy as sa
 
 from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB, make_db
-from tests.integration.known_rows import SUBJECT, Data, Row, child_table, col, run, tenant_table
+from tests.integration.known_rows import (
+    SUBJECT,
+    Data,
+    Row,
+    child_table,
+    col,
+    run,
+    tenant_child_table,
+    tenant_table,
+)
 from worker.catalog.reflection import reflect
 from worker.exceptions import CrossSubjectReference, KeptRowsBlock
 from worker.execution import server_batches
@@ -446,13 +455,7 @@ def test_another_subjects_rows_referencing_refuses_before_touching_anything(
 ) -> None:
     md = sa.MetaData()
     customers = tenant_table(md, "customers")
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=False, index=True),
-        col("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
-    )
+    orders = tenant_child_table(md, "orders", "customer_id", "customers.id")
     db.create(md)
     data = Data(db)
     data.add(customers, 1, id=1, tenant_id=1)
@@ -568,13 +571,7 @@ def test_child_rows_with_a_null_subject_column_are_found_through_their_parent(
     must still find them (here through the retry after a foreign-key refusal)."""
     md = sa.MetaData()
     customers = tenant_table(md, "customers")
-    orders = sa.Table(
-        "orders",
-        md,
-        col("id", sa.Integer, primary_key=True),
-        col("tenant_id", sa.Integer, nullable=True, index=True),
-        col("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
-    )
+    orders = tenant_child_table(md, "orders", "customer_id", "customers.id", tenant_nullable=True)
     db.create(md)
     data = Data(db)
     for c in range(1, 9):
