@@ -17,6 +17,7 @@ from typing import Any
 
 from api.jobs import EXIT_OK, open_store, registry_of, settings_for, wait_and_show
 from models.store import queries
+from models.store.database import JobStore
 from models.store.tables import DeadLetter
 from tasks.reaper import ReapReport, reap, run_forever
 from tasks.submit import replay_dead_letter, retry_job
@@ -48,10 +49,8 @@ def retry(
             actor=actor,
             timeout_seconds=settings.job_timeout_seconds,
         )
-        if not wait:
-            sys.stdout.write(f"job {job_id}: retrying {', '.join(retried)}\n")
-            return EXIT_OK
-        return wait_and_show(store, job_id, timeout, as_json)
+        sent = f"job {job_id}: retrying {', '.join(retried)}"
+        return _show_sent(store, job_id, sent, wait=wait, timeout=timeout, as_json=as_json)
     finally:
         store.dispose()
 
@@ -71,12 +70,20 @@ def replay(
             actor=actor,
             timeout_seconds=settings.job_timeout_seconds,
         )
-        if not wait:
-            sys.stdout.write(f"dead letter {letter_id}: job {job_id}, {service} sent again\n")
-            return EXIT_OK
-        return wait_and_show(store, job_id, timeout, as_json)
+        sent = f"dead letter {letter_id}: job {job_id}, {service} sent again"
+        return _show_sent(store, job_id, sent, wait=wait, timeout=timeout, as_json=as_json)
     finally:
         store.dispose()
+
+
+def _show_sent(
+    store: JobStore, job_id: str, sent: str, *, wait: bool, timeout: float, as_json: bool
+) -> int:
+    """Say what was sent again, or (``wait``) wait for the job to end and show it."""
+    if wait:
+        return wait_and_show(store, job_id, timeout, as_json)
+    sys.stdout.write(sent + "\n")
+    return EXIT_OK
 
 
 def _letter_doc(letter: DeadLetter, with_trace: bool = False) -> dict[str, Any]:

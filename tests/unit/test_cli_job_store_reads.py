@@ -18,7 +18,7 @@ from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import get_settings
 from models.store.database import JobStore
-from models.store.tables import Attempt, DeadLetter, Job, JobStatus, Task
+from models.store.tables import Attempt, DeadLetter, Job, JobStatus, Task, TaskStatus
 from tasks.submit import submit
 from worker.database import create_engine
 
@@ -90,3 +90,18 @@ def test_dead_letters_list_and_show(
         (1, "retry"),
         (2, "failed"),
     ]
+
+
+def test_dead_letters_replay_sends_the_task_again_once(
+    jobs: tuple[str, str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed, _, letter = jobs
+    engine = create_engine(get_settings().database_url)
+    with engine.begin() as conn:  # the letter's task failed for good
+        conn.execute(sa.update(Task).where(Task.job_id == failed).values(status=TaskStatus.FAILED))
+    engine.dispose()
+    assert main(["dead-letters", "replay", str(letter), "--actor", "ops-7"]) == EXIT_OK
+    assert capsys.readouterr().out == f"dead letter {letter}: job {failed}, shop sent again\n"
+    assert run(capsys, "dead-letters", "list", "--json") == []  # replayed: listed with --all
+    replayed = run(capsys, "dead-letters", "list", "--all", "--json")
+    assert [(d["id"], d["replayed_by"]) for d in replayed] == [(letter, "ops-7")]
