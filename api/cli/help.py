@@ -18,12 +18,13 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from typer._click import Command as ClickCommand
-from typer._coercion import PassThroughRuntimeParam
-from typer.core import TyperCommand, TyperGroup, _TyperParameter
+from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
+    from typer._click import Command as ClickCommand
     from typer._click import Context, HelpFormatter, Parameter
+else:
+    ClickCommand = object  # the mixin's methods reach Typer's classes through super()
 
 #: The sections of arguments, options and commands that name no panel.
 ARGUMENTS = "Arguments"
@@ -67,11 +68,16 @@ def _flags_without_pydantic(params: Iterable[Parameter]) -> None:
     adapter it builds on first use, a flag's absent value included: for a group that
     costs importing pydantic (about 0.06 s) before ``eraser worker --help`` can answer.
     A flag's value is already a bool (or None); anything else is still refused."""
+    try:
+        from typer._coercion import PassThroughRuntimeParam  # noqa: PLC0415
+        from typer.core import _TyperParameter  # noqa: PLC0415
+    except ImportError:  # a Typer without these internals: its own conversion stays
+        return
     for param in params:
         if (
             isinstance(param, _TyperParameter)
             and param.type_descriptor.annotation is bool
-            and param._runtime_param is None
+            and getattr(param, "_runtime_param", False) is None
         ):
             param._runtime_param = PassThroughRuntimeParam(
                 parameter_info=param.type_descriptor.parameter_info, annotation=bool
