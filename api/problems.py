@@ -29,12 +29,21 @@ MAX_ERRORS = 20
 class Problem(Exception):
     """An error answered as a problem document."""
 
-    def __init__(self, status: int, kind: str, title: str, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(title)
         self.status = status
         self.kind = kind
         self.title = title
         self.detail = detail
+        #: Sent with the answer (``Retry-After`` of a 429).
+        self.headers = headers
 
 
 class ProblemDocument(BaseModel):
@@ -104,7 +113,7 @@ def install(app: FastAPI) -> None:
 
 
 async def _problem(_request: Request, exc: Problem) -> JSONResponse:
-    return problem_response(exc.status, exc.kind, exc.title, exc.detail)
+    return problem_response(exc.status, exc.kind, exc.title, exc.detail, exc.headers)
 
 
 async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
