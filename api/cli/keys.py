@@ -85,7 +85,9 @@ def create(
         typer.Option(
             "--file",
             metavar="FILE",
-            help="Add the entry to this keys file (created if missing) instead of printing it.",
+            envvar="ERASER_API_KEYS_FILE",
+            help="Add the entry to this keys file (ERASER_API_KEYS_FILE; created if missing) "
+            "instead of printing it.",
             show_default=False,
         ),
     ] = None,
