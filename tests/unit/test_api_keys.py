@@ -279,3 +279,19 @@ def test_a_limit_can_be_turned_off(api: SqliteApi) -> None:
 def test_an_unreadable_limit_is_a_settings_error(value: str) -> None:
     with pytest.raises(ValueError, match="rate_limit_submits"):
         Settings(rate_limit_submits=value)
+
+
+def test_failed_console_sign_ins_count_as_bad_keys(api: SqliteApi) -> None:
+    good = create_key("good", ALL)
+    live = with_keys(api, Settings(api_keys=[good.entry], rate_limit_bad_keys="3/minute"))
+
+    def sign_in(secret: str) -> httpx.Response:
+        return live.call("POST", "/console/sign-in", None, data={"key": secret})
+
+    assert [sign_in("ek_guess").status_code for _ in range(3)] == [401] * 3
+    refused = sign_in("ek_guess")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "text/html" in refused.headers["content-type"]
+    assert sign_in(good.secret).status_code == 303
+    problem(get(live, "ek_guess"), 429, "rate-limited")  # one budget with the API's
