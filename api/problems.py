@@ -77,13 +77,21 @@ def problem_response(
 def problem_responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` naming a problem document for each code; ``described``
     (``_422="..."``) overrides the description of one code."""
-    return {
+    responses: dict[int | str, dict[str, Any]] = {
         code: {
             "description": described.get(f"_{code}", "A problem document"),
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDocument"}}},
         }
         for code in codes
     }
+    if 429 in responses:
+        responses[429]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until the rate limit allows another call",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return responses
 
 
 #: The methods a 405's ``Allow`` header may name.
