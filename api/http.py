@@ -1,8 +1,9 @@
 """The HTTP API (FastAPI), versioned under ``/v1``; ``eraser api`` serves it.
 
 Every call but ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``, the JWKS and the
-OpenAPI document needs ``Authorization: Bearer <secret>`` of a key in ``ERASER_API_KEYS`` with
-the scope the endpoint names (401 without a valid key, 403 without the scope). Errors
+OpenAPI document needs ``Authorization: Bearer <secret>`` of an unexpired key in
+``ERASER_API_KEYS`` or ``ERASER_API_KEYS_FILE`` with the scope the endpoint names (401
+without a valid key, 403 without the scope; 429 past a rate limit, ``api.rate_limits``). Errors
 are RFC 9457 problem documents (``application/problem+json``) with a stable ``type``;
 they never hold a stack trace, a DSN or a submitted value.
 
@@ -24,9 +25,11 @@ from api import certificates, openapi, problems
 from api.body_limit import BodyLimit
 from api.console import routes as console
 from api.dependencies import Reader
+from api.keys import ApiKeys
 from api.metrics import JobStoreCollector
 from api.params import declared_only
 from api.problems import Problem, problem_responses
+from api.rate_limits import RateLimits
 from api.routes import dead_letters, docs, health, jobs, metrics, services
 from models.registry import Registry
 from models.settings import Settings
@@ -49,9 +52,11 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
-        responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 500, 503),
     )
     api.state.settings = settings
+    api.state.api_keys = ApiKeys(settings.api_keys, settings.api_keys_file)
+    api.state.rate_limits = RateLimits(settings)
     api.state.store = store
     api.state.registry = registry
     api.state.metrics = CollectorRegistry(auto_describe=False)

@@ -29,12 +29,21 @@ MAX_ERRORS = 20
 class Problem(Exception):
     """An error answered as a problem document."""
 
-    def __init__(self, status: int, kind: str, title: str, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(title)
         self.status = status
         self.kind = kind
         self.title = title
         self.detail = detail
+        #: Sent with the answer (``Retry-After`` of a 429).
+        self.headers = headers
 
 
 class ProblemDocument(BaseModel):
@@ -68,13 +77,21 @@ def problem_response(
 def problem_responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` naming a problem document for each code; ``described``
     (``_422="..."``) overrides the description of one code."""
-    return {
+    responses: dict[int | str, dict[str, Any]] = {
         code: {
             "description": described.get(f"_{code}", "A problem document"),
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDocument"}}},
         }
         for code in codes
     }
+    if 429 in responses:
+        responses[429]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until the rate limit allows another call",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return responses
 
 
 #: The methods a 405's ``Allow`` header may name.
@@ -104,7 +121,7 @@ def install(app: FastAPI) -> None:
 
 
 async def _problem(_request: Request, exc: Problem) -> JSONResponse:
-    return problem_response(exc.status, exc.kind, exc.title, exc.detail)
+    return problem_response(exc.status, exc.kind, exc.title, exc.detail, exc.headers)
 
 
 async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -361,6 +361,7 @@ class Registry(BaseModel):
                 )
         if not self.services:
             raise ValueError("no services")
+        _admin_only_columns_are_private(self)
         return self
 
     def services_for(self, kind: str) -> list[str]:
@@ -383,6 +384,57 @@ class Registry(BaseModel):
         if not isinstance(entry, Service):
             raise RegistryError(f"services.{name} is a {entry.kind} service, not a SQL database")
         return entry
+
+
+def _admin_only_columns_are_private(registry: Registry) -> None:
+    """Refuse an ``admin_only`` kind that may resolve to a column a kind without it also
+    resolves to, in one service: a key without ``jobs:admin`` would erase the admin-only
+    subject by naming the other kind with its value. Columns are compared as the planner
+    resolves them (``column`` matches that column in every table; ``table.column`` and
+    ``schema.table.column`` one table), case-insensitively: what may match is refused.
+    A Redis or S3 service's patterns take every kind it holds, so it may not hold both."""
+    for name, service in registry.services.items():
+        kinds = registry.kinds_for(name)
+        admin = [k for k in kinds if registry.subjects[k].admin_only]
+        others = [k for k in kinds if not registry.subjects[k].admin_only]
+        for guarded in admin:
+            for other in others:
+                if isinstance(service, RedisService | S3Service):
+                    raise ValueError(
+                        f"services.{name}: admin_only kind {guarded!r} and kind {other!r} share "
+                        f"its {service.kind} patterns (a key without jobs:admin could erase "
+                        f"a {guarded} as a {other}); give them separate services"
+                    )
+                if not isinstance(service, Service):
+                    continue  # a kind of service that tells the kinds apart itself
+                shared = _shared_column(
+                    registry.subject_columns(name, guarded), registry.subject_columns(name, other)
+                )
+                if shared is not None:
+                    raise ValueError(
+                        f"services.{name}: admin_only kind {guarded!r} and kind {other!r} may "
+                        f"resolve to the same column ({shared}): a key without jobs:admin could "
+                        f"erase a {guarded} as a {other}; make both admin_only or use "
+                        "different columns"
+                    )
+
+
+def _shared_column(first: list[str], second: list[str]) -> str | None:
+    """A column spec of ``first`` that may name a column one of ``second`` names."""
+    for a in first:
+        for b in second:
+            if _may_overlap(a.casefold().split("."), b.casefold().split(".")):
+                return a if len(a) >= len(b) else b
+    return None
+
+
+def _may_overlap(a: list[str], b: list[str]) -> bool:
+    """Two ``[schema.][table.]column`` specs, split: equal columns, and equal tables
+    (and schemas) wherever both name one."""
+    if a[-1] != b[-1]:
+        return False
+    tables = (a[:-1][::-1], b[:-1][::-1])  # table first, then schema
+    return all(x == y for x, y in zip(*tables, strict=False))
 
 
 def load_registry(path: str | Path) -> Registry:

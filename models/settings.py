@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,19 @@ class ApiKeyEntry(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     scopes: list[str]
+    #: After this moment (UTC when no offset is given) the key is refused with 401.
+    expires_at: datetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    def expired(self, now: datetime | None = None) -> bool:
+        """True once ``expires_at`` has passed."""
+        return self.expires_at is not None and (now or datetime.now(UTC)) >= self.expires_at
 
 
 class PublicKeys(BaseModel):
@@ -132,6 +146,35 @@ class Settings(BaseSettings):
     events: bool = True
     #: Largest request body the API accepts, in bytes.
     api_max_body_bytes: int = Field(default=65536, ge=1024)
+
+    # --- API keys and rate limits (see docs/http-api.md) ----------------------------------
+    #: A JSON file of key entries (as ``ERASER_API_KEYS``), accepted beside them and
+    #: re-read within a second of a change: ``eraser keys revoke`` takes effect without
+    #: a restart. Unreadable or invalid while the API runs: every key is refused (503).
+    api_keys_file: Path | None = None
+    #: Where the rate limits count: ``redis://...`` (shared by every API replica) or
+    #: ``memory://`` (each process counts alone). Default: the broker's Redis when the
+    #: broker is Redis, else ``memory://``.
+    rate_limit_storage: str | None = None
+    #: Submissions (``POST /v1/jobs``, dry runs included) per API key, as ``count/period``
+    #: (``120/minute``, ``5/second``, ``1000/hour``); empty turns the limit off.
+    rate_limit_submits: str = "120/minute"
+    #: Expensive calls per API key: dry runs and ``GET /v1/services?plans=true`` (each
+    #: reflects every database it names).
+    rate_limit_expensive: str = "20/minute"
+    #: Failed authentications (no key, an unknown or an expired one) per client address;
+    #: past it the address gets 429 instead of 401 (a valid key still works).
+    rate_limit_bad_keys: str = "30/minute"
+
+    @field_validator("rate_limit_submits", "rate_limit_expensive", "rate_limit_bad_keys")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse  # noqa: PLC0415 - only the API needs the library
+
+            if parse(value).amount < 1:  # a ValueError names what it cannot read
+                raise ValueError("a rate limit allows at least 1 call (empty: no limit)")
+        return value.strip()
 
     @field_validator("certificate_signing_key")
     @classmethod

@@ -41,6 +41,7 @@ _USER_ERRORS = (
     ("models.keyring", "MissingSecrets"),
     ("api.demo", "DemoRefused"),
     ("api.cli.errors", "Refused"),
+    ("api.keys", "KeysUnavailable"),
 )
 
 

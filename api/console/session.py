@@ -4,8 +4,8 @@ The cookie holds the key's id and a random CSRF token, signed (itsdangerous, wit
 timestamp) under a key derived from ``ERASER_CERTIFICATE_KEY``: never the key's
 secret. Without a certificate key, each API process draws a random signing key at
 start, so sessions end when it restarts (and do not carry across processes). Each
-request looks the key id up in ``ERASER_API_KEYS`` again: a removed key signs out
-every session of it, and changed scopes apply at once.
+request looks the key id up in the API's keys again (``api.keys.ApiKeys``): a removed,
+revoked or expired key signs out every session of it, and changed scopes apply at once.
 
 The cookie is ``HttpOnly``, ``SameSite=Strict``, ``Secure`` on HTTPS, and expires
 after ``SESSION_SECONDS``. Forms that change anything carry the session's CSRF token
@@ -24,8 +24,8 @@ from fastapi import Depends, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.responses import Response
 
-from api.keys import Scope, authenticate
-from models.settings import ApiKeyEntry, Settings
+from api.keys import ApiKeys, KeysUnavailable, Scope
+from models.settings import ApiKeyEntry
 
 COOKIE = "eraser_console"
 #: A session lasts this long after sign-in.
@@ -79,9 +79,12 @@ def _serializer(request: Request) -> URLSafeTimedSerializer:
 
 def sign_in(request: Request, response: Response, secret: str) -> bool:
     """Set the session cookie when ``secret`` is a valid API key; False otherwise."""
-    settings: Settings = request.app.state.settings
-    key = authenticate(secret.strip(), settings.api_keys)
-    if key is None:
+    keys: ApiKeys = request.app.state.api_keys
+    try:
+        key = keys.authenticate(secret.strip())
+    except KeysUnavailable:
+        return False
+    if key is None or key.expired():
         return False
     token = _serializer(request).dumps({"k": key.id, "c": secrets.token_urlsafe(24)})
     response.set_cookie(
@@ -111,8 +114,8 @@ def current(request: Request) -> Operator | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("c"), str):
         return None
-    settings: Settings = request.app.state.settings
-    key = next((k for k in settings.api_keys if k.id == data.get("k")), None)
+    keys: ApiKeys = request.app.state.api_keys
+    key = keys.active(data.get("k"))
     return Operator(key, data["c"]) if key is not None else None
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from api.console.pages import ConsoleRoute, read_form, render
+from api.console.pages import ConsoleRoute, error_page, read_form, render
 from api.console.session import SignedIn, check_csrf, current, sign_in, sign_out
+from api.problems import Problem
+from api.rate_limits import Limit
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -41,6 +44,14 @@ async def sign_in_post(request: Request) -> Response:
     response = RedirectResponse(target, status_code=303)
     if sign_in(request, response, form.get("key", "")):
         return response
+    # A failed sign-in counts against the address like a bad key on the API.
+    address = request.client.host if request.client else "unknown"
+    try:
+        await run_in_threadpool(request.app.state.rate_limits.hit, Limit.BAD_KEYS, address)
+    except Problem as exc:
+        refused = error_page(request, 429, "Too many attempts", exc.detail or exc.title)
+        refused.headers.update(exc.headers or {})
+        return refused
     return render(
         request, "sign_in.html", {"next": target, "failed": True}, operator=None, status=401
     )

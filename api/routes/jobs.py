@@ -8,10 +8,11 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.dependencies import Admin, AppRegistry, AppSettings, Reader, Store, Submitter
+from api.dependencies import Admin, AppRegistry, AppSettings, Limits, Reader, Store, Submitter
 from api.keys import Scope
 from api.params import Cursor, Moment, decode_cursor, encode_cursor
 from api.problems import Problem, problem_responses
+from api.rate_limits import Limit
 from models.messages import ErasureRequest, JobView, Text
 from models.store import queries
 from models.store.database import JobStore
@@ -74,13 +75,18 @@ def create_job(
     store: Store,
     settings: AppSettings,
     registry: AppRegistry,
+    limits: Limits,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> JSONResponse:
     """Submit an erasure (``dry_run: true`` for a preview). ``202`` with the new job;
     the same ``Idempotency-Key`` returns the first job (``200``), or ``409`` when
-    the body differs."""
+    the body differs. ``429`` past the key's submission (or, for a dry run, expensive
+    call) rate limit."""
+    limits.hit(Limit.SUBMITS, key.id)
+    if body.dry_run:
+        limits.hit(Limit.EXPENSIVE, key.id)
     kind = registry.subjects.get(body.subject_kind)
     needs_admin = kind is not None and kind.admin_only and not body.dry_run
     if needs_admin and Scope.ADMIN.value not in key.scopes:

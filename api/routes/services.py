@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from api.dependencies import AppRegistry, Reader
+from api.dependencies import AppRegistry, Limits, Reader
+from api.rate_limits import Limit
 from models.registry import Registry, Service
 
 router = APIRouter(prefix="/v1/services", tags=["registry"])
@@ -26,10 +27,17 @@ class ServiceView(BaseModel):
     plan_error: str | None = None
 
 
-@router.get("", response_model=list[ServiceView])
+def planning_is_expensive(key: Reader, limits: Limits, plans: bool = False) -> None:
+    """A dependency: ``plans=true`` counts against the key's expensive-call limit."""
+    if plans:
+        limits.hit(Limit.EXPENSIVE, key.id)
+
+
+@router.get("", response_model=list[ServiceView], dependencies=[Depends(planning_is_expensive)])
 def services(_key: Reader, registry: AppRegistry, plans: bool = False) -> list[ServiceView]:
     """The registry (never a DSN); ``plans=true`` adds each service's plan summary
-    for every subject kind it holds (this connects to the databases)."""
+    for every subject kind it holds (this connects to the databases, and counts
+    against the key's expensive-call rate limit: ``429`` past it)."""
     out = []
     for name, service in sorted(registry.services.items()):
         sql = service if isinstance(service, Service) else None

@@ -363,6 +363,11 @@ def running_api(
             **deployment_secrets,
             "ERASER_API_KEYS": json.dumps([k.entry.model_dump() for k in keys.values()]),
             "ERASER_TASK_EVENTS": "false",
+            # The rate limits have tests of their own (test_api_keys_live.py); here the
+            # auth matrix's bad keys and the fuzzer's submissions would meet them.
+            "ERASER_RATE_LIMIT_SUBMITS": "100000/minute",
+            "ERASER_RATE_LIMIT_EXPENSIVE": "100000/minute",
+            "ERASER_RATE_LIMIT_BAD_KEYS": "100000/minute",
             # The broken service's refused connection is transient: retried once, fast.
             "ERASER_MAX_RETRIES": "1",
             "ERASER_RETRY_BACKOFF_SECONDS": "0.05",

@@ -348,6 +348,8 @@ COMMANDS = [
     ["health", "worker"],
     ["keys"],
     ["keys", "create"],
+    ["keys", "revoke"],
+    ["keys", "list"],
     ["certificate"],
     ["certificate", "keygen"],
     ["certificate", "public-key"],

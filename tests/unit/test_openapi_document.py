@@ -95,3 +95,14 @@ def test_a_405_names_the_allowed_methods(
     assert answer.status_code == 405
     assert answer.headers["allow"] == allowed
     assert answer.json()["type"] == "urn:eraser:problem:method-not-allowed"
+
+
+def test_every_protected_operation_documents_429_with_retry_after(
+    document: dict[str, Any],
+) -> None:
+    for method, path, operation in operations(document):
+        if (method, path) in PROBES:
+            continue
+        refused = operation["responses"]["429"]
+        assert list(refused["content"]) == ["application/problem+json"], (method, path)
+        assert refused["headers"]["Retry-After"]["schema"]["type"] == "integer", (method, path)

@@ -4,7 +4,6 @@ directly, without HTTP."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,11 +153,12 @@ def test_handlers_are_plain_functions(api: SqliteApi) -> None:
 def test_the_key_dependency_checks_the_scope(api: SqliteApi) -> None:
     check = caller(Scope.ADMIN)
     reader = HTTPAuthorizationCredentials(scheme="Bearer", credentials=api.secrets["reader"])
+    keys, limits = api.app.state.api_keys, api.app.state.rate_limits
     with pytest.raises(Problem) as refused:
-        asyncio.run(check(api.settings, reader))
+        check("127.0.0.1", keys, limits, reader)
     assert refused.value.status == 403
     admin = HTTPAuthorizationCredentials(scheme="Bearer", credentials=api.secrets["all"])
-    assert asyncio.run(check(api.settings, admin)).name == "all"
+    assert check("127.0.0.1", keys, limits, admin).name == "all"
 
 
 def test_new_jobs_sort_before_a_cursor_already_handed_out(api: SqliteApi) -> None:
