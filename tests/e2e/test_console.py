@@ -92,9 +92,9 @@ class Console:
     def goto(self, path: str) -> Any:
         return self.page.goto(path)
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, *, full_page: bool = False) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
     def csrf(self) -> str:
         return str(self.page.locator("input[name=csrf]").first.get_attribute("value"))
@@ -186,7 +186,9 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     playwright_api.expect(ui.page.locator("#preview-status")).to_have_text(
         "succeeded", timeout=60_000
     )
-    print(f"preview shown complete {time.monotonic() - started:.2f}s after Preview")
+    # The plan's tree gets the dry run's counts with the refresh that finds it done.
+    playwright_api.expect(ui.page.locator("#plans")).to_have_attribute("data-counted", "yes")
+    print(f"preview (dry run done, plan shown) {time.monotonic() - started:.2f}s after Preview")
     counts = ui.page.locator("table.counts tbody tr")
     shown = {
         row.locator("td").nth(1).inner_text().rsplit(".", 1)[-1]: int(
@@ -196,17 +198,26 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     }
     assert shown == TENANT_TABLES
     assert ui.page.locator("#preview-total").inner_text() == str(sum(TENANT_TABLES.values()))
-    # The plan per service: children before parents.
-    billing = ui.page.locator("section.plan", has=ui.page.get_by_role("heading", name="billing"))
-    steps = billing.locator("li code").all_inner_texts()
+    # The plan per service as a tree: invoices under the customers they reference,
+    # each node with the dry run's count; the order of erasure children first.
+    billing = ui.page.locator("section.plan[data-service=billing]")
+    customers = billing.locator("li[data-table='public.customers']")
+    invoices = customers.locator("li[data-table='public.invoices']")
+    assert customers.locator(".rows").first.get_attribute("data-rows") == "3"
+    assert invoices.locator(".rows").get_attribute("data-rows") == "6"
+    assert invoices.locator(".tag").inner_text() == "delete"
+    steps = billing.locator(".order li code").all_text_contents()
     assert steps.index("public.invoices") < steps.index("public.customers")
+    crm = ui.page.locator("section.plan[data-service=crm]")
+    assert crm.locator("li[data-table$='.projects'] li[data-table$='.notes']").count() == 1
+    assert "None: no table of these plans is shared" in ui.page.locator("#shared").inner_text()
     # The value is on this page, to the key that typed it, while the job store holds it
     # (a finished dry run's value is purged: then the page names the keyed hash).
     if ui.page.locator(".value").count():
         assert ERASED in ui.page.locator(".value").inner_text()
     else:
         assert "no longer kept" in ui.page.content()
-    ui.shot("preview")
+    ui.shot("preview", full_page=True)
 
     # A wrong confirmation erases nothing.
     ui.page.get_by_label(re.compile("Type the value again")).fill(ERASED + "x")
