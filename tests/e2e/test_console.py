@@ -198,19 +198,7 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     }
     assert shown == TENANT_TABLES
     assert ui.page.locator("#preview-total").inner_text() == str(sum(TENANT_TABLES.values()))
-    # The plan per service as a tree: invoices under the customers they reference,
-    # each node with the dry run's count; the order of erasure children first.
-    billing = ui.page.locator("section.plan[data-service=billing]")
-    customers = billing.locator("li[data-table='public.customers']")
-    invoices = customers.locator("li[data-table='public.invoices']")
-    assert customers.locator(".rows").first.get_attribute("data-rows") == "3"
-    assert invoices.locator(".rows").get_attribute("data-rows") == "6"
-    assert invoices.locator(".tag").inner_text() == "delete"
-    steps = billing.locator(".order li code").all_text_contents()
-    assert steps.index("public.invoices") < steps.index("public.customers")
-    crm = ui.page.locator("section.plan[data-service=crm]")
-    assert crm.locator("li[data-table$='.projects'] li[data-table$='.notes']").count() == 1
-    assert "None: no table of these plans is shared" in ui.page.locator("#shared").inner_text()
+    _the_plan_is_a_tree_with_the_counts(ui)
     # The value is on this page, to the key that typed it, while the job store holds it
     # (a finished dry run's value is purged: then the page names the keyed hash).
     if ui.page.locator(".value").count():
@@ -249,6 +237,22 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     answer = ui.post(f"/console/erase/{preview_id}/confirm", {"csrf": ui.csrf(), "confirm": ERASED})
     assert answer.status == 303
     assert answer.headers["location"] == f"/console/jobs/{job_id}"
+
+
+def _the_plan_is_a_tree_with_the_counts(ui: Any) -> None:
+    """The plan per service as a tree: invoices under the customers they reference,
+    each node with the dry run's count; the order of erasure children first."""
+    billing = ui.page.locator("section.plan[data-service=billing]")
+    customers = billing.locator("li[data-table='public.customers']")
+    invoices = customers.locator("li[data-table='public.invoices']")
+    assert customers.locator(".rows").first.get_attribute("data-rows") == "3"
+    assert invoices.locator(".rows").get_attribute("data-rows") == "6"
+    assert invoices.locator(".tag").inner_text() == "delete"
+    steps = billing.locator(".order li code").all_text_contents()
+    assert steps.index("public.invoices") < steps.index("public.customers")
+    crm = ui.page.locator("section.plan[data-service=crm]")
+    assert crm.locator("li[data-table$='.projects'] li[data-table$='.notes']").count() == 1
+    assert "None: no table of these plans is shared" in ui.page.locator("#shared").inner_text()
 
 
 def _the_certificate_downloads_and_verifies(
