@@ -26,9 +26,6 @@ from models.store.tables import JobStatus
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 PAGE_SIZE = 25
-#: Pages of jobs read at most to fill one page when filtering by service (the job
-#: store filters status, kind and time; the console filters the service).
-SERVICE_SCAN_PAGES = 8
 
 
 @dataclass(frozen=True)
@@ -70,23 +67,18 @@ def _page(store: JobStore, filters: Filters, cursor: str) -> tuple[list[JobView]
     elif until is not None:
         # A position just before ``until``: the page starts with the jobs created before it.
         after = queries.JobPosition(until, "")
-    found: list[JobView] = []
     with store.transaction(durable=False) as session:
-        for _ in range(SERVICE_SCAN_PAGES if filters.service else 1):
-            page = queries.list_jobs(
-                session,
-                limit=PAGE_SIZE,
-                status=filters.status or None,
-                subject_kind=filters.kind or None,
-                created_after=since,
-                after=after,
-            )
-            for job in page.jobs:
-                if not filters.service or filters.service in job.services:
-                    found.append(JobView.of(job))
-            after = page.next_after
-            if after is None or len(found) >= PAGE_SIZE:
-                break
+        page = queries.list_jobs(
+            session,
+            limit=PAGE_SIZE,
+            status=filters.status or None,
+            subject_kind=filters.kind or None,
+            service=filters.service or None,
+            created_after=since,
+            after=after,
+        )
+        found = [JobView.of(job) for job in page.jobs]
+    after = page.next_after
     return found, encode_cursor(after) if after is not None else None
 
 
