@@ -263,9 +263,30 @@ def _the_certificate_downloads_and_verifies(
     download = ui.context.request.get(f"/console/jobs/{job_id}/certificate")
     assert download.status == 200
     assert download.headers["content-type"] == "application/jose"
-    seen = certificates.verify(download.text().strip(), f"{server.url}/.well-known/jwks.json")
+    token = download.text().strip()
+    seen = certificates.verify(token, f"{server.url}/.well-known/jwks.json")
     assert seen.claims["job_id"] == job_id
     assert seen.claims["total_rows"] == sum(len(rows) for rows in owned.values())
+    # The job page says so: verified against the published keys, naming the key.
+    status = ui.page.locator("#certificate-status")
+    assert status.inner_text() == (
+        f"Verified with key {seen.header['kid']} against the public keys this server publishes"
+    )
+    # A certificate the operator pastes: an altered one is refused, saying why.
+    head, payload, signature = token.split(".")
+    altered = f"{head}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{signature}"
+    field = ui.page.get_by_label(re.compile("Check a certificate you hold"))
+    field.fill(altered)
+    ui.page.get_by_role("button", name="Check the certificate").click()
+    playwright_api.expect(ui.page.locator("#pasted-status")).to_contain_text(
+        "is not verified: bad signature"
+    )
+    ui.page.get_by_label(re.compile("Check a certificate you hold")).fill(token)
+    ui.page.get_by_role("button", name="Check the certificate").click()
+    playwright_api.expect(ui.page.locator("#pasted-status")).to_have_text(
+        f"The certificate you pasted is verified with key {seen.header['kid']} and matches "
+        "the job record."
+    )
 
 
 def test_an_admin_only_kind_needs_the_admin_scope_to_erase(server: ApiServer, console: Any) -> None:
