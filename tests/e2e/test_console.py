@@ -491,19 +491,116 @@ def test_no_page_names_another_host(server: ApiServer, browser: Any, console: An
         signed_out.close()
 
 
-def test_the_jobs_page_fits_a_phone(server: ApiServer, console: Any) -> None:
+PHONE = {"width": 390, "height": 844}
+#: How far the page is wider than the window (0: no sideways scrolling).
+OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
+#: Every visible form field without a label, and every button without a name.
+UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea, button'))
+  .filter(e => e.type !== 'hidden')
+  .filter(e => e.tagName === 'BUTTON' ? !e.textContent.trim()
+    : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+  .map(e => e.outerHTML)"""
+
+
+def _a_preview(ui: Any, value: str) -> str:
+    """Submit a dry run through the erase form; the preview's path once it is done."""
+    ui.goto("/console/erase")
+    ui.page.get_by_label("Subject kind").select_option("tenant")
+    ui.page.get_by_label("Value").fill(value)
+    ui.page.get_by_role("button", name="Preview").click()
+    ui.page.wait_for_url(re.compile(r"/console/erase/[0-9a-f-]{36}$"))
+    playwright_api.expect(ui.page.locator("#plans")).to_have_attribute(
+        "data-counted", "yes", timeout=60_000
+    )
+    return str(urlsplit(ui.page.url).path)
+
+
+def test_every_page_fits_a_phone_and_labels_its_fields(server: ApiServer, console: Any) -> None:
+    """At 390x844 no page is wider than the window (tables scroll on their own); every
+    field has a label and every button a name. Screenshots at both sizes."""
+    job_id = failed_job(server)
+    letter = open_letters(server, job_id)[0]
     ui = console("all")
-    ui.page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/console/jobs", "/console/erase", "/console/services"):
+    preview = _a_preview(ui, KEPT[0])
+    pages = {
+        "jobs": "/console/jobs",
+        "job": f"/console/jobs/{job_id}",
+        "erase": "/console/erase",
+        "preview": preview,
+        "confirm-retry": f"/console/jobs/{job_id}/retry",
+        "dead-letters": "/console/dead-letters",
+        "confirm-replay": f"/console/dead-letters/{letter}/replay",
+        "services": "/console/services?plans=true",
+    }
+    for name, path in pages.items():
         ui.goto(path)
-        overflow = ui.page.evaluate(
-            "() => document.documentElement.scrollWidth - window.innerWidth"
-        )
-        assert overflow <= 0, (path, overflow)
+        ui.page.wait_for_load_state("networkidle")
+        assert ui.page.evaluate(UNLABELLED) == [], path
+        ui.page.set_viewport_size(PHONE)
+        assert ui.page.evaluate(OVERFLOW) <= 0, path
+        ui.shot(f"phone-{name}", full_page=name == "preview")
+        ui.page.set_viewport_size(VIEWPORT)
+    # The top bar on a phone: the navigation in view, not pushed below the fold.
+    ui.page.set_viewport_size(PHONE)
     ui.goto("/console/jobs")
-    ui.page.keyboard.press("Tab")
-    focused = ui.page.evaluate("() => document.activeElement.textContent")
-    assert focused == "Skip to content"
+    header = ui.page.locator("header.top").bounding_box()
+    assert header is not None
+    assert header["height"] < PHONE["height"] / 4, header
+    assert ui.page.get_by_role("link", name="Dead letters").is_visible()
+
+
+def _tab_to(page: Any, text: str, limit: int = 40) -> None:
+    """Press Tab until the focused element's text (or label) is ``text``."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => { const e = document.activeElement;"
+            " return (e.labels && e.labels[0] ? e.labels[0].textContent : e.textContent)"
+            ".trim(); }"
+        )
+        if focused == text:
+            return
+    raise AssertionError(f"Tab never reached {text!r}")
+
+
+def test_sign_in_and_preview_with_the_keyboard_only(server: ApiServer, browser: Any) -> None:
+    """Tab and Enter (and typing) only: sign in, open *Erase a subject*, choose the
+    kind, type the value, preview, fold a subtree of the plan; the skip link is the
+    first stop of a page."""
+    context = browser.new_context(viewport=VIEWPORT, base_url=server.url)
+    try:
+        page = context.new_page()
+        page.goto("/console/jobs")
+        page.wait_for_url(re.compile("/console/sign-in"))
+        # The key's field has the focus when the page opens.
+        assert page.evaluate("() => document.activeElement.id") == "key"
+        page.keyboard.type(server.secrets["all"])
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url: urlsplit(url).path == "/console/jobs")
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+        _tab_to(page, "Erase a subject")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/console/erase$"))
+        _tab_to(page, "Subject kind")
+        page.keyboard.type("tenant")  # a focused select takes the option typed
+        _tab_to(page, "Value")
+        page.keyboard.type(KEPT[1])
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/console/erase/[0-9a-f-]{36}$"))
+        playwright_api.expect(page.locator("#preview-status")).to_have_text(
+            "succeeded", timeout=60_000
+        )
+        assert page.locator("h1").inner_text() == "Preview: erase a tenant"
+        # The plan's subtrees fold and unfold from the keyboard.
+        summary = page.locator("section.plan[data-service=billing] summary").first
+        summary.focus()
+        page.keyboard.press("Enter")
+        assert summary.locator("xpath=..").get_attribute("open") is None
+        page.keyboard.press("Enter")
+        assert summary.locator("xpath=..").get_attribute("open") == ""
+    finally:
+        context.close()
 
 
 # --- the session ------------------------------------------------------------------------------
