@@ -224,7 +224,9 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     assert ERASED not in ui.page.content()
     assert ui.page.locator("code.hash").inner_text()
     ui.page.get_by_role("link", name="Download the erasure certificate").wait_for()
-    ui.shot("job")
+    # The job ended while the page was open: no Cancel button is left behind.
+    assert ui.page.get_by_role("link", name="Cancel").count() == 0
+    ui.shot("job", full_page=True)
     _the_certificate_downloads_and_verifies(server, ui, job_id, owned)
     assert all(not rows for rows in server.targets.rows_of("tenant_key", ERASED).values())
     gone = {t: set(rows) for t, rows in owned.items()}
