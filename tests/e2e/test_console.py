@@ -42,6 +42,8 @@ CHROMIUM_ARGS = [
 ]
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images" / "console"
 VIEWPORT = {"width": 1280, "height": 800}
+#: Jobs per page of the console's list.
+PAGE = 25
 
 ERASED = "t-console-erase"
 KEPT = ("t-console-keep-1", "t-console-keep-2")
@@ -383,6 +385,41 @@ def test_cancel_a_waiting_job_and_filter_the_list(server: ApiServer, console: An
     ui.page.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
     playwright_api.expect(ui.page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)
     assert events(server, job_id, "job.cancelled") == [f"key:{server.key_ids['all']}"]
+
+
+def test_the_service_filter_pages_through_every_job_of_the_service(
+    server: ApiServer, console: Any
+) -> None:
+    """More archive jobs than a page holds, among jobs of other services: the first
+    page is full, *Next page* brings the rest, none twice, none of another service."""
+    made = set()
+    with server.client("all") as http:
+        for n in range(PAGE + 1):
+            answer = http.post(
+                "/v1/jobs",
+                json={
+                    "subject_kind": "legacy",
+                    "subject_value": f"{KEPT[1]}-{n}",
+                    "services": ["archive"],
+                    "dry_run": True,
+                },
+            )
+            assert answer.status_code == 202, answer.text
+            made.add(str(answer.json()["id"]))
+    failed_job(server)  # a newer job of another service, first in the unfiltered list
+    ui = console("reader")
+    ui.goto("/console/jobs?service=archive")
+    first = ui.page.locator("#job-rows a").all_inner_texts()
+    assert len(first) == PAGE
+    ui.page.get_by_role("link", name="Next page").click()
+    ui.page.wait_for_url(re.compile(r"cursor="))
+    assert "service=archive" in ui.page.url
+    rest = ui.page.locator("#job-rows a").all_inner_texts()
+    assert rest
+    assert not set(first) & set(rest)
+    assert made <= set(first) | set(rest)
+    services = ui.page.locator("#job-rows tr td:nth-child(4)").all_inner_texts()
+    assert all(row.strip() == "archive" for row in services), services
 
 
 # --- scopes and CSRF --------------------------------------------------------------------------
