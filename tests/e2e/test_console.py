@@ -524,6 +524,10 @@ def test_no_page_names_another_host(server: ApiServer, browser: Any, console: An
         page.goto("/console/sign-in")
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "sign-in.png"))
+        page.set_viewport_size(PHONE)
+        assert page.evaluate(OVERFLOW) <= 0
+        assert page.evaluate(UNLABELLED) == []
+        page.screenshot(path=str(SHOTS / "phone-sign-in.png"))
         for ref in page.evaluate(LINKS):
             assert urlsplit(urljoin(page.url, ref)).netloc == own, ref
     finally:
