@@ -9,6 +9,7 @@ every other page names the job id and the keyed hash. It travels in form bodies
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
@@ -30,12 +31,40 @@ router = APIRouter(prefix="/console/erase", route_class=ConsoleRoute, include_in
 VALUE_MAX = 1000
 
 
-def _submit(
+@router.get("")
+def erase_form(request: Request, operator: SignedIn, registry: AppRegistry) -> Response:
+    require(operator, Scope.SUBMIT)
+    return render(
+        request,
+        "erase.html",
+        {"kinds": sorted(registry.subjects.items()), "admin": operator.may(Scope.ADMIN)},
+        operator=operator,
+    )
+
+
+async def _posted(request: Request, operator: Operator) -> dict[str, str]:
+    """A submission's form, once its CSRF token and the submit scope are checked."""
+    form = await read_form(request)
+    check_csrf(operator, form)
+    require(operator, Scope.SUBMIT)
+    return form
+
+
+def _admin_only(registry: Registry, kind: str) -> bool:
+    subject = registry.subjects.get(kind)
+    return bool(subject is not None and subject.admin_only)
+
+
+def _submit_erasure(
     store: JobStore,
     registry: Registry,
     settings: Settings,
-    request: ErasureRequest,
+    operator: Operator,
+    **fields: Any,
 ) -> str:
+    """Submit an erasure (a dry run or the real one) as ``operator``'s key, the way
+    the API does; a refusal becomes a page that says why."""
+    request = ErasureRequest(requested_by=operator.key.id, **fields)
     try:
         job, _created = submit_and_dispatch(
             store,
@@ -52,17 +81,6 @@ def _submit(
     return job.id
 
 
-@router.get("")
-def erase_form(request: Request, operator: SignedIn, registry: AppRegistry) -> Response:
-    require(operator, Scope.SUBMIT)
-    return render(
-        request,
-        "erase.html",
-        {"kinds": sorted(registry.subjects.items()), "admin": operator.may(Scope.ADMIN)},
-        operator=operator,
-    )
-
-
 @router.post("")
 async def preview(
     request: Request,
@@ -72,25 +90,21 @@ async def preview(
     settings: AppSettings,
 ) -> Response:
     """Submit the dry run; its page shows the plan as it comes in."""
-    form = await read_form(request)
-    check_csrf(operator, form)
-    require(operator, Scope.SUBMIT)
+    form = await _posted(request, operator)
     kind, value = form.get("kind", ""), form.get("value", "").strip()
     if kind not in registry.subjects:
         raise PageError(422, "Unknown subject kind", "Choose a subject kind from the list.")
     if not value or len(value) > VALUE_MAX or "\x00" in value:
         raise PageError(422, "Invalid value", f"Type a value of 1 to {VALUE_MAX} characters.")
-    job_id = _submit(
+    job_id = _submit_erasure(
         store,
         registry,
         settings,
-        ErasureRequest(
-            subject_kind=kind,
-            subject_value=value,
-            dry_run=True,
-            requested_by=operator.key.id,
-            reason=form.get("reason") or None,
-        ),
+        operator,
+        subject_kind=kind,
+        subject_value=value,
+        dry_run=True,
+        reason=form.get("reason") or None,
     )
     return RedirectResponse(f"/console/erase/{job_id}", status_code=303)
 
@@ -120,9 +134,15 @@ def preview_page(
     page = load(store, settings, job_id, letters=False)
     if page is None or not page.view.dry_run:
         raise PageError(404, "No such preview", "This job is not a preview.")
-    subject = registry.subjects.get(kind)
-    admin_only = bool(subject is not None and subject.admin_only)
+    admin_only = _admin_only(registry, kind)
     fragment = bool(request.headers.get("HX-Request"))
+    # The plan is read with the page, and once more with the refresh that finds the
+    # dry run finished (then with its counts, swapped in out of band); the refreshes
+    # in between carry only counts.
+    plans = None
+    if not fragment or not page.live:
+        counts = None if page.live else page.counts
+        plans = plans_for(registry, kind, page.services, counts)
     return render(
         request,
         "_preview.html" if fragment else "preview.html",
@@ -133,8 +153,8 @@ def preview_page(
             "admin_only": admin_only,
             "may_erase": not admin_only or operator.may(Scope.ADMIN),
             "terminal": TERMINAL,
-            # The plan is read once, with the page (the refreshes carry only counts).
-            "plans": [] if fragment else plans_for(registry, kind, page.services),
+            "plans": plans,
+            "plans_oob": fragment,
         },
         operator=operator,
     )
@@ -150,13 +170,10 @@ async def confirm(
     settings: AppSettings,
 ) -> Response:
     """Erase for real what the preview showed, when the typed value matches."""
-    form = await read_form(request)
-    check_csrf(operator, form)
-    require(operator, Scope.SUBMIT)
+    form = await _posted(request, operator)
     preview = _own_preview(store, job_id, operator)
     kind = preview.kind
-    subject = registry.subjects.get(kind)
-    if subject is not None and subject.admin_only:
+    if _admin_only(registry, kind):
         require(operator, Scope.ADMIN)
     value = form.get("confirm", "").strip()
     # The dry run's value is purged once it finished: the typed value is checked
@@ -170,18 +187,16 @@ async def confirm(
         )
     page = load(store, settings, job_id, letters=False)
     services = page.services if page is not None else []
-    real = _submit(
+    real = _submit_erasure(
         store,
         registry,
         settings,
-        ErasureRequest(
-            subject_kind=kind,
-            subject_value=value,
-            services=services,
-            dry_run=False,
-            # A second click (or a reload) finds the job of the first.
-            idempotency_key=f"console-confirm:{job_id}",
-            requested_by=operator.key.id,
-        ),
+        operator,
+        subject_kind=kind,
+        subject_value=value,
+        services=services,
+        dry_run=False,
+        # A second click (or a reload) finds the job of the first.
+        idempotency_key=f"console-confirm:{job_id}",
     )
     return RedirectResponse(f"/console/jobs/{real}", status_code=303)

@@ -12,13 +12,15 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from api.console.pages import ConsoleRoute, PageError, render
-from api.console.session import SignedIn
+from api.console.certificates import CertificateCheck, check_pasted, check_served
+from api.console.pages import ConsoleRoute, PageError, read_form, render
+from api.console.session import Operator, SignedIn, check_csrf
 from api.console.views import TERMINAL, load
 from api.dependencies import AppRegistry, AppSettings, Store
 from api.keys import Scope
 from api.params import decode_cursor, encode_cursor
 from models.messages import JobView
+from models.settings import Settings
 from models.store import queries
 from models.store.database import JobStore
 from models.store.tables import JobStatus
@@ -26,9 +28,6 @@ from models.store.tables import JobStatus
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 PAGE_SIZE = 25
-#: Pages of jobs read at most to fill one page when filtering by service (the job
-#: store filters status, kind and time; the console filters the service).
-SERVICE_SCAN_PAGES = 8
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,18 @@ def _page(store: JobStore, filters: Filters, cursor: str) -> tuple[list[JobView]
     elif until is not None:
         # A position just before ``until``: the page starts with the jobs created before it.
         after = queries.JobPosition(until, "")
-    found: list[JobView] = []
     with store.transaction(durable=False) as session:
-        for _ in range(SERVICE_SCAN_PAGES if filters.service else 1):
-            page = queries.list_jobs(
-                session,
-                limit=PAGE_SIZE,
-                status=filters.status or None,
-                subject_kind=filters.kind or None,
-                created_after=since,
-                after=after,
-            )
-            for job in page.jobs:
-                if not filters.service or filters.service in job.services:
-                    found.append(JobView.of(job))
-            after = page.next_after
-            if after is None or len(found) >= PAGE_SIZE:
-                break
+        page = queries.list_jobs(
+            session,
+            limit=PAGE_SIZE,
+            status=filters.status or None,
+            subject_kind=filters.kind or None,
+            service=filters.service or None,
+            created_after=since,
+            after=after,
+        )
+        found = [JobView.of(job) for job in page.jobs]
+    after = page.next_after
     return found, encode_cursor(after) if after is not None else None
 
 
@@ -143,21 +137,56 @@ def jobs(
     )
 
 
-@router.get("/jobs/{job_id}")
-def job(
-    request: Request, job_id: str, operator: SignedIn, store: Store, settings: AppSettings
+def _job_page(
+    request: Request,
+    job_id: str,
+    operator: Operator,
+    store: JobStore,
+    settings: Settings,
+    pasted: CertificateCheck | None = None,
 ) -> Response:
-    """One job: per-service status, rows per table, attempts, dead letters."""
     page = load(store, settings, job_id[:64], letters=operator.may(Scope.ADMIN))
     if page is None:
         raise PageError(404, "No such job", "There is no job with this id.")
+    certified = not page.view.dry_run and page.view.status == JobStatus.SUCCEEDED
     fragment = bool(request.headers.get("HX-Request"))
     return render(
         request,
         "_job_detail.html" if fragment else "job.html",
-        {"job": page, "terminal": TERMINAL, "admin": operator.may(Scope.ADMIN)},
+        {
+            "job": page,
+            "terminal": TERMINAL,
+            "admin": operator.may(Scope.ADMIN),
+            "certified": certified,
+            "certificate": check_served(store, settings, page.view.id) if certified else None,
+            "pasted": pasted,
+        },
         operator=operator,
+        status=200 if pasted is None or pasted.verified else 422,
     )
+
+
+@router.get("/jobs/{job_id}")
+def job(
+    request: Request, job_id: str, operator: SignedIn, store: Store, settings: AppSettings
+) -> Response:
+    """One job: per-service status, rows per table, attempts, dead letters, and the
+    certificate checked against the published keys."""
+    return _job_page(request, job_id, operator, store, settings)
+
+
+@router.post("/jobs/{job_id}/certificate/check")
+async def check_certificate(
+    request: Request, job_id: str, operator: SignedIn, store: Store, settings: AppSettings
+) -> Response:
+    """Check a certificate the operator holds for this job: against the keys the
+    server publishes, and its claims against the job record."""
+    form = await read_form(request)
+    check_csrf(operator, form)
+    if not re.fullmatch(r"[0-9a-f-]{1,64}", job_id):
+        raise PageError(404, "No such job", "There is no job with this id.")
+    pasted = check_pasted(store, settings, job_id, form.get("certificate", ""))
+    return _job_page(request, job_id, operator, store, settings, pasted)
 
 
 @router.get("/jobs/{job_id}/certificate")

@@ -45,6 +45,15 @@ class JobPage:
         ]
 
     @property
+    def counts(self) -> dict[str, dict[tuple[str, str], int]]:
+        """Per service, ``(table, action) -> rows``: the counts the plan's tree shows."""
+        out: dict[str, dict[tuple[str, str], int]] = {}
+        for t in self.tables:
+            by_table = out.setdefault(t.service, {})
+            by_table[(t.table, t.action)] = by_table.get((t.table, t.action), 0) + t.rows
+        return out
+
+    @property
     def most_rows(self) -> int:
         return max((t.rows for t in self.tables), default=0)
 

@@ -50,17 +50,21 @@ def list_jobs(
     limit: int,
     status: str | None = None,
     subject_kind: str | None = None,
+    service: str | None = None,
     created_after: datetime | None = None,
     after: JobPosition | None = None,
 ) -> JobPage:
     """Jobs newest first (ties by id), filtered, ``limit`` at most, starting after
     ``after``. New jobs sort before any position already handed out, so paging on
-    while jobs arrive neither repeats nor skips one."""
+    while jobs arrive neither repeats nor skips one. ``service``: jobs with a task
+    for that service (an index look-up per job: tasks are unique by job and service)."""
     query = _with_tasks(sa.select(Job)).order_by(Job.created_at.desc(), Job.id.desc())
     if status is not None:
         query = query.where(Job.status == status)
     if subject_kind is not None:
         query = query.where(Job.subject_kind == subject_kind)
+    if service is not None:
+        query = query.where(sa.exists().where(Task.job_id == Job.id, Task.service == service))
     if created_after is not None:
         query = query.where(Job.created_at > created_after)
     if after is not None:

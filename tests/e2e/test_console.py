@@ -42,6 +42,8 @@ CHROMIUM_ARGS = [
 ]
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images" / "console"
 VIEWPORT = {"width": 1280, "height": 800}
+#: Jobs per page of the console's list.
+PAGE = 25
 
 ERASED = "t-console-erase"
 KEPT = ("t-console-keep-1", "t-console-keep-2")
@@ -92,9 +94,9 @@ class Console:
     def goto(self, path: str) -> Any:
         return self.page.goto(path)
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, *, full_page: bool = False) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
     def csrf(self) -> str:
         return str(self.page.locator("input[name=csrf]").first.get_attribute("value"))
@@ -186,7 +188,9 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     playwright_api.expect(ui.page.locator("#preview-status")).to_have_text(
         "succeeded", timeout=60_000
     )
-    print(f"preview shown complete {time.monotonic() - started:.2f}s after Preview")
+    # The plan's tree gets the dry run's counts with the refresh that finds it done.
+    playwright_api.expect(ui.page.locator("#plans")).to_have_attribute("data-counted", "yes")
+    print(f"preview (dry run done, plan shown) {time.monotonic() - started:.2f}s after Preview")
     counts = ui.page.locator("table.counts tbody tr")
     shown = {
         row.locator("td").nth(1).inner_text().rsplit(".", 1)[-1]: int(
@@ -196,17 +200,14 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     }
     assert shown == TENANT_TABLES
     assert ui.page.locator("#preview-total").inner_text() == str(sum(TENANT_TABLES.values()))
-    # The plan per service: children before parents.
-    billing = ui.page.locator("section.plan", has=ui.page.get_by_role("heading", name="billing"))
-    steps = billing.locator("li code").all_inner_texts()
-    assert steps.index("public.invoices") < steps.index("public.customers")
+    _the_plan_is_a_tree_with_the_counts(ui)
     # The value is on this page, to the key that typed it, while the job store holds it
     # (a finished dry run's value is purged: then the page names the keyed hash).
     if ui.page.locator(".value").count():
         assert ERASED in ui.page.locator(".value").inner_text()
     else:
         assert "no longer kept" in ui.page.content()
-    ui.shot("preview")
+    ui.shot("preview", full_page=True)
 
     # A wrong confirmation erases nothing.
     ui.page.get_by_label(re.compile("Type the value again")).fill(ERASED + "x")
@@ -225,7 +226,9 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     assert ERASED not in ui.page.content()
     assert ui.page.locator("code.hash").inner_text()
     ui.page.get_by_role("link", name="Download the erasure certificate").wait_for()
-    ui.shot("job")
+    # The job ended while the page was open: no Cancel button is left behind.
+    assert ui.page.get_by_role("link", name="Cancel").count() == 0
+    ui.shot("job", full_page=True)
     _the_certificate_downloads_and_verifies(server, ui, job_id, owned)
     assert all(not rows for rows in server.targets.rows_of("tenant_key", ERASED).values())
     gone = {t: set(rows) for t, rows in owned.items()}
@@ -240,6 +243,22 @@ def test_sign_in_preview_erase_and_see_the_job_succeed(server: ApiServer, consol
     assert answer.headers["location"] == f"/console/jobs/{job_id}"
 
 
+def _the_plan_is_a_tree_with_the_counts(ui: Any) -> None:
+    """The plan per service as a tree: invoices under the customers they reference,
+    each node with the dry run's count; the order of erasure children first."""
+    billing = ui.page.locator("section.plan[data-service=billing]")
+    customers = billing.locator("li[data-table='public.customers']")
+    invoices = customers.locator("li[data-table='public.invoices']")
+    assert customers.locator(".rows").first.get_attribute("data-rows") == "3"
+    assert invoices.locator(".rows").get_attribute("data-rows") == "6"
+    assert invoices.locator(".tag").inner_text() == "delete"
+    steps = billing.locator(".order li code").all_text_contents()
+    assert steps.index("public.invoices") < steps.index("public.customers")
+    crm = ui.page.locator("section.plan[data-service=crm]")
+    assert crm.locator("li[data-table$='.projects'] li[data-table$='.notes']").count() == 1
+    assert "None: no table of these plans is shared" in ui.page.locator("#shared").inner_text()
+
+
 def _the_certificate_downloads_and_verifies(
     server: ApiServer, ui: Any, job_id: str, owned: dict[str, list[Any]]
 ) -> None:
@@ -248,9 +267,30 @@ def _the_certificate_downloads_and_verifies(
     download = ui.context.request.get(f"/console/jobs/{job_id}/certificate")
     assert download.status == 200
     assert download.headers["content-type"] == "application/jose"
-    seen = certificates.verify(download.text().strip(), f"{server.url}/.well-known/jwks.json")
+    token = download.text().strip()
+    seen = certificates.verify(token, f"{server.url}/.well-known/jwks.json")
     assert seen.claims["job_id"] == job_id
     assert seen.claims["total_rows"] == sum(len(rows) for rows in owned.values())
+    # The job page says so: verified against the published keys, naming the key.
+    status = ui.page.locator("#certificate-status")
+    assert status.inner_text() == (
+        f"Verified with key {seen.header['kid']} against the public keys this server publishes"
+    )
+    # A certificate the operator pastes: an altered one is refused, saying why.
+    head, payload, signature = token.split(".")
+    altered = f"{head}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{signature}"
+    field = ui.page.get_by_label(re.compile("Check a certificate you hold"))
+    field.fill(altered)
+    ui.page.get_by_role("button", name="Check the certificate").click()
+    playwright_api.expect(ui.page.locator("#pasted-status")).to_contain_text(
+        "is not verified: bad signature"
+    )
+    ui.page.get_by_label(re.compile("Check a certificate you hold")).fill(token)
+    ui.page.get_by_role("button", name="Check the certificate").click()
+    playwright_api.expect(ui.page.locator("#pasted-status")).to_have_text(
+        f"The certificate you pasted is verified with key {seen.header['kid']} and matches "
+        "the job record."
+    )
 
 
 def test_an_admin_only_kind_needs_the_admin_scope_to_erase(server: ApiServer, console: Any) -> None:
@@ -345,6 +385,41 @@ def test_cancel_a_waiting_job_and_filter_the_list(server: ApiServer, console: An
     ui.page.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
     playwright_api.expect(ui.page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)
     assert events(server, job_id, "job.cancelled") == [f"key:{server.key_ids['all']}"]
+
+
+def test_the_service_filter_pages_through_every_job_of_the_service(
+    server: ApiServer, console: Any
+) -> None:
+    """More archive jobs than a page holds, among jobs of other services: the first
+    page is full, *Next page* brings the rest, none twice, none of another service."""
+    made = set()
+    with server.client("all") as http:
+        for n in range(PAGE + 1):
+            answer = http.post(
+                "/v1/jobs",
+                json={
+                    "subject_kind": "legacy",
+                    "subject_value": f"{KEPT[1]}-{n}",
+                    "services": ["archive"],
+                    "dry_run": True,
+                },
+            )
+            assert answer.status_code == 202, answer.text
+            made.add(str(answer.json()["id"]))
+    failed_job(server)  # a newer job of another service, first in the unfiltered list
+    ui = console("reader")
+    ui.goto("/console/jobs?service=archive")
+    first = ui.page.locator("#job-rows a").all_inner_texts()
+    assert len(first) == PAGE
+    ui.page.get_by_role("link", name="Next page").click()
+    ui.page.wait_for_url(re.compile(r"cursor="))
+    assert "service=archive" in ui.page.url
+    rest = ui.page.locator("#job-rows a").all_inner_texts()
+    assert rest
+    assert not set(first) & set(rest)
+    assert made <= set(first) | set(rest)
+    services = ui.page.locator("#job-rows tr td:nth-child(4)").all_inner_texts()
+    assert all(row.strip() == "archive" for row in services), services
 
 
 # --- scopes and CSRF --------------------------------------------------------------------------
@@ -449,25 +524,126 @@ def test_no_page_names_another_host(server: ApiServer, browser: Any, console: An
         page.goto("/console/sign-in")
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "sign-in.png"))
+        page.set_viewport_size(PHONE)
+        assert page.evaluate(OVERFLOW) <= 0
+        assert page.evaluate(UNLABELLED) == []
+        page.screenshot(path=str(SHOTS / "phone-sign-in.png"))
         for ref in page.evaluate(LINKS):
             assert urlsplit(urljoin(page.url, ref)).netloc == own, ref
     finally:
         signed_out.close()
 
 
-def test_the_jobs_page_fits_a_phone(server: ApiServer, console: Any) -> None:
+PHONE = {"width": 390, "height": 844}
+#: How far the page is wider than the window (0: no sideways scrolling).
+OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
+#: Every visible form field without a label, and every button without a name.
+UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea, button'))
+  .filter(e => e.type !== 'hidden')
+  .filter(e => e.tagName === 'BUTTON' ? !e.textContent.trim()
+    : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+  .map(e => e.outerHTML)"""
+
+
+def _a_preview(ui: Any, value: str) -> str:
+    """Submit a dry run through the erase form; the preview's path once it is done."""
+    ui.goto("/console/erase")
+    ui.page.get_by_label("Subject kind").select_option("tenant")
+    ui.page.get_by_label("Value").fill(value)
+    ui.page.get_by_role("button", name="Preview").click()
+    ui.page.wait_for_url(re.compile(r"/console/erase/[0-9a-f-]{36}$"))
+    playwright_api.expect(ui.page.locator("#plans")).to_have_attribute(
+        "data-counted", "yes", timeout=60_000
+    )
+    return str(urlsplit(ui.page.url).path)
+
+
+def test_every_page_fits_a_phone_and_labels_its_fields(server: ApiServer, console: Any) -> None:
+    """At 390x844 no page is wider than the window (tables scroll on their own); every
+    field has a label and every button a name. Screenshots at both sizes."""
+    job_id = failed_job(server)
+    letter = open_letters(server, job_id)[0]
     ui = console("all")
-    ui.page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/console/jobs", "/console/erase", "/console/services"):
+    preview = _a_preview(ui, KEPT[0])
+    pages = {
+        "jobs": "/console/jobs",
+        "job": f"/console/jobs/{job_id}",
+        "erase": "/console/erase",
+        "preview": preview,
+        "confirm-retry": f"/console/jobs/{job_id}/retry",
+        "dead-letters": "/console/dead-letters",
+        "confirm-replay": f"/console/dead-letters/{letter}/replay",
+        "services": "/console/services?plans=true",
+    }
+    for name, path in pages.items():
         ui.goto(path)
-        overflow = ui.page.evaluate(
-            "() => document.documentElement.scrollWidth - window.innerWidth"
-        )
-        assert overflow <= 0, (path, overflow)
+        ui.page.wait_for_load_state("networkidle")
+        assert ui.page.evaluate(UNLABELLED) == [], path
+        ui.page.set_viewport_size(PHONE)
+        assert ui.page.evaluate(OVERFLOW) <= 0, path
+        ui.shot(f"phone-{name}", full_page=name == "preview")
+        ui.page.set_viewport_size(VIEWPORT)
+    # The top bar on a phone: the navigation in view, not pushed below the fold.
+    ui.page.set_viewport_size(PHONE)
     ui.goto("/console/jobs")
-    ui.page.keyboard.press("Tab")
-    focused = ui.page.evaluate("() => document.activeElement.textContent")
-    assert focused == "Skip to content"
+    header = ui.page.locator("header.top").bounding_box()
+    assert header is not None
+    assert header["height"] < PHONE["height"] / 4, header
+    assert ui.page.get_by_role("link", name="Dead letters").is_visible()
+
+
+def _tab_to(page: Any, text: str, limit: int = 40) -> None:
+    """Press Tab until the focused element's text (or label) is ``text``."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => { const e = document.activeElement;"
+            " return (e.labels && e.labels[0] ? e.labels[0].textContent : e.textContent)"
+            ".trim(); }"
+        )
+        if focused == text:
+            return
+    raise AssertionError(f"Tab never reached {text!r}")
+
+
+def test_sign_in_and_preview_with_the_keyboard_only(server: ApiServer, browser: Any) -> None:
+    """Tab and Enter (and typing) only: sign in, open *Erase a subject*, choose the
+    kind, type the value, preview, fold a subtree of the plan; the skip link is the
+    first stop of a page."""
+    context = browser.new_context(viewport=VIEWPORT, base_url=server.url)
+    try:
+        page = context.new_page()
+        page.goto("/console/jobs")
+        page.wait_for_url(re.compile("/console/sign-in"))
+        # The key's field has the focus when the page opens.
+        assert page.evaluate("() => document.activeElement.id") == "key"
+        page.keyboard.type(server.secrets["all"])
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url: urlsplit(url).path == "/console/jobs")
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+        _tab_to(page, "Erase a subject")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/console/erase$"))
+        _tab_to(page, "Subject kind")
+        page.keyboard.type("tenant")  # a focused select takes the option typed
+        _tab_to(page, "Value")
+        page.keyboard.type(KEPT[1])
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/console/erase/[0-9a-f-]{36}$"))
+        playwright_api.expect(page.locator("#preview-status")).to_have_text(
+            "succeeded", timeout=60_000
+        )
+        assert page.locator("h1").inner_text() == "Preview: erase a tenant"
+        # The plan's subtrees fold and unfold from the keyboard.
+        summary = page.locator("section.plan[data-service=billing] summary").first
+        summary.focus()
+        page.keyboard.press("Enter")
+        assert summary.locator("xpath=..").get_attribute("open") is None
+        page.keyboard.press("Enter")
+        assert summary.locator("xpath=..").get_attribute("open") == ""
+    finally:
+        context.close()
 
 
 # --- the session ------------------------------------------------------------------------------

@@ -96,6 +96,40 @@ def test_list_jobs_filters(store: JobStore, registry: Registry) -> None:
         assert queries.get_job(session, "nope") is None
 
 
+def test_list_jobs_filters_by_service_in_the_query_and_pages_on(
+    store: JobStore, registry: Registry
+) -> None:
+    """Jobs with a task for the service, pages of ``limit`` full ones (the filter is in
+    the query, not applied to a page after it was read), to the last page."""
+    crm_only = []
+    for i in range(7):
+        services = ["crm"] if i % 2 else ["shop"]
+        job, _ = submit(
+            store,
+            registry,
+            ErasureRequest(subject_kind="tenant", subject_value=str(i), services=services),
+        )
+        if i % 2:
+            crm_only.append(job.id)
+    with store.transaction() as session:
+        session.execute(sa.update(Job).values(created_at=AT))  # ties broken by id
+    pages: list[list[str]] = []
+    after = None
+    while True:
+        with store.transaction() as session:
+            page = queries.list_jobs(session, limit=2, service="crm", after=after)
+            pages.append([j.id for j in page.jobs])
+            assert all(j.services == ["crm"] for j in page.jobs)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert pages == [sorted(crm_only, reverse=True)[i : i + 2] for i in (0, 2)]
+    with store.transaction() as session:
+        assert queries.list_jobs(session, limit=10, service="nowhere").jobs == []
+        both = queries.list_jobs(session, limit=10, service="shop", status="pending")
+        assert len(both.jobs) == 4
+
+
 def test_dead_letters_history_and_aggregates(store: JobStore, registry: Registry) -> None:
     job_id = new_job(store, registry)
     first = fail(store, job_id, "shop")
