@@ -19,8 +19,13 @@ from worker.exceptions import (
     UnsatisfiablePlan,
     UnsupportedTable,
 )
-from worker.planning.model import REMOVING, Plan
+from worker.execution.cycle_members import cycle_members
+from worker.planning.model import REMOVING, Cycle, Plan
 from worker.planning.predicates import MAX_UNROLL, Predicates, key_in_select
+
+#: How long one of the pre-flight checks' statements may run before the server stops
+#: it (where the dialect can bound it: MariaDB, MySQL).
+READ_SECONDS = 120
 
 
 def count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[bool]) -> int:
@@ -41,6 +46,14 @@ def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
     cycles = list({id(c): c for c in plan.cycle_of.values() if len(c.tables) > 1}.values())
     if not cycles:
         return preds
+    if not plan.dialect.unrolls_cycles:
+        return _followed_by_key(conn, plan, preds)
+    return _unrolled_deep_enough(conn, plan, preds, cycles)
+
+
+def _unrolled_deep_enough(
+    conn: Connection, plan: Plan, preds: Predicates, cycles: list[Cycle]
+) -> Predicates:
     tables = sorted({t for c in cycles for t in c.tables})
 
     def counts(p: Predicates) -> list[int]:
@@ -77,6 +90,11 @@ def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
             raise too_deep("too deep for this database to follow in one statement") from None
 
 
+def _followed_by_key(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
+    with plan.dialect.bounded_reads(conn, READ_SECONDS):
+        return cycle_members(conn, plan, preds)
+
+
 @contextmanager
 def deep_statements() -> Iterator[None]:
     """Room for SQLAlchemy to compile a deeply unrolled cycle (it recurses into each
@@ -107,6 +125,11 @@ def _unread_actions(conn: Connection, plan: Plan) -> None:
 
 def preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     """Refuse, before any write, when kept rows or another subject's rows would be hit."""
+    with plan.dialect.bounded_reads(conn, READ_SECONDS):
+        _preflight(conn, plan, preds)
+
+
+def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     _unread_actions(conn, plan)
     for parent, action in sorted(plan.actions.items()):
         if action not in REMOVING:

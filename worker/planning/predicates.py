@@ -35,6 +35,11 @@ class Predicates:
     #: A multi-table cycle's membership follows it this many times round (see
     #: ``deep_enough``); a self-referencing table's is a recursive CTE, of any depth.
     unroll: int = _UNROLL_FACTOR
+    #: For each table of a multi-table cycle whose members were found level by level
+    #: (``worker.execution.cycle_members``) rather than unrolled: the keys of the rows
+    #: that belong to the subject only by going round the cycle. Such a table's members
+    #: are then those of ``outside_cycle`` and these, whatever the depth.
+    known: dict[TableName, list[tuple[Any, ...]]] = field(default_factory=dict)
     _values: dict[tuple[TableName, str], Any] = field(default_factory=dict)
     _ctes: dict[tuple[TableName, int], sa.CTE] = field(default_factory=dict)
     _cte_count: int = 0
@@ -101,6 +106,8 @@ class Predicates:
         several paths is computed once.
         """
         target = alias if alias is not None else self.plan.info(table).table
+        if table in self.known:
+            return self._known_rows(table, target)
         if self._is_tree(table):
             cte = self.member_cte(table, depth)
             cols = self._tree_identity(table)
@@ -119,6 +126,9 @@ class Predicates:
         name = f"subject_rows_{self._cte_count}"
         if self._is_tree(table):
             cte = self._tree_cte(table, cols, name, depth)
+        elif table in self.known:
+            known = sa.select(*[alias.c[c] for c in cols])
+            cte = known.where(self._known_rows(table, alias)).cte(name)
         else:
             sel = sa.select(*[alias.c[c] for c in cols]).where(
                 self._member_plain(table, alias, depth)
@@ -126,6 +136,31 @@ class Predicates:
             cte = sel.cte(name)
         self._ctes[key] = cte
         return cte
+
+    def _known_rows(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
+        own = self.outside_cycle(table, target)
+        keys = self.known[table]
+        if not keys:
+            return own
+        columns = [target.c[c] for c in self.plan.info(table).key_columns() or ()]
+        return sa.or_(own, self.plan.dialect.key_in(columns, keys))
+
+    def in_cycle_edges(self, table: TableName) -> list[ForeignKey]:
+        """The references that carry membership into ``table`` from its own
+        multi-table cycle (itself included)."""
+        cycle = self.plan.cycle_of.get(table)
+        if cycle is None or len(cycle.tables) == 1:
+            return []
+        return [fk for fk in self._via_edges(table) if fk.parent in cycle.tables]
+
+    def outside_cycle(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
+        """Rows of a multi-table cycle's ``table`` that belong to the subject without
+        going round the cycle: through its own column or a table outside it."""
+        return self._member_plain(table, target, 0, skip_cycle=True)
+
+    def cte_columns(self, table: TableName) -> list[str]:
+        """What a table's member CTE holds: its key and every column referenced."""
+        return self._cte_columns(table)
 
     def _is_tree(self, table: TableName) -> bool:
         cycle = self.plan.cycle_of.get(table)
@@ -155,7 +190,12 @@ class Predicates:
         ]
 
     def _member_plain(
-        self, table: TableName, target: sa.FromClause, depth: int, skip_self: bool = False
+        self,
+        table: TableName,
+        target: sa.FromClause,
+        depth: int,
+        skip_self: bool = False,
+        skip_cycle: bool = False,
     ) -> ColumnElement[bool]:
         parts: list[ColumnElement[bool]] = list(self.direct(table, target))
         via: list[ColumnElement[bool]] = []
@@ -165,7 +205,7 @@ class Predicates:
             if skip_self and fk.is_self_reference:
                 continue
             in_cycle = cycle is not None and fk.parent in cycle.tables
-            if in_cycle and depth >= limit:
+            if in_cycle and (skip_cycle or depth >= limit):
                 continue
             parent = self.member_cte(fk.parent, depth + 1 if in_cycle else depth)
             sub = sa.select(*[parent.c[c] for c in fk.parent_columns])
