@@ -20,7 +20,8 @@ from worker.exceptions import (
     UnsupportedTable,
 )
 from worker.execution.cycle_members import cycle_members
-from worker.planning.model import REMOVING, Cycle, Plan
+from worker.execution.self_references import loops_deferrable
+from worker.planning.model import REMOVING, Cycle, EdgeMode, Plan
 from worker.planning.predicates import MAX_UNROLL, Predicates, key_in_select
 
 #: How long one of the pre-flight checks' statements may run before the server stops
@@ -131,6 +132,7 @@ def preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
 
 def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     _unread_actions(conn, plan)
+    _self_reference_loops(conn, plan, preds)
     for parent, action in sorted(plan.actions.items()):
         if action not in REMOVING:
             continue
@@ -150,6 +152,69 @@ def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
                     rows = count(conn, plan, fk.child, sa.and_(refs, sa.not_(guard)))
                     if rows:
                         raise CrossSubjectReference(str(fk.child), _constraint(fk), rows)
+
+
+def _self_reference_loops(conn: Connection, plan: Plan, preds: Predicates) -> None:
+    """Refuse where the subject's rows of a self-referencing table reference each other
+    round a NOT NULL self-reference (``a.up = b``, ``b.up = a``) on a database that
+    removes such rows leaves first and cannot defer the check (MySQL): the walk would
+    meet the loop after other batches had committed. (Loops that mix several NOT NULL
+    self-references are still refused when the walk meets them.)"""
+    if not plan.dialect.self_references_leaves_first:
+        return
+    for table, action in sorted(plan.actions.items()):
+        fks = [
+            e.fk
+            for e in plan.children.get(table, [])
+            if e.mode is EdgeMode.DELETE and e.fk.is_self_reference
+        ]
+        if action not in REMOVING or loops_deferrable(plan.dialect, fks):
+            continue
+        for fk in fks:
+            if not fk.nullable and _rows_in_loops(conn, plan, preds, fk):
+                raise UnsatisfiablePlan(
+                    [str(table), str(table)],
+                    f"the subject's rows reference each other round {_constraint(fk)},"
+                    " which is NOT NULL and which this database cannot defer",
+                )
+
+
+def _rows_in_loops(conn: Connection, plan: Plan, preds: Predicates, fk: ForeignKey) -> bool:
+    """Whether some of the subject's rows of ``fk``'s table are not reached from the
+    roots of the tree ``fk`` draws (rows pointing at themselves or outside the
+    subject's rows): those go round a loop, or hang below one. One statement."""
+    table = plan.info(fk.child).table
+    key = list(plan.info(fk.child).key_columns() or ())
+    cols = list(dict.fromkeys([*key, *fk.child_columns, *fk.parent_columns]))
+    alias = table.alias()
+    rows = sa.select(*[alias.c[c] for c in cols]).where(preds.member(fk.child, alias))
+    members = rows.cte("loop_members")
+    pairs = list(zip(fk.child_columns, fk.parent_columns, strict=True))
+
+    def points_at_itself(r: sa.FromClause) -> ColumnElement[bool]:
+        return sa.and_(*[r.c[c] == r.c[p] for c, p in pairs])
+
+    other = members.alias()
+    parent_member = sa.exists(
+        sa.select(sa.literal(1))
+        .select_from(other)
+        .where(*[other.c[p] == members.c[c] for c, p in pairs])
+    )
+    roots = sa.select(*[members.c[c] for c in cols]).where(
+        sa.or_(points_at_itself(members), sa.not_(parent_member))
+    )
+    reached = roots.cte("reached_from_roots", recursive=True)
+    step = members.alias()
+    down = sa.select(*[step.c[c] for c in cols]).join_from(
+        step, reached, sa.and_(*[step.c[c] == reached.c[p] for c, p in pairs])
+    )
+    reached = reached.union(down)
+    stmt = sa.select(
+        sa.select(sa.func.count()).select_from(members).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(reached).scalar_subquery(),
+    )
+    total, found = conn.execute(stmt).one()
+    return bool(total != found)
 
 
 def _refs_member(child: sa.Table, fk: ForeignKey, preds: Predicates) -> ColumnElement[bool]:
