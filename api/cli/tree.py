@@ -118,6 +118,16 @@ class _Drawing:
                     ("  (ON DELETE SET NULL: the rows stay)", "dim"),
                 )
             )
+        elif mode == "reassign":
+            node.add(
+                Text.assemble(
+                    (str(fk.child), "bold"),
+                    self._count(fk.child, "reassign"),
+                    ("  reassign ", ACTION_STYLE["reassign"]),
+                    (cols, "cyan"),
+                    (f"  (policy: to {self.plan.placeholder(fk.child)!r}; the rows stay)", "dim"),
+                )
+            )
         elif self.counts is None:
             node.add(
                 Text.assemble(

@@ -16,6 +16,7 @@ from worker.catalog.model import SET_DEFAULT, SET_NULL, ForeignKey, TableName
 from worker.exceptions import (
     CrossSubjectReference,
     KeptRowsBlock,
+    PolicyConflict,
     UnsatisfiablePlan,
     UnsupportedTable,
 )
@@ -133,11 +134,12 @@ def preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
 def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     _unread_actions(conn, plan)
     _self_reference_loops(conn, plan, preds)
+    _placeholders(conn, plan, preds)
     for parent, action in sorted(plan.actions.items()):
         if action not in REMOVING:
             continue
         for fk in sorted(plan.catalog.incoming(parent), key=lambda f: (f.child, f.child_columns)):
-            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+            if fk.on_delete in (SET_NULL, SET_DEFAULT) or fk.child in plan.reassigned:
                 continue
             child_action = plan.actions.get(fk.child)
             child = plan.info(fk.child).table
@@ -152,6 +154,23 @@ def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
                     rows = count(conn, plan, fk.child, sa.and_(refs, sa.not_(guard)))
                     if rows:
                         raise CrossSubjectReference(str(fk.child), _constraint(fk), rows)
+
+
+def _placeholders(conn: Connection, plan: Plan, preds: Predicates) -> None:
+    """Refuse a ``reassign`` policy whose placeholder row is not there, or is one of
+    the subject's rows being removed."""
+    for table in plan.reassigned:
+        value = plan.placeholder(table)
+        for parent, edges in sorted(plan.children.items()):
+            for column in sorted({e.fk.parent_columns for e in edges if e.fk.child == table}):
+                target = plan.info(parent).table
+                (name,) = column
+                where = target.c[name] == sa.literal(value, target.c[name].type)
+                place = f"placeholder {parent}({name}) = {value!r}"
+                if not count(conn, plan, parent, where):
+                    raise PolicyConflict(str(table), f"the {place} does not exist")
+                if count(conn, plan, parent, sa.and_(where, preds.member(parent, target))):
+                    raise PolicyConflict(str(table), f"the {place} is the subject's own")
 
 
 def _self_reference_loops(conn: Connection, plan: Plan, preds: Predicates) -> None:

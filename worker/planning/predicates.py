@@ -292,10 +292,13 @@ class Predicates:
             return sa.and_(pred, sa.not_(self.anonymized(table, target)))
         return pred
 
-    def nullify_targets(self, table: TableName) -> list[ColumnElement[bool]]:
+    def nullify_targets(
+        self, table: TableName, mode: EdgeMode = EdgeMode.NULLIFY
+    ) -> list[ColumnElement[bool]]:
         """For each SET NULL reference of ``table`` into rows that will be removed: the
         rows (not themselves erased) whose reference will be cleared. One predicate per
-        reference: a row with two such references counts twice, as the erasure does."""
+        reference: a row with two such references counts twice, as the erasure does.
+        (With ``mode`` ``REASSIGN``: the references moved to the placeholder.)"""
         target = self.plan.info(table).table
         erased = self.plan.actions.get(table) in REMOVING
         preds = []
@@ -303,7 +306,7 @@ class Predicates:
             if self.plan.actions[parent] not in REMOVING:
                 continue
             for edge in self.plan.children.get(parent, []):
-                if edge.fk.child != table or edge.mode is not EdgeMode.NULLIFY:
+                if edge.fk.child != table or edge.mode is not mode:
                     continue
                 fk = edge.fk
                 members = self.member_cte(parent)
