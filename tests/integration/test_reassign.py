@@ -47,12 +47,9 @@ def test_orders_of_an_erased_salesperson_move_to_the_placeholder(
     _shop(db)
     plan = build_plan(reflect(db.engine), ["employees.id"], _policies(0))
     step = next(s for s in plan.steps if s.action is TableAction.REASSIGN)
-    assert step.predicate == (
-        "(salesperson_id) -> main.employees: set to the placeholder main.employees(id) = 0"
-        if db.backend == "sqlite"
-        else step.predicate
-    )
-    assert "(salesperson_id)" in step.predicate
+    assert step.predicate.startswith("(salesperson_id) -> ")
+    assert step.predicate.endswith("employees(id) = 0")
+    assert ": set to the placeholder " in step.predicate
     counted = dry_run(db.engine, plan, 2)
     by_table = {(t.table.rsplit(".", 1)[-1], t.action): t.rows for t in counted.tables}
     assert by_table[("orders", TableAction.REASSIGN)] == 2
