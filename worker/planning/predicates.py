@@ -85,15 +85,21 @@ class Predicates:
 
     def guard(self, table: TableName, alias: sa.FromClause) -> ColumnElement[bool] | None:
         """For a table with the subject column: rows that may belong to the subject
-        (its value, or NULL) — a row holding another subject's value never does."""
-        conds = self._guards(table, alias)
-        return sa.and_(*conds) if conds else None
+        (its value, or NULL) — a row holding another subject's value never does.
 
-    def _guards(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
-        return [
-            sa.or_(alias.c[c].is_(None), self.equals(table, alias, c))
-            for c in self.plan.anchors.get(table, ())
-        ]
+        With several subject columns on the table, a row holding the subject's value in
+        any of them is the subject's whatever the others hold (a message's sender and
+        recipient; ``EmployeeId`` and ``ReportsTo``: employee 3, who reports to the
+        subject, goes too, and the rows referencing it are handled as usual)."""
+        columns = self.plan.anchors.get(table, ())
+        if not columns:
+            return None
+        undecided = sa.and_(
+            *[sa.or_(alias.c[c].is_(None), self.equals(table, alias, c)) for c in columns]
+        )
+        if len(columns) == 1:
+            return undecided
+        return sa.or_(undecided, *self.direct(table, alias))
 
     def member(
         self, table: TableName, alias: sa.FromClause | None = None, depth: int = 0
@@ -242,7 +248,8 @@ class Predicates:
             for fk in self_fks
         ]
         sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, sa.or_(*conds))
-        return cte.union(sel.where(sa.and_(sa.true(), *self._guards(table, step))))
+        guard = self.guard(table, step)
+        return cte.union(sel.where(guard) if guard is not None else sel)
 
     def orphan(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
         """Shared rows linked by the subject and referenced by no other row."""
