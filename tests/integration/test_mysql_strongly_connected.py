@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB
 from tests.differential.erasure import erase_subject
 from tests.differential.sessions import bounded_engine, bounded_url
@@ -25,7 +26,7 @@ from tests.differential.sql_case import Rows, run, tables
 from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.exceptions import EraserError
-from worker.execution.erasure import erase
+from worker.execution.erasure import dry_run, erase
 from worker.planning.building import build_plan
 
 TABLES = [f"t{i}" for i in range(5)]
@@ -203,3 +204,25 @@ def test_statements_do_not_grow_with_the_depth_of_the_data(mysql: TargetDB) -> N
     # A key in an IN list costs under 20 characters of placeholder: 58 per table more.
     assert deep < shallow + 58 * 20
     assert deep < 5_000
+
+
+@pytest.mark.mysql
+def test_an_anonymized_table_in_the_group_is_verified_by_key(mysql: TargetDB) -> None:
+    """t2 anonymized (its references cleared): every table of the group is then
+    verified with its whole membership, which on MariaDB was an unrolled statement
+    doubling with each level of the chorded ring; it names the rows by key now."""
+    run(mysql.url, _chain(40))
+    engine = create_engine(bounded_url(mysql.url, 5), existing=True)
+    cleared = TablePolicy(action=TableAction.ANONYMIZE, set={"t3_id": None, "t4_id": None})
+    try:
+        plan = build_plan(reflect(engine, None), ["tenant_id"], {"t2": cleared})
+        counted = dry_run(engine, plan, 7)
+        report = erase(engine, plan, 7)
+    finally:
+        engine.dispose()
+    assert report.verified
+    left = tables(mysql.url, TABLES)
+    # The chain's t2 rows (ids 4, 9, ..., 39) stay, their references cleared.
+    assert left["t2"] == [*[(k, None, None, None) for k in range(4, 41, 5)], (1002, 8, None, None)]
+    assert [len(left[t]) for t in TABLES] == [1, 1, 9, 1, 1]
+    assert report.total_rows == counted.total_rows == 40 - 8

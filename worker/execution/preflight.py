@@ -93,8 +93,12 @@ def _unrolled_deep_enough(
 
 
 def _followed_by_key(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
+    """The cycles' members found level by level; ``preds`` takes their keys too (the
+    walk's own look-ups and verification use them)."""
     with plan.dialect.bounded_reads(conn, READ_SECONDS):
-        return cycle_members(conn, plan, preds)
+        found = cycle_members(conn, plan, preds)
+    preds.know(found.known)
+    return found
 
 
 @contextmanager

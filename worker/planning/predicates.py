@@ -112,7 +112,7 @@ class Predicates:
         several paths is computed once.
         """
         target = alias if alias is not None else self.plan.info(table).table
-        if table in self.known:
+        if self._by_key(table):
             return self._known_rows(table, target)
         if self._is_tree(table):
             cte = self.member_cte(table, depth)
@@ -132,7 +132,7 @@ class Predicates:
         name = f"subject_rows_{self._cte_count}"
         if self._is_tree(table):
             cte = self._tree_cte(table, cols, name, depth)
-        elif table in self.known:
+        elif self._by_key(table):
             known = sa.select(*[alias.c[c] for c in cols])
             cte = known.where(self._known_rows(table, alias)).cte(name)
         else:
@@ -143,9 +143,27 @@ class Predicates:
         self._ctes[key] = cte
         return cte
 
+    def know(self, known: dict[TableName, list[tuple[Any, ...]]]) -> None:
+        """Take ``known`` (see there) for the statements built from now on."""
+        self.known = dict(known)
+        self._ctes.clear()
+
+    def _by_key(self, table: TableName) -> bool:
+        """Whether a multi-table cycle's membership is named by key rather than
+        unrolled: where it was found level by level, and on databases that take no
+        unrolled statement (MariaDB). There, until the keys are known, only the rows
+        that belong to the subject without going round the cycle are named: enough to
+        tell whether the subject has any row at all, and what is left of it once its
+        own rows are gone (see ``deep_enough``)."""
+        if table in self.known:
+            return True
+        cycle = self.plan.cycle_of.get(table)
+        multi = cycle is not None and len(cycle.tables) > 1
+        return multi and not self.plan.dialect.unrolls_cycles
+
     def _known_rows(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
         own = self.outside_cycle(table, target)
-        keys = self.known[table]
+        keys = self.known.get(table, [])
         if not keys:
             return own
         columns = [target.c[c] for c in self.plan.info(table).key_columns() or ()]
