@@ -226,3 +226,30 @@ def test_an_anonymized_table_in_the_group_is_verified_by_key(mysql: TargetDB) ->
     assert left["t2"] == [*[(k, None, None, None) for k in range(4, 41, 5)], (1002, 8, None, None)]
     assert [len(left[t]) for t in TABLES] == [1, 1, 9, 1, 1]
     assert report.total_rows == counted.total_rows == 40 - 8
+
+
+@pytest.mark.mysql
+def test_the_pre_flight_reads_run_under_a_statement_time_limit(mysql: TargetDB) -> None:
+    """A session without a limit gets ``max_statement_time`` for the level-by-level
+    look-ups and the pre-flight checks, and its own value back after them."""
+    run(mysql.url, _chain(10))
+    engine = create_engine(mysql.url, existing=True)
+    sent: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _record(*args: object) -> None:
+        statement = args[2]
+        assert isinstance(statement, str)
+        sent.append(statement)
+
+    try:
+        plan = build_plan(reflect(engine, None), ["tenant_id"])
+        assert erase(engine, plan, 7).verified
+    finally:
+        engine.dispose()
+    limits = [s for s in sent if s.startswith("SET SESSION max_statement_time")]
+    assert limits[0] == "SET SESSION max_statement_time = 300"
+    assert limits[-1].startswith("SET SESSION max_statement_time = 0")
+    first_limit = sent.index(limits[0])
+    first_look_up = next(i for i, s in enumerate(sent) if "t1_id IN" in s)
+    assert first_limit < first_look_up

@@ -26,8 +26,9 @@ from worker.planning.model import REMOVING, Cycle, EdgeMode, Plan
 from worker.planning.predicates import MAX_UNROLL, Predicates, key_in_select
 
 #: How long one of the pre-flight checks' statements may run before the server stops
-#: it (where the dialect can bound it: MariaDB, MySQL).
-READ_SECONDS = 120
+#: it (MariaDB, MySQL: for the checks; PostgreSQL: for the rest of their transaction,
+#: the dry run's counts included).
+READ_SECONDS = 300
 
 
 def count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[bool]) -> int:
