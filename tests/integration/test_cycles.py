@@ -12,6 +12,7 @@ from tests.conftest import TargetDB
 from tests.integration.known_rows import Data, child_table, col, run
 from tests.integration.outcomes import SUBJECT, dump, pg_erase, rows
 from worker.catalog.reflection import reflect
+from worker.database import create_engine
 from worker.exceptions import CrossSubjectReference, UnsatisfiablePlan
 from worker.execution import cycle_members
 from worker.execution.erasure import dry_run, erase
@@ -254,3 +255,34 @@ def _check_cycle(db: TargetDB, nullable: bool, deferrable: bool) -> None:
     _, report = run(db, ["tenant_id"], batch_size=2)
     assert report.total_rows == data.subject_rows() == 20
     assert data.snapshot() == data.expected()
+
+
+@pytest.mark.parametrize("own_limit", [False, True], ids=["none", "session's own"])
+def test_pg_pre_flight_reads_run_under_a_statement_timeout(pg: TargetDB, own_limit: bool) -> None:
+    """The pre-flight's transaction (and a dry run's counts) get ``statement_timeout``
+    for itself where the session has none; a session's own limit stays."""
+    _cycle_chain(pg, 3)
+    url = pg.url + ("?options=-c%20statement_timeout%3D5000" if own_limit else "")
+    engine = create_engine(url, existing=True)
+    limits: list[object] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _record(*args: object) -> None:
+        params = args[3]
+        if isinstance(params, dict) and "300s" in params.values():
+            limits.append(sorted(map(str, params.values())))
+
+    try:
+        plan = build_plan(reflect(engine), ["a.tenant_id", "c2.tenant_id"])
+        dry_run(engine, plan, SUBJECT)
+        assert erase(engine, plan, SUBJECT).verified
+        with engine.connect() as conn:
+            after = conn.execute(sa.text("SHOW statement_timeout")).scalar_one()
+    finally:
+        engine.dispose()
+    if own_limit:
+        assert limits == []
+        assert after == "5s"
+    else:
+        assert limits == [["300s", "True", "statement_timeout"]] * 2
+        assert after == "0"
