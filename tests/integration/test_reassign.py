@@ -116,3 +116,22 @@ def test_reassign_on_the_command_line_and_in_the_plan_tree(db: TargetDB) -> None
     console.print(render_plan(plan, dry_run(db.engine, plan, 2)))
     text = console.export_text()
     assert "main.orders  2 rows  reassign salesperson_id  (policy: to 0; the rows stay)" in text
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_set_default_reference_of_a_reassigned_table_stays_the_databases(
+    db: TargetDB,
+) -> None:
+    """Order 10 also names note 5, which goes, through ON DELETE SET DEFAULT: the
+    database resets that reference; only salesperson_id is moved, and the
+    placeholder is looked for among employees alone."""
+    _shop(db)
+    db.run(
+        "ALTER TABLE orders ADD COLUMN note_id INT DEFAULT NULL"
+        " REFERENCES notes (id) ON DELETE SET DEFAULT",
+        "UPDATE orders SET note_id = 5 WHERE id = 10",
+    )
+    plan = build_plan(reflect(db.engine), ["employees.id"], _policies(0))
+    report = erase(db.engine, plan, 2)
+    assert report.verified
+    assert rows(db, "orders") == [(10, 0, 5, None), (11, 0, 6, None), (12, 3, 7, None)]

@@ -167,7 +167,8 @@ def _placeholders(conn: Connection, plan: Plan, preds: Predicates) -> None:
     for table in plan.reassigned:
         value = plan.placeholder(table)
         for parent, edges in sorted(plan.children.items()):
-            for column in sorted({e.fk.parent_columns for e in edges if e.fk.child == table}):
+            moved = [e.fk for e in edges if e.fk.child == table and e.mode is EdgeMode.REASSIGN]
+            for column in sorted({fk.parent_columns for fk in moved}):
                 target = plan.info(parent).table
                 (name,) = column
                 where = target.c[name] == sa.literal(value, target.c[name].type)
