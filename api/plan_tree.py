@@ -33,6 +33,8 @@ class NodeKind(StrEnum):
     SEEN = "seen"
     #: Rows that reference the parent through ``ON DELETE SET NULL``: cleared, kept.
     NULLIFY = "nullify"
+    #: Rows whose reference to the parent a ``reassign`` policy moves to a placeholder.
+    REASSIGN = "reassign"
     #: Rows that reference the parent through ``ON DELETE SET DEFAULT``.
     SET_DEFAULT = "set_default"
     #: A table a policy keeps, that references the parent.
@@ -162,6 +164,17 @@ class _Builder:
                 return  # no reference of the subject's rows to clear: no node
             node.children.append(
                 PlanNode(str(fk.child), NodeKind.NULLIFY, "nullify", rows=rows, via=via)
+            )
+        elif mode == "reassign":
+            node.children.append(
+                PlanNode(
+                    str(fk.child),
+                    NodeKind.REASSIGN,
+                    "reassign",
+                    rows=self.rows(fk.child, "reassign"),
+                    via=via,
+                    detail=f"to {self.plan.placeholder(fk.child)!r}",
+                )
             )
         elif self.counts is None:
             node.children.append(

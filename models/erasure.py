@@ -23,6 +23,10 @@ class TableAction(StrEnum):
     UNLINK = "unlink"
     #: A shared entity: a row is deleted only when the subject held its last link.
     DELETE_IF_ORPHANED = "delete_if_orphaned"
+    #: Rows that reference the subject's rows stay, their reference moved to a
+    #: placeholder row (``reassign_to``): an erased salesperson's orders go to a
+    #: placeholder employee.
+    REASSIGN = "reassign"
     #: Not a policy: the engine sets a foreign key to NULL (an ``ON DELETE SET NULL``
     #: reference from a row that is not the subject's, or a broken cycle).
     NULLIFY = "nullify"
@@ -36,6 +40,8 @@ class TablePolicy(BaseModel):
     action: TableAction = TableAction.DELETE
     #: Column -> value, for ``anonymize`` only.
     set: dict[str, ScalarValue] = Field(default_factory=dict)
+    #: For ``reassign`` only: the key of the placeholder row the references move to.
+    reassign_to: ScalarValue = None
 
 
 class TableOutcome(BaseModel):

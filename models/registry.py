@@ -116,6 +116,8 @@ class TableSettings(BaseModel):
 
     action: TableAction = TableAction.DELETE
     set: dict[str, ScalarValue] = Field(default_factory=dict)
+    #: For ``reassign``: the placeholder row's key.
+    reassign_to: ScalarValue = None
 
     @field_validator("action")
     @classmethod
@@ -132,7 +134,7 @@ class TableSettings(BaseModel):
         return {k: _literal(v) for k, v in value.items()}
 
     def policy(self) -> TablePolicy:
-        return TablePolicy(action=self.action, set=dict(self.set))
+        return TablePolicy(action=self.action, set=dict(self.set), reassign_to=self.reassign_to)
 
 
 def _literal(value: Any) -> Any:

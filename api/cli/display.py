@@ -26,6 +26,7 @@ ACTION_STYLE = {
     "delete_if_orphaned": "yellow",
     "anonymize": "magenta",
     "nullify": "cyan",
+    "reassign": "blue",
     "keep": "green",
 }
 

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
 
 
 def parse_policy(text: str) -> tuple[str, TablePolicy]:
-    """``TABLE=keep`` or ``TABLE=anonymize:col=null,col2=erased`` -> (table, policy).
+    """``TABLE=keep``, ``TABLE=anonymize:col=null,col2=erased`` or ``TABLE=reassign:0``
+    -> (table, policy).
 
     Raises ``EraserError`` naming the option when the text is not a policy."""
     from models.erasure import TableAction, TablePolicy  # noqa: PLC0415 - start-up time
@@ -25,6 +26,11 @@ def parse_policy(text: str) -> tuple[str, TablePolicy]:
     except ValueError:
         choices = ", ".join(a.value for a in TableAction if a is not TableAction.NULLIFY)
         raise EraserError(f"--policy {text!r}: unknown action (one of {choices})") from None
+    if action is TableAction.REASSIGN:
+        # ``TABLE=reassign:KEY``: the placeholder row's key.
+        if not assignments.strip():
+            raise EraserError(f"--policy {text!r}: expected TABLE=reassign:PLACEHOLDER_KEY")
+        return table.strip(), TablePolicy(action=action, reassign_to=_scalar(assignments.strip()))
     values: dict[str, ScalarValue] = {}
     for item in filter(None, (a.strip() for a in assignments.split(","))):
         col, eq, raw = item.partition("=")

@@ -54,6 +54,14 @@ def _label(node: PlanNode) -> Text:
             (via, "cyan"),
             ("  (ON DELETE SET NULL: the rows stay)", "dim"),
         )
+    if node.kind is NodeKind.REASSIGN:
+        return Text.assemble(
+            name,
+            _count(node.rows),
+            ("  reassign ", ACTION_STYLE["reassign"]),
+            (via, "cyan"),
+            (f"  (policy: {node.detail}; the rows stay)", "dim"),
+        )
     if node.kind is NodeKind.SET_DEFAULT:
         return Text.assemble(
             name, (f"  {via} reset by the database (ON DELETE SET DEFAULT)", "dim")

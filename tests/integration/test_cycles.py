@@ -12,7 +12,9 @@ from tests.conftest import TargetDB
 from tests.integration.known_rows import Data, child_table, col, run, tenant_child_table
 from tests.integration.outcomes import SUBJECT, dump, pg_erase, rows
 from worker.catalog.reflection import reflect
+from worker.database import create_engine
 from worker.exceptions import CrossSubjectReference, UnsatisfiablePlan
+from worker.execution import cycle_members
 from worker.execution.erasure import dry_run, erase
 from worker.execution.options import ExecutionOptions
 from worker.planning.building import build_plan
@@ -42,10 +44,12 @@ def _cycle_chain(db: TargetDB, rounds: int) -> None:
             conn.execute(sa.text("INSERT INTO a VALUES (:n, NULL, :i)"), {"n": i + 1, "i": i})
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("db", ["sqlite", "postgresql", "mysql"], indirect=True)
 def test_a_chain_round_a_cycle_forty_times_is_counted_and_checked_in_full(db: TargetDB) -> None:
     """The cycle's membership was unrolled three times round: the dry run counted 7 of
-    the chain's rows and the pre-flight missed another subject's row at its far end."""
+    the chain's rows and the pre-flight missed another subject's row at its far end.
+    (MariaDB, whose thread stack ended the unrolled statement at some 12 times round,
+    follows the chain level by level.)"""
     rounds = 40
     _cycle_chain(db, rounds)
     db.run(f"INSERT INTO c2 VALUES (1, 7, {rounds + 1})")
@@ -65,14 +69,26 @@ def test_a_chain_round_a_cycle_forty_times_is_counted_and_checked_in_full(db: Ta
     assert rows(db, "b") == []
 
 
-def test_a_chain_deeper_than_the_database_can_follow_is_refused(mysql: TargetDB) -> None:
-    """MariaDB's thread stack ends the unrolled statement at some 12 times round: the
-    plan is refused before anything is touched, not run with a partial pre-flight."""
+@pytest.mark.parametrize(
+    ("limit", "value", "why"),
+    [
+        ("MAX_LEVELS", 10, "more than 10 deep"),
+        ("MAX_KEYS", 20, "more than 20 rows belong to it by reference only"),
+        ("MAX_FOLLOWED", 20, "more than 20 rows in it"),
+    ],
+)
+def test_a_chain_past_the_level_by_level_limits_is_refused(
+    mysql: TargetDB, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, why: str
+) -> None:
+    """MariaDB follows a cycle level by level, each row found held in memory and each
+    row past level 0 named by key later: past its limits the plan is refused before
+    anything is touched, not run with a partial pre-flight."""
+    monkeypatch.setattr(cycle_members, limit, value)
     _cycle_chain(mysql, 30)
     plan = build_plan(reflect(mysql.engine), ["a.tenant_id", "c2.tenant_id"])
     before = dump(mysql, "a", "b", "c2")
     for entry_point in (dry_run, erase):
-        with pytest.raises(UnsatisfiablePlan, match="too deep for this database"):
+        with pytest.raises(UnsatisfiablePlan, match=why):
             entry_point(mysql.engine, plan, SUBJECT)
     assert dump(mysql, "a", "b", "c2") == before
 
@@ -229,3 +245,34 @@ def _check_cycle(db: TargetDB, nullable: bool, deferrable: bool) -> None:
     _, report = run(db, ["tenant_id"], batch_size=2)
     assert report.total_rows == data.subject_rows() == 20
     assert data.snapshot() == data.expected()
+
+
+@pytest.mark.parametrize("own_limit", [False, True], ids=["none", "session's own"])
+def test_pg_pre_flight_reads_run_under_a_statement_timeout(pg: TargetDB, own_limit: bool) -> None:
+    """The pre-flight's transaction (and a dry run's counts) get ``statement_timeout``
+    for itself where the session has none; a session's own limit stays."""
+    _cycle_chain(pg, 3)
+    url = pg.url + ("?options=-c%20statement_timeout%3D5000" if own_limit else "")
+    engine = create_engine(url, existing=True)
+    limits: list[object] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _record(*args: object) -> None:
+        params = args[3]
+        if isinstance(params, dict) and "300s" in params.values():
+            limits.append(sorted(map(str, params.values())))
+
+    try:
+        plan = build_plan(reflect(engine), ["a.tenant_id", "c2.tenant_id"])
+        dry_run(engine, plan, SUBJECT)
+        assert erase(engine, plan, SUBJECT).verified
+        with engine.connect() as conn:
+            after = conn.execute(sa.text("SHOW statement_timeout")).scalar_one()
+    finally:
+        engine.dispose()
+    if own_limit:
+        assert limits == []
+        assert after == "5s"
+    else:
+        assert limits == [["300s", "True", "statement_timeout"]] * 2
+        assert after == "0"

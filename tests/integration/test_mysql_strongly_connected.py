@@ -18,11 +18,16 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from models.erasure import TableAction, TablePolicy
 from tests.conftest import TargetDB
 from tests.differential.erasure import erase_subject
-from tests.differential.sessions import bounded_engine
+from tests.differential.sessions import bounded_engine, bounded_url
 from tests.differential.sql_case import Rows, run, tables
+from worker.catalog.reflection import reflect
+from worker.database import create_engine
 from worker.exceptions import EraserError
+from worker.execution.erasure import dry_run, erase
+from worker.planning.building import build_plan
 
 TABLES = [f"t{i}" for i in range(5)]
 
@@ -55,7 +60,6 @@ def _others(before: dict[str, Rows]) -> dict[str, Rows]:
 
 
 @pytest.mark.mysql
-@pytest.mark.xfail(strict=True, reason="issue 20: MySQL error 4003 on a five-table cycle")
 def test_five_table_group_with_one_row_each(mysql: TargetDB) -> None:
     run(mysql.url, _ring({i: [(i + 1) % 5, (i + 2) % 5] for i in range(5)}, 2))
     before = tables(mysql.url, TABLES)
@@ -102,7 +106,6 @@ def test_unrolled_membership_statement_is_bounded(mysql: TargetDB, shape: str) -
 
 
 @pytest.mark.mysql
-@pytest.mark.xfail(strict=True, reason="issue 20: MySQL error 4003 on a five-table cycle")
 def test_five_table_group_found_by_the_differential_test(mysql: TargetDB) -> None:
     """Shrunk from a random schema: t0 -> t6 -> t4 -> t1 -> t0, t1 <-> t2, t6 -> t1
     (CASCADE, NO ACTION, RESTRICT mixed). The subject has no row at all, yet the dry
@@ -137,3 +140,116 @@ def test_five_table_group_found_by_the_differential_test(mysql: TargetDB) -> Non
     assert erase_subject(mysql.url, ["tenant_id"], 1, count_only=True).total_rows == 0
     assert erase_subject(mysql.url, ["tenant_id"], 1).total_rows == 0
     assert tables(mysql.url, names) == before
+
+
+def _chain(rows: int) -> list[str]:
+    """A ring of five with a chord (``t_i -> t_{i+1}``, ``t_i -> t_{i+2}``) and one
+    chain of ``rows`` rows going round it: only the first holds the subject's tenant,
+    each next row references the one before, and a row of another tenant hangs off
+    every tenth."""
+    out = []
+    for i in range(5):
+        cols = "".join(f", t{j}_id INTEGER NULL, KEY (t{j}_id)" for j in ((i + 1) % 5, (i + 2) % 5))
+        out.append(
+            f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, tenant_id INTEGER NULL,"
+            f" KEY (tenant_id){cols}) ENGINE=InnoDB"
+        )
+    out += [
+        f"ALTER TABLE t{i} ADD FOREIGN KEY (t{j}_id) REFERENCES t{j} (id)"
+        for i in range(5)
+        for j in ((i + 1) % 5, (i + 2) % 5)
+    ]
+    out.append("INSERT INTO t0 (id, tenant_id) VALUES (1, 7)")
+    for k in range(2, rows + 1):
+        table, before = (-(k - 1)) % 5, (-(k - 2)) % 5
+        out.append(f"INSERT INTO t{table} (id, t{before}_id) VALUES ({k}, {k - 1})")
+    out += [f"INSERT INTO t{i} (id, tenant_id) VALUES ({1000 + i}, 8)" for i in range(5)]
+    return out
+
+
+def _longest_statement(url: str, rows: int) -> tuple[int, int]:
+    """The longest statement an erasure of the chain sent, and the rows it erased."""
+    run(url, ["SET FOREIGN_KEY_CHECKS = 0", "DROP TABLE IF EXISTS t0, t1, t2, t3, t4"])
+    run(url, _chain(rows))
+    longest = 0
+    engine = create_engine(bounded_url(url, 5), existing=True)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _measure(*args: object) -> None:
+        nonlocal longest
+        statement = args[2]
+        assert isinstance(statement, str)
+        longest = max(longest, len(statement))
+
+    try:
+        plan = build_plan(reflect(engine, None), ["tenant_id"])
+        report = erase(engine, plan, 7)
+    finally:
+        engine.dispose()
+    assert report.verified
+    left = tables(url, TABLES)
+    assert sorted(r[0] for rows_ in left.values() for r in rows_) == [1000, 1001, 1002, 1003, 1004]
+    return longest, report.total_rows
+
+
+@pytest.mark.mysql
+def test_statements_do_not_grow_with_the_depth_of_the_data(mysql: TargetDB) -> None:
+    """A chain going round the group twice and one going round it 60 times (past the
+    48 times an unrolled statement followed, and 300 levels deep for the walk): both
+    are erased, and the longest statement grows only by the keys it names (each
+    member key once), not with the depth."""
+    shallow, shallow_rows = _longest_statement(mysql.url, 10)
+    deep, deep_rows = _longest_statement(mysql.url, 300)
+    assert (shallow_rows, deep_rows) == (10, 300)
+    # A key in an IN list costs under 20 characters of placeholder: 58 per table more.
+    assert deep < shallow + 58 * 20
+    assert deep < 5_000
+
+
+@pytest.mark.mysql
+def test_an_anonymized_table_in_the_group_is_verified_by_key(mysql: TargetDB) -> None:
+    """t2 anonymized (its references cleared): every table of the group is then
+    verified with its whole membership, which on MariaDB was an unrolled statement
+    doubling with each level of the chorded ring; it names the rows by key now."""
+    run(mysql.url, _chain(40))
+    engine = create_engine(bounded_url(mysql.url, 5), existing=True)
+    cleared = TablePolicy(action=TableAction.ANONYMIZE, set={"t3_id": None, "t4_id": None})
+    try:
+        plan = build_plan(reflect(engine, None), ["tenant_id"], {"t2": cleared})
+        counted = dry_run(engine, plan, 7)
+        report = erase(engine, plan, 7)
+    finally:
+        engine.dispose()
+    assert report.verified
+    left = tables(mysql.url, TABLES)
+    # The chain's t2 rows (ids 4, 9, ..., 39) stay, their references cleared.
+    assert left["t2"] == [*[(k, None, None, None) for k in range(4, 41, 5)], (1002, 8, None, None)]
+    assert [len(left[t]) for t in TABLES] == [1, 1, 9, 1, 1]
+    assert report.total_rows == counted.total_rows == 40 - 8
+
+
+@pytest.mark.mysql
+def test_the_pre_flight_reads_run_under_a_statement_time_limit(mysql: TargetDB) -> None:
+    """A session without a limit gets ``max_statement_time`` for the level-by-level
+    look-ups and the pre-flight checks, and its own value back after them."""
+    run(mysql.url, _chain(10))
+    engine = create_engine(mysql.url, existing=True)
+    sent: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _record(*args: object) -> None:
+        statement = args[2]
+        assert isinstance(statement, str)
+        sent.append(statement)
+
+    try:
+        plan = build_plan(reflect(engine, None), ["tenant_id"])
+        assert erase(engine, plan, 7).verified
+    finally:
+        engine.dispose()
+    limits = [s for s in sent if s.startswith("SET SESSION max_statement_time")]
+    assert limits[0] == "SET SESSION max_statement_time = 300"
+    assert limits[-1].startswith("SET SESSION max_statement_time = 0")
+    first_limit = sent.index(limits[0])
+    first_look_up = next(i for i, s in enumerate(sent) if "t1_id IN" in s)
+    assert first_limit < first_look_up

@@ -29,16 +29,23 @@ SCHEMA = {
         "CREATE TRIGGER keep_three BEFORE DELETE ON notes FOR EACH ROW"
         " EXECUTE FUNCTION keep_three()",
     ],
+    "mysql": [
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL)",
+        "CREATE TRIGGER keep_three BEFORE DELETE ON notes FOR EACH ROW"
+        " BEGIN IF OLD.id = 3 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'kept'; END IF;"
+        " END",
+    ],
 }
+FIXTURES = {"sqlite": "sqlite_db", "postgresql": "pg", "mysql": "mysql"}
 DATA = [
     "CREATE INDEX ix_notes_tenant ON notes (tenant_id)",
     "INSERT INTO notes VALUES (1, 1), (2, 1), (3, 1), (4, 1), (5, 2)",
 ]
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("engine", sorted(FIXTURES))
 def test_failure_midway_names_what_was_written(request: pytest.FixtureRequest, engine: str) -> None:
-    db: TargetDB = request.getfixturevalue("sqlite_db" if engine == "sqlite" else "pg")
+    db: TargetDB = request.getfixturevalue(FIXTURES[engine])
     run(db.url, SCHEMA[engine] + DATA)
     with pytest.raises(DatabaseFailure) as failed:
         erase_subject(db.url, ["tenant_id"], 1, 1)
@@ -51,11 +58,11 @@ def test_failure_midway_names_what_was_written(request: pytest.FixtureRequest, e
     assert "partially erased" in classify(failed.value).description
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("engine", sorted(FIXTURES))
 def test_failure_before_any_write_says_nothing_of_it(
     request: pytest.FixtureRequest, engine: str
 ) -> None:
-    db: TargetDB = request.getfixturevalue("sqlite_db" if engine == "sqlite" else "pg")
+    db: TargetDB = request.getfixturevalue(FIXTURES[engine])
     run(db.url, SCHEMA[engine] + DATA)
     run(db.url, ["UPDATE notes SET tenant_id = 2 WHERE id IN (1, 2)"])
     with pytest.raises(DatabaseFailure) as failed:

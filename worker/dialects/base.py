@@ -107,6 +107,10 @@ class Dialect:
     #: A row whose NOT NULL self-reference points at itself cannot be deleted while
     #: the checks are on.
     blocks_self_pointing_rows: bool = False
+    #: A multi-table cycle's membership can be unrolled in one statement (its CTEs
+    #: computed once each); else its rows are found level by level
+    #: (``worker.execution.cycle_members``).
+    unrolls_cycles: bool = True
     #: Batches can run inside the server (``worker.execution.serverloop``).
     server_loop: bool = False
     #: Statements run for many subjects are prepared once per connection.
@@ -251,6 +255,12 @@ class Dialect:
 
     def end_read_only(self, conn: Connection) -> None:
         """Undo what ``begin_read_only`` set beyond its transaction."""
+
+    @contextmanager
+    def bounded_reads(self, conn: Connection, seconds: int) -> Iterator[None]:
+        """The block's statements are stopped by the server after ``seconds`` each
+        (a shorter limit the session has already stays)."""
+        yield
 
     def defer_constraints(self, conn: Connection) -> None:
         """Defer the current transaction's deferrable foreign-key checks to its commit."""

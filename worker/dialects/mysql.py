@@ -77,6 +77,9 @@ class MySQL(Dialect):
     self_references_leaves_first = True
     blocks_self_pointing_rows = True
     schemas_known_before_reflecting = False
+    #: MariaDB copies a CTE into every statement part that reads it: an unrolled
+    #: cycle with two paths round it grew exponentially (a server killed at 24 GB).
+    unrolls_cycles = False
 
     def connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": 10}
@@ -167,6 +170,24 @@ class MySQL(Dialect):
 
     def session_reset(self, conn: Connection) -> None:
         reset_session(conn, "SET SESSION innodb_lock_wait_timeout = DEFAULT")
+
+    @contextmanager
+    def bounded_reads(self, conn: Connection, seconds: int) -> Iterator[None]:
+        """MariaDB's ``max_statement_time`` (seconds), MySQL's ``max_execution_time``
+        (milliseconds, SELECTs only), for the block; put back after it."""
+        name, limit = ("max_statement_time", seconds)
+        if not getattr(conn.dialect, "is_mariadb", False):
+            name, limit = ("max_execution_time", seconds * 1000)
+        before = conn.execute(sa.text(f"SELECT @@SESSION.{name}")).scalar_one()
+        if before and float(before) <= limit:
+            yield
+            return
+        conn.execute(sa.text(f"SET SESSION {name} = {limit}"))
+        try:
+            yield
+        finally:
+            if not conn.invalidated:
+                conn.execute(sa.text(f"SET SESSION {name} = {before}"))
 
     @contextmanager
     def without_fk_checks(self, conn: Connection) -> Iterator[None]:

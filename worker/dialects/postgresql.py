@@ -3,7 +3,8 @@ settings, advisory locks, and SQLSTATE classification."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -209,6 +210,14 @@ class PostgreSQL(Dialect):
         traffic."""
         conn.execute(sa.select(sa.func.set_config("max_parallel_workers_per_gather", "0", False)))
         conn.commit()
+
+    @contextmanager
+    def bounded_reads(self, conn: Connection, seconds: int) -> Iterator[None]:
+        """``statement_timeout`` for the rest of the transaction (``SET LOCAL``), where
+        the session has none."""
+        if conn.execute(sa.text("SHOW statement_timeout")).scalar_one() in ("0", "0ms"):
+            conn.execute(sa.select(sa.func.set_config("statement_timeout", f"{seconds}s", True)))
+        yield
 
     def session_reset(self, conn: Connection) -> None:
         reset_session(conn, "RESET max_parallel_workers_per_gather")

@@ -27,7 +27,7 @@ from worker.execution.reference_checks import shortcuts
 from worker.execution.report import report
 from worker.execution.walk import Walker
 from worker.faults import database_failures
-from worker.planning.model import REMOVING, Plan
+from worker.planning.model import REMOVING, EdgeMode, Plan
 from worker.planning.predicates import Predicates
 
 
@@ -54,6 +54,12 @@ def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
                     rows = sum(count(conn, plan, table, p) for p in preds.nullify_targets(table))
                     outcomes.append(
                         TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows)
+                    )
+                for table in plan.reassigned:
+                    targets = preds.nullify_targets(table, EdgeMode.REASSIGN)
+                    rows = sum(count(conn, plan, table, p) for p in targets)
+                    outcomes.append(
+                        TableOutcome(table=str(table), action=TableAction.REASSIGN, rows=rows)
                     )
         finally:
             dialect.end_read_only(conn)

@@ -16,11 +16,19 @@ from worker.catalog.model import SET_DEFAULT, SET_NULL, ForeignKey, TableName
 from worker.exceptions import (
     CrossSubjectReference,
     KeptRowsBlock,
+    PolicyConflict,
     UnsatisfiablePlan,
     UnsupportedTable,
 )
-from worker.planning.model import REMOVING, Plan
+from worker.execution.cycle_members import cycle_members
+from worker.execution.self_references import loops_deferrable
+from worker.planning.model import REMOVING, Cycle, EdgeMode, Plan
 from worker.planning.predicates import MAX_UNROLL, Predicates, key_in_select
+
+#: How long one of the pre-flight checks' statements may run before the server stops
+#: it (MariaDB, MySQL: for the checks; PostgreSQL: for the rest of their transaction,
+#: the dry run's counts included).
+READ_SECONDS = 300
 
 
 def count(conn: Connection, plan: Plan, table: TableName, where: ColumnElement[bool]) -> int:
@@ -41,6 +49,14 @@ def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
     cycles = list({id(c): c for c in plan.cycle_of.values() if len(c.tables) > 1}.values())
     if not cycles:
         return preds
+    if not plan.dialect.unrolls_cycles:
+        return _followed_by_key(conn, plan, preds)
+    return _unrolled_deep_enough(conn, plan, preds, cycles)
+
+
+def _unrolled_deep_enough(
+    conn: Connection, plan: Plan, preds: Predicates, cycles: list[Cycle]
+) -> Predicates:
     tables = sorted({t for c in cycles for t in c.tables})
 
     def counts(p: Predicates) -> list[int]:
@@ -77,6 +93,15 @@ def deep_enough(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
             raise too_deep("too deep for this database to follow in one statement") from None
 
 
+def _followed_by_key(conn: Connection, plan: Plan, preds: Predicates) -> Predicates:
+    """The cycles' members found level by level; ``preds`` takes their keys too (the
+    walk's own look-ups and verification use them)."""
+    with plan.dialect.bounded_reads(conn, READ_SECONDS):
+        found = cycle_members(conn, plan, preds)
+    preds.know(found.known)
+    return found
+
+
 @contextmanager
 def deep_statements() -> Iterator[None]:
     """Room for SQLAlchemy to compile a deeply unrolled cycle (it recurses into each
@@ -107,12 +132,19 @@ def _unread_actions(conn: Connection, plan: Plan) -> None:
 
 def preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     """Refuse, before any write, when kept rows or another subject's rows would be hit."""
+    with plan.dialect.bounded_reads(conn, READ_SECONDS):
+        _preflight(conn, plan, preds)
+
+
+def _preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
     _unread_actions(conn, plan)
+    _self_reference_loops(conn, plan, preds)
+    _placeholders(conn, plan, preds)
     for parent, action in sorted(plan.actions.items()):
         if action not in REMOVING:
             continue
         for fk in sorted(plan.catalog.incoming(parent), key=lambda f: (f.child, f.child_columns)):
-            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+            if fk.on_delete in (SET_NULL, SET_DEFAULT) or fk.child in plan.reassigned:
                 continue
             child_action = plan.actions.get(fk.child)
             child = plan.info(fk.child).table
@@ -127,6 +159,87 @@ def preflight(conn: Connection, plan: Plan, preds: Predicates) -> None:
                     rows = count(conn, plan, fk.child, sa.and_(refs, sa.not_(guard)))
                     if rows:
                         raise CrossSubjectReference(str(fk.child), _constraint(fk), rows)
+
+
+def _placeholders(conn: Connection, plan: Plan, preds: Predicates) -> None:
+    """Refuse a ``reassign`` policy whose placeholder row is not there, or is one of
+    the subject's rows being removed."""
+    for table in plan.reassigned:
+        value = plan.placeholder(table)
+        for parent, edges in sorted(plan.children.items()):
+            moved = [e.fk for e in edges if e.fk.child == table and e.mode is EdgeMode.REASSIGN]
+            for column in sorted({fk.parent_columns for fk in moved}):
+                target = plan.info(parent).table
+                (name,) = column
+                where = target.c[name] == sa.literal(value, target.c[name].type)
+                place = f"placeholder {parent}({name}) = {value!r}"
+                if not count(conn, plan, parent, where):
+                    raise PolicyConflict(str(table), f"the {place} does not exist")
+                if count(conn, plan, parent, sa.and_(where, preds.member(parent, target))):
+                    raise PolicyConflict(str(table), f"the {place} is the subject's own")
+
+
+def _self_reference_loops(conn: Connection, plan: Plan, preds: Predicates) -> None:
+    """Refuse where the subject's rows of a self-referencing table reference each other
+    round a NOT NULL self-reference (``a.up = b``, ``b.up = a``) on a database that
+    removes such rows leaves first and cannot defer the check (MySQL): the walk would
+    meet the loop after other batches had committed. (Loops that mix several NOT NULL
+    self-references are still refused when the walk meets them.)"""
+    if not plan.dialect.self_references_leaves_first:
+        return
+    for table, action in sorted(plan.actions.items()):
+        fks = [
+            e.fk
+            for e in plan.children.get(table, [])
+            if e.mode is EdgeMode.DELETE and e.fk.is_self_reference
+        ]
+        if action not in REMOVING or loops_deferrable(plan.dialect, fks):
+            continue
+        for fk in fks:
+            if not fk.nullable and _rows_in_loops(conn, plan, preds, fk):
+                raise UnsatisfiablePlan(
+                    [str(table), str(table)],
+                    f"the subject's rows reference each other round {_constraint(fk)},"
+                    " which is NOT NULL and which this database cannot defer",
+                )
+
+
+def _rows_in_loops(conn: Connection, plan: Plan, preds: Predicates, fk: ForeignKey) -> bool:
+    """Whether some of the subject's rows of ``fk``'s table are not reached from the
+    roots of the tree ``fk`` draws (rows pointing at themselves or outside the
+    subject's rows): those go round a loop, or hang below one. One statement."""
+    table = plan.info(fk.child).table
+    key = list(plan.info(fk.child).key_columns() or ())
+    cols = list(dict.fromkeys([*key, *fk.child_columns, *fk.parent_columns]))
+    alias = table.alias()
+    rows = sa.select(*[alias.c[c] for c in cols]).where(preds.member(fk.child, alias))
+    members = rows.cte("loop_members")
+    pairs = list(zip(fk.child_columns, fk.parent_columns, strict=True))
+
+    def points_at_itself(r: sa.FromClause) -> ColumnElement[bool]:
+        return sa.and_(*[r.c[c] == r.c[p] for c, p in pairs])
+
+    other = members.alias()
+    parent_member = sa.exists(
+        sa.select(sa.literal(1))
+        .select_from(other)
+        .where(*[other.c[p] == members.c[c] for c, p in pairs])
+    )
+    roots = sa.select(*[members.c[c] for c in cols]).where(
+        sa.or_(points_at_itself(members), sa.not_(parent_member))
+    )
+    reached = roots.cte("reached_from_roots", recursive=True)
+    step = members.alias()
+    down = sa.select(*[step.c[c] for c in cols]).join_from(
+        step, reached, sa.and_(*[step.c[c] == reached.c[p] for c, p in pairs])
+    )
+    reached = reached.union(down)
+    stmt = sa.select(
+        sa.select(sa.func.count()).select_from(members).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(reached).scalar_subquery(),
+    )
+    total, found = conn.execute(stmt).one()
+    return bool(total != found)
 
 
 def _refs_member(child: sa.Table, fk: ForeignKey, preds: Predicates) -> ColumnElement[bool]:

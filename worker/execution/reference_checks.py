@@ -94,6 +94,7 @@ def _shortcut(
         if (
             fk.is_self_reference
             or fk.on_delete == SET_DEFAULT
+            or child in plan.reassigned
             or not _plain_table(plan, child, unsafe)
         ):
             return None

@@ -94,6 +94,9 @@ class ReferenceClearing:
             if edge.mode is EdgeMode.NULLIFY:
                 self._clear_set_null(fk, where)
                 continue
+            if edge.mode is EdgeMode.REASSIGN:
+                self._reassign(fk, where)
+                continue
             guard = self.ctx.preds.guard(fk.child, child)
             if guard is not None:
                 where = sa.and_(where, guard)
@@ -136,3 +139,14 @@ class ReferenceClearing:
             values = self.ctx.plan.info(fk.child).cleared(fk.clearable)
             stmt = sa.update(child).where(where).values(values)
             self.tx.record(fk.child, TableAction.NULLIFY, conn.execute(stmt).rowcount)
+
+    def _reassign(self, fk: ForeignKey, where: ColumnElement[bool]) -> None:
+        """Move a ``reassign`` table's reference to the policy's placeholder row (whose
+        existence, outside the subject's rows, the pre-flight checked)."""
+        child = self.ctx.table(fk.child)
+        (column,) = fk.child_columns
+        values = self.ctx.plan.info(fk.child).cleared([])
+        values[column] = sa.literal(self.ctx.plan.placeholder(fk.child), child.c[column].type)
+        with self.tx.transaction() as conn:
+            stmt = sa.update(child).where(where).values(values)
+            self.tx.record(fk.child, TableAction.REASSIGN, conn.execute(stmt).rowcount)

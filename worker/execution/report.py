@@ -22,6 +22,9 @@ def outcomes(plan: Plan, counts: dict[tuple[TableName, TableAction], int]) -> li
     for table in plan.nullified:
         rows = counts.get((table, TableAction.NULLIFY), 0)
         result.append(TableOutcome(table=str(table), action=TableAction.NULLIFY, rows=rows))
+    for table in plan.reassigned:
+        rows = counts.get((table, TableAction.REASSIGN), 0)
+        result.append(TableOutcome(table=str(table), action=TableAction.REASSIGN, rows=rows))
     return result
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from worker.catalog.model import ForeignKey, TableName
+from worker.catalog.model import CASCADE, ForeignKey, TableName
+from worker.dialects.base import Dialect
 from worker.exceptions import UnsatisfiablePlan
 from worker.execution.context import WalkContext
 from worker.execution.keys import Row, sorted_keys
@@ -51,14 +52,23 @@ class SelfReferences:
             ]
             if not level:
                 # The rows left reference each other round the self-reference: where
-                # it is nullable, it is cleared on them (they go in this transaction).
-                if not all(fk.nullable for fk in self_fks):
-                    raise UnsatisfiablePlan([str(table), str(table)], "rows reference each other")
-                self._clear(table, self_fks, remaining)
+                # it is nullable, it is cleared on them (they go in this transaction);
+                # else they go together with the checks deferred, where the database
+                # can. (The pre-flight refuses the others before any write.)
+                self._break_loop(table, self_fks, remaining)
                 level = remaining
             yield level
             chosen = {id(r) for r in level}
             remaining = [r for r in remaining if id(r) not in chosen]
+
+    def _break_loop(self, table: TableName, fks: list[ForeignKey], rows: list[Row]) -> None:
+        if all(fk.nullable for fk in fks):
+            self._clear(table, fks, rows)
+        elif loops_deferrable(self.ctx.dialect, fks):
+            self._clear(table, [fk for fk in fks if fk.nullable], rows)
+            self.ctx.dialect.defer_constraints(self.ctx.conn)
+        else:
+            raise UnsatisfiablePlan([str(table), str(table)], "rows reference each other")
 
     def _clear(self, table: TableName, fks: list[ForeignKey], rows: list[Row]) -> None:
         """Set the self-references of ``rows`` to NULL, inside the caller's transaction;
@@ -125,3 +135,12 @@ class SelfReferences:
         with ctx.dialect.without_fk_checks(conn):
             delete = sa.delete(target).where(rid.matches(target, ids))
             return int(conn.execute(delete).rowcount)
+
+
+def loops_deferrable(dialect: Dialect, fks: list[ForeignKey]) -> bool:
+    """Whether rows that reference each other round the NOT NULL ones of ``fks`` (a
+    table's self-references) can be removed in one transaction: the database defers
+    the check (SQLite), and none cascades (a cascade would remove some of them in
+    the middle of the statement, uncounted)."""
+    hard = [fk for fk in fks if not fk.nullable]
+    return dialect.defers_checks and not any(fk.on_delete == CASCADE for fk in hard)

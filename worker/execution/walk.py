@@ -25,6 +25,7 @@ from worker.execution.context import WalkContext
 from worker.execution.cycles import CycleBreaker
 from worker.execution.keys import Frame, Row
 from worker.execution.options import ExecutionOptions, ProgressCallback
+from worker.execution.preflight import deep_statements
 from worker.execution.reference_clearing import ReferenceClearing
 from worker.execution.removal import BatchRemoval
 from worker.execution.server_batches import ServerBatches
@@ -70,13 +71,16 @@ class Walker:
         return self.ctx.preds
 
     def walk(self) -> None:
-        """One pass: every anchor (and shared) table, children first."""
+        """One pass: every anchor (and shared) table, children first. The walk recurses
+        into the rows referencing a batch: a chain of rows each referencing the one
+        before (round a cycle) is as many levels deep, hence ``deep_statements()``."""
         plan = self.ctx.plan
         self.ctx.done.clear()
-        for table in plan.order:
-            if table in plan.anchors or table in plan.orphan_links:
-                self._walk(table, self._anchor_where(table))
-                self.ctx.done.add(table)
+        with deep_statements():
+            for table in plan.order:
+                if table in plan.anchors or table in plan.orphan_links:
+                    self._walk(table, self._anchor_where(table))
+                    self.ctx.done.add(table)
 
     def verify(self) -> int:
         """How many tables still hold rows of the subject (0 means verified)."""

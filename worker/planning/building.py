@@ -22,12 +22,22 @@ from worker.dialects import dialect_named
 from worker.exceptions import PolicyConflict, UnknownSubjectColumn, UnsupportedTable
 from worker.graph import children_first
 from worker.planning.cycles import cycle_strategy
-from worker.planning.descriptions import describe_nullify, describe_predicate, index_warnings
+from worker.planning.descriptions import (
+    describe_nullify,
+    describe_predicate,
+    describe_reassign,
+    index_warnings,
+)
 from worker.planning.model import REMOVING, Cycle, Edge, EdgeMode, Plan, Step
-from worker.planning.policies import check_anonymize, resolve_policies, virtual_fk
+from worker.planning.policies import (
+    check_anonymize,
+    check_reassign,
+    resolve_policies,
+    virtual_fk,
+)
 
 #: Actions whose tables take no part in carrying membership to the rows below them.
-_NOT_CARRIED = (TableAction.KEEP, TableAction.DELETE_IF_ORPHANED)
+_NOT_CARRIED = (TableAction.KEEP, TableAction.DELETE_IF_ORPHANED, TableAction.REASSIGN)
 
 
 def build_plan(
@@ -56,7 +66,8 @@ def build_plan(
     # Rows owned by a shared row (its contacts, say) go with it.
     membership.propagate(sorted(orphan_links))
     actions = membership.actions
-    children, nullified = _child_edges(catalog, actions)
+    reassigned = check_reassign(catalog, actions, policy_map, anchors)
+    children, nullified = _child_edges(catalog, actions, set(reassigned))
     check_anonymize(catalog, actions, policy_map)
     order, cyclic = _removal_order(actions, children, orphan_links)
     cycles = [cycle_strategy(catalog, comp, children) for comp in cyclic]
@@ -64,7 +75,20 @@ def build_plan(
     warnings = index_warnings(catalog, anchors, children, actions)
     warnings += _table_warnings(catalog, order, actions, children)
     steps = _steps(order, actions, anchors, children, orphan_links, cycle_of, nullified)
-    touched = [*(t for t, a in actions.items() if a is not TableAction.KEEP), *nullified]
+    steps += [
+        Step(
+            table=t,
+            action=TableAction.REASSIGN,
+            predicate=describe_reassign(t, children, policy_map[t]),
+            anchor=False,
+        )
+        for t in reassigned
+    ]
+    touched = [
+        *(t for t, a in actions.items() if a is not TableAction.KEEP),
+        *nullified,
+        *reassigned,
+    ]
     _check_inherited(catalog, touched)
     _check_exact_keys(catalog, touched)
     return Plan(
@@ -81,6 +105,7 @@ def build_plan(
         warnings=warnings,
         policies=policy_map,
         cycle_of=cycle_of,
+        reassigned=reassigned,
     )
 
 
@@ -93,6 +118,7 @@ def _anchors(
     for table, pol in policy_map.items():
         if pol.action is TableAction.KEEP:
             anchors.pop(table, None)
+
     if not anchors and not any(
         p.action is TableAction.DELETE_IF_ORPHANED for p in policy_map.values()
     ):
@@ -158,7 +184,7 @@ def _orphan_links(
 
 
 def _child_edges(
-    catalog: Catalog, actions: Mapping[TableName, TableAction]
+    catalog: Catalog, actions: Mapping[TableName, TableAction], reassigned: set[TableName]
 ) -> tuple[dict[TableName, list[Edge]], set[TableName]]:
     """Child edges of every table whose rows go away (or stay, for anonymize), and the
     tables whose SET NULL references into removed rows are cleared."""
@@ -167,7 +193,10 @@ def _child_edges(
     for parent, parent_action in actions.items():
         for fk in catalog.incoming(parent):
             member_action = actions.get(fk.child)
-            if fk.on_delete in (SET_NULL, SET_DEFAULT):
+            if fk.child in reassigned and fk.on_delete != SET_DEFAULT:
+                if parent_action in REMOVING:
+                    children[parent].append(Edge(fk, EdgeMode.REASSIGN))
+            elif fk.on_delete in (SET_NULL, SET_DEFAULT):
                 if parent_action in REMOVING:
                     mode = EdgeMode.NULLIFY if fk.on_delete == SET_NULL else EdgeMode.DATABASE
                     children[parent].append(Edge(fk, mode))

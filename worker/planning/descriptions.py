@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from models.erasure import TableAction
+from models.erasure import TableAction, TablePolicy
 from worker.catalog.model import Catalog, ForeignKey, TableName
 from worker.planning.model import Edge, EdgeMode
 
@@ -69,5 +69,18 @@ def describe_nullify(table: TableName, children: Mapping[TableName, list[Edge]])
         for edges in children.values()
         for e in edges
         if e.fk.child == table and e.mode is EdgeMode.NULLIFY
+    ]
+    return "; ".join(sorted(refs))
+
+
+def describe_reassign(
+    table: TableName, children: Mapping[TableName, list[Edge]], policy: TablePolicy
+) -> str:
+    refs = [
+        f"({', '.join(e.fk.child_columns)}) -> {e.fk.parent}: set to the placeholder"
+        f" {e.fk.parent}({', '.join(e.fk.parent_columns)}) = {policy.reassign_to!r}"
+        for edges in children.values()
+        for e in edges
+        if e.fk.child == table and e.mode is EdgeMode.REASSIGN
     ]
     return "; ".join(sorted(refs))

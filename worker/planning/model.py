@@ -26,6 +26,9 @@ class EdgeMode(StrEnum):
     NULLIFY = "nullify"
     #: ``ON DELETE SET DEFAULT``: the database resets it when the parent goes.
     DATABASE = "database"
+    #: The referencing table's policy is ``reassign``: the reference is moved to the
+    #: policy's placeholder row, explicitly, in batches.
+    REASSIGN = "reassign"
 
 
 class CycleStrategy(StrEnum):
@@ -102,6 +105,13 @@ class Plan:
     warnings: list[str]
     policies: dict[TableName, TablePolicy] = field(default_factory=dict)
     cycle_of: dict[TableName, Cycle] = field(default_factory=dict)
+    #: Tables (policy ``reassign``) whose references into removed rows are moved to a
+    #: placeholder row.
+    reassigned: list[TableName] = field(default_factory=list)
+
+    def placeholder(self, table: TableName) -> Any:
+        """The placeholder key a ``reassign`` table's references move to."""
+        return self.policies[table].reassign_to
 
     @property
     def fingerprint(self) -> str:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from models.erasure import TableAction, TablePolicy
-from worker.catalog.model import SET_DEFAULT, SET_NULL, Catalog, ForeignKey, TableName
+from worker.catalog.model import (
+    SET_DEFAULT,
+    SET_NULL,
+    Catalog,
+    ForeignKey,
+    TableInfo,
+    TableName,
+)
 from worker.exceptions import PolicyConflict, UnknownTable
 from worker.planning.model import REMOVING
 
@@ -52,21 +59,26 @@ def resolve_policies(
             table = catalog.resolve(name)
         except KeyError:
             raise UnknownTable(name, "a table policy") from None
-        info = catalog.tables[table]
-        if pol.action is TableAction.ANONYMIZE:
-            if not pol.set:
-                raise PolicyConflict(str(table), "anonymize needs at least one column in 'set'")
-            for col in pol.set:
-                if col not in info.columns:
-                    raise PolicyConflict(str(table), f"anonymize sets unknown column {col!r}")
-                if pol.set[col] is None and not info.columns[col].nullable:
-                    raise PolicyConflict(str(table), f"column {col!r} is NOT NULL")
-        elif pol.set:
-            raise PolicyConflict(str(table), "'set' is only valid with action 'anonymize'")
-        if pol.action is TableAction.NULLIFY:
-            raise PolicyConflict(str(table), "'nullify' is not a policy")
+        _check_policy(catalog.tables[table], str(table), pol)
         resolved[table] = pol
     return resolved
+
+
+def _check_policy(info: TableInfo, name: str, pol: TablePolicy) -> None:
+    if pol.action is TableAction.ANONYMIZE:
+        if not pol.set:
+            raise PolicyConflict(name, "anonymize needs at least one column in 'set'")
+        for col in pol.set:
+            if col not in info.columns:
+                raise PolicyConflict(name, f"anonymize sets unknown column {col!r}")
+            if pol.set[col] is None and not info.columns[col].nullable:
+                raise PolicyConflict(name, f"column {col!r} is NOT NULL")
+    elif pol.set:
+        raise PolicyConflict(name, "'set' is only valid with action 'anonymize'")
+    if pol.action is TableAction.NULLIFY:
+        raise PolicyConflict(name, "'nullify' is not a policy")
+    if (pol.action is TableAction.REASSIGN) != (pol.reassign_to is not None):
+        raise PolicyConflict(name, "'reassign' goes with 'reassign_to', and only it")
 
 
 def check_anonymize(
@@ -102,3 +114,39 @@ def check_anonymize(
                     f"anonymizing {', '.join(changed)} would change the key that"
                     f" {fk.describe()} references; anonymize other columns, or delete",
                 )
+
+
+def check_reassign(
+    catalog: Catalog,
+    actions: Mapping[TableName, TableAction],
+    policies: Mapping[TableName, TablePolicy],
+    anchors: Mapping[TableName, object],
+) -> list[TableName]:
+    """The ``reassign`` tables with references into removed rows; refused where a
+    table holds the subject column itself (its rows are the subject's, not only
+    linked to it) or where its references into removed rows are not all one-column
+    references into one table (one placeholder key cannot serve them)."""
+    reassigned = []
+    for table, pol in sorted(policies.items()):
+        if pol.action is not TableAction.REASSIGN:
+            continue
+        if table in anchors:
+            raise PolicyConflict(
+                str(table), "reassign keeps rows, but this table holds the subject column"
+            )
+        refs = [
+            fk
+            for fk in catalog.tables[table].foreign_keys
+            if actions.get(fk.parent) in REMOVING and fk.on_delete != SET_DEFAULT
+        ]
+        if not refs:
+            continue
+        if len({fk.parent for fk in refs}) > 1 or any(len(fk.child_columns) > 1 for fk in refs):
+            described = "; ".join(fk.describe() for fk in refs)
+            raise PolicyConflict(
+                str(table),
+                "reassign needs its references into removed rows to be one-column"
+                f" references into one table, for one placeholder key: {described}",
+            )
+        reassigned.append(table)
+    return reassigned

@@ -35,6 +35,11 @@ class Predicates:
     #: A multi-table cycle's membership follows it this many times round (see
     #: ``deep_enough``); a self-referencing table's is a recursive CTE, of any depth.
     unroll: int = _UNROLL_FACTOR
+    #: For each table of a multi-table cycle whose members were found level by level
+    #: (``worker.execution.cycle_members``) rather than unrolled: the keys of the rows
+    #: that belong to the subject only by going round the cycle. Such a table's members
+    #: are then those of ``outside_cycle`` and these, whatever the depth.
+    known: dict[TableName, list[tuple[Any, ...]]] = field(default_factory=dict)
     _values: dict[tuple[TableName, str], Any] = field(default_factory=dict)
     _ctes: dict[tuple[TableName, int], sa.CTE] = field(default_factory=dict)
     _cte_count: int = 0
@@ -80,15 +85,21 @@ class Predicates:
 
     def guard(self, table: TableName, alias: sa.FromClause) -> ColumnElement[bool] | None:
         """For a table with the subject column: rows that may belong to the subject
-        (its value, or NULL) — a row holding another subject's value never does."""
-        conds = self._guards(table, alias)
-        return sa.and_(*conds) if conds else None
+        (its value, or NULL) — a row holding another subject's value never does.
 
-    def _guards(self, table: TableName, alias: sa.FromClause) -> list[ColumnElement[bool]]:
-        return [
-            sa.or_(alias.c[c].is_(None), self.equals(table, alias, c))
-            for c in self.plan.anchors.get(table, ())
-        ]
+        With several subject columns on the table, a row holding the subject's value in
+        any of them is the subject's whatever the others hold (a message's sender and
+        recipient; ``EmployeeId`` and ``ReportsTo``: employee 3, who reports to the
+        subject, goes too, and the rows referencing it are handled as usual)."""
+        columns = self.plan.anchors.get(table, ())
+        if not columns:
+            return None
+        undecided = sa.and_(
+            *[sa.or_(alias.c[c].is_(None), self.equals(table, alias, c)) for c in columns]
+        )
+        if len(columns) == 1:
+            return undecided
+        return sa.or_(undecided, *self.direct(table, alias))
 
     def member(
         self, table: TableName, alias: sa.FromClause | None = None, depth: int = 0
@@ -101,6 +112,8 @@ class Predicates:
         several paths is computed once.
         """
         target = alias if alias is not None else self.plan.info(table).table
+        if self._by_key(table):
+            return self._known_rows(table, target)
         if self._is_tree(table):
             cte = self.member_cte(table, depth)
             cols = self._tree_identity(table)
@@ -119,6 +132,9 @@ class Predicates:
         name = f"subject_rows_{self._cte_count}"
         if self._is_tree(table):
             cte = self._tree_cte(table, cols, name, depth)
+        elif self._by_key(table):
+            known = sa.select(*[alias.c[c] for c in cols])
+            cte = known.where(self._known_rows(table, alias)).cte(name)
         else:
             sel = sa.select(*[alias.c[c] for c in cols]).where(
                 self._member_plain(table, alias, depth)
@@ -126,6 +142,49 @@ class Predicates:
             cte = sel.cte(name)
         self._ctes[key] = cte
         return cte
+
+    def know(self, known: dict[TableName, list[tuple[Any, ...]]]) -> None:
+        """Take ``known`` (see there) for the statements built from now on."""
+        self.known = dict(known)
+        self._ctes.clear()
+
+    def _by_key(self, table: TableName) -> bool:
+        """Whether a multi-table cycle's membership is named by key rather than
+        unrolled: where it was found level by level, and on databases that take no
+        unrolled statement (MariaDB). There, until the keys are known, only the rows
+        that belong to the subject without going round the cycle are named: enough to
+        tell whether the subject has any row at all, and what is left of it once its
+        own rows are gone (see ``deep_enough``)."""
+        if table in self.known:
+            return True
+        cycle = self.plan.cycle_of.get(table)
+        multi = cycle is not None and len(cycle.tables) > 1
+        return multi and not self.plan.dialect.unrolls_cycles
+
+    def _known_rows(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
+        own = self.outside_cycle(table, target)
+        keys = self.known.get(table, [])
+        if not keys:
+            return own
+        columns = [target.c[c] for c in self.plan.info(table).key_columns() or ()]
+        return sa.or_(own, self.plan.dialect.key_in(columns, keys))
+
+    def in_cycle_edges(self, table: TableName) -> list[ForeignKey]:
+        """The references that carry membership into ``table`` from its own
+        multi-table cycle (itself included)."""
+        cycle = self.plan.cycle_of.get(table)
+        if cycle is None or len(cycle.tables) == 1:
+            return []
+        return [fk for fk in self._via_edges(table) if fk.parent in cycle.tables]
+
+    def outside_cycle(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
+        """Rows of a multi-table cycle's ``table`` that belong to the subject without
+        going round the cycle: through its own column or a table outside it."""
+        return self._member_plain(table, target, 0, skip_cycle=True)
+
+    def cte_columns(self, table: TableName) -> list[str]:
+        """What a table's member CTE holds: its key and every column referenced."""
+        return self._cte_columns(table)
 
     def _is_tree(self, table: TableName) -> bool:
         cycle = self.plan.cycle_of.get(table)
@@ -155,7 +214,12 @@ class Predicates:
         ]
 
     def _member_plain(
-        self, table: TableName, target: sa.FromClause, depth: int, skip_self: bool = False
+        self,
+        table: TableName,
+        target: sa.FromClause,
+        depth: int,
+        skip_self: bool = False,
+        skip_cycle: bool = False,
     ) -> ColumnElement[bool]:
         parts: list[ColumnElement[bool]] = list(self.direct(table, target))
         via: list[ColumnElement[bool]] = []
@@ -165,7 +229,7 @@ class Predicates:
             if skip_self and fk.is_self_reference:
                 continue
             in_cycle = cycle is not None and fk.parent in cycle.tables
-            if in_cycle and depth >= limit:
+            if in_cycle and (skip_cycle or depth >= limit):
                 continue
             parent = self.member_cte(fk.parent, depth + 1 if in_cycle else depth)
             sub = sa.select(*[parent.c[c] for c in fk.parent_columns])
@@ -202,7 +266,8 @@ class Predicates:
             for fk in self_fks
         ]
         sel = sa.select(*[step.c[c] for c in cols]).join_from(step, cte, sa.or_(*conds))
-        return cte.union(sel.where(sa.and_(sa.true(), *self._guards(table, step))))
+        guard = self.guard(table, step)
+        return cte.union(sel.where(guard) if guard is not None else sel)
 
     def orphan(self, table: TableName, target: sa.FromClause) -> ColumnElement[bool]:
         """Shared rows linked by the subject and referenced by no other row."""
@@ -252,10 +317,13 @@ class Predicates:
             return sa.and_(pred, sa.not_(self.anonymized(table, target)))
         return pred
 
-    def nullify_targets(self, table: TableName) -> list[ColumnElement[bool]]:
+    def nullify_targets(
+        self, table: TableName, mode: EdgeMode = EdgeMode.NULLIFY
+    ) -> list[ColumnElement[bool]]:
         """For each SET NULL reference of ``table`` into rows that will be removed: the
         rows (not themselves erased) whose reference will be cleared. One predicate per
-        reference: a row with two such references counts twice, as the erasure does."""
+        reference: a row with two such references counts twice, as the erasure does.
+        (With ``mode`` ``REASSIGN``: the references moved to the placeholder.)"""
         target = self.plan.info(table).table
         erased = self.plan.actions.get(table) in REMOVING
         preds = []
@@ -263,7 +331,7 @@ class Predicates:
             if self.plan.actions[parent] not in REMOVING:
                 continue
             for edge in self.plan.children.get(parent, []):
-                if edge.fk.child != table or edge.mode is not EdgeMode.NULLIFY:
+                if edge.fk.child != table or edge.mode is not mode:
                     continue
                 fk = edge.fk
                 members = self.member_cte(parent)
