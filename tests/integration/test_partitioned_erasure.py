@@ -300,9 +300,7 @@ def test_mariadb_another_subjects_reference_is_refused(mysql: TargetDB) -> None:
 
 @pytest.mark.mysql
 @pytest.mark.parametrize("subject", ["initech", "zed"])  # a shared partition; DEFAULT
-def test_mariadb_shared_and_default_partitions_go_row_by_row(
-    mysql: TargetDB, subject: str
-) -> None:
+def test_mariadb_shared_and_default_partitions_go_row_by_row(mysql: TargetDB, subject: str) -> None:
     mysql.run(*MY_ORDERS)
     partitions = _my_partitions(mysql)
     predicted, report = _erase(mysql, subject, "drop", LINES_REFERENCE_ORDERS)
@@ -329,5 +327,3 @@ def test_partition_modes_are_checked() -> None:
     with pytest.raises(ValueError, match="partitions must be one of"):
         ExecutionOptions(partitions="detach")
     assert ExecutionOptions().partitions == "truncate"
-
-
