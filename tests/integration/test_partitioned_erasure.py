@@ -34,12 +34,15 @@ def _erase(
     mode: str = "truncate",
     virtual: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
     batch_size: int = 2,
+    lock_timeout_ms: int = 5000,
 ) -> tuple[ErasureReport, ErasureReport]:
     """The dry run's report, then the erasure's."""
     engine = create_engine(db.url, existing=True)
     try:
         plan = build_plan(reflect(engine), ["tenant_id"], virtual_fks=virtual)
-        opts = ExecutionOptions(batch_size=batch_size, partitions=mode)
+        opts = ExecutionOptions(
+            batch_size=batch_size, partitions=mode, lock_timeout_ms=lock_timeout_ms
+        )
         predicted = dry_run(engine, plan, subject, opts)
         return predicted, erase(engine, plan, subject, opts)
     finally:
@@ -227,6 +230,24 @@ def test_hash_partitions_hold_many_tenants_and_go_row_by_row(pg: TargetDB) -> No
     assert len(_rows(pg, "events")) == 15
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["truncate", "drop"])
+def test_a_partition_lock_not_had_in_time_leaves_the_rows_to_the_batches(
+    pg: TargetDB, mode: str
+) -> None:
+    # A long reader of acme's partition: the partition's lock cannot be had, row locks can.
+    pg.run(*PG_ORDERS)
+    partitions = _pg_partitions(pg)
+    with pg.engine.connect() as reader:
+        reader.exec_driver_sql("SELECT count(*) FROM orders_acme").scalar()
+        _, report = _erase(pg, "acme", mode=mode, lock_timeout_ms=300)
+        reader.rollback()
+    assert report.verified
+    assert report.partitions_removed == []
+    assert _deleted(report) == {"public.orders": 5}
+    assert _pg_partitions(pg) == partitions
+
+
 # --- MariaDB ----------------------------------------------------------------------------
 
 MY_ORDERS = [
@@ -321,6 +342,22 @@ def test_mariadb_case_folded_partition_value_is_not_taken_for_the_subject(
     _agree(predicted, report)
     assert report.partitions_removed == []
     assert _rows(mysql, "orders PARTITION (p_acme)") == [("ACME", 99, "x")]
+
+
+@pytest.mark.mysql
+def test_mariadb_table_lock_not_had_in_time_leaves_the_rows_to_the_batches(
+    mysql: TargetDB,
+) -> None:
+    # An open transaction that read the table holds its metadata lock: LOCK TABLES ...
+    # WRITE waits for it, row deletes do not.
+    mysql.run(*MY_ORDERS)
+    with mysql.engine.connect() as reader:
+        reader.exec_driver_sql("SELECT count(*) FROM orders").scalar()
+        _, report = _erase(mysql, "acme", "truncate", LINES_REFERENCE_ORDERS, 2, 1000)
+        reader.rollback()
+    assert report.verified
+    assert report.partitions_removed == []
+    assert _deleted(report)[f"{mysql.default_schema}.orders"] == 5
 
 
 def test_partition_modes_are_checked() -> None:

@@ -12,11 +12,14 @@ Locks, in one transaction with the erasure's lock timeout:
   the planner prunes to other partitions go on; a statement over every partition waits
   for the count and the truncation. ``TRUNCATE`` is refused on a table a declared
   foreign key references, so such tables go row by row in this mode.
-- ``drop``: ``ACCESS EXCLUSIVE`` on the partitioned table (``ONLY``, taken first, as
-  writers take it) and on the partition, for the count, the reference checks, ``DETACH
-  PARTITION`` (which checks the references again itself) and ``DROP TABLE``: every
-  writer of the table waits for that long. ``DETACH ... CONCURRENTLY`` would take a
-  weaker lock, but cannot run in a transaction: the count and the drop would be apart.
+- ``drop``: the same lock on the partition for the count and the checks, then
+  ``ACCESS EXCLUSIVE`` on the partitioned table (``ONLY``) for ``DETACH PARTITION``
+  (which, where foreign keys reference the table, checks the partition's keys against
+  them again itself) and ``DROP TABLE``: every writer of the table waits for those.
+  A writer of the subject's partition holding the partitioned table's lock meanwhile
+  makes a deadlock the server breaks by failing one side; if it is the erasure's, the
+  rows go row by row. ``DETACH ... CONCURRENTLY`` would take a weaker lock, but cannot
+  run in a transaction: the count and the drop would be apart.
 """
 
 from __future__ import annotations
@@ -96,8 +99,6 @@ class PostgresPartitions(PartitionBackend):
     ) -> int:
         quote = conn.dialect.identifier_preparer.format_table
         parent, target = quote(info.table), quote(part.table)
-        if mode == "drop":
-            conn.exec_driver_sql(f"LOCK TABLE ONLY {parent} IN ACCESS EXCLUSIVE MODE")
         conn.exec_driver_sql(f"LOCK TABLE {target} IN ACCESS EXCLUSIVE MODE")
         # Still the same partition of the same table, now that it is locked.
         params = {"leaf": part.oid, "schema": info.name.schema, "table": info.name.name}
@@ -106,6 +107,9 @@ class PostgresPartitions(PartitionBackend):
             raise NotProven
         rows = prove(conn, part)
         if mode == "drop":
+            # The partitioned table only now, for the DDL: its writers wait for the
+            # detach and the drop, not for the count.
+            conn.exec_driver_sql(f"LOCK TABLE ONLY {parent} IN ACCESS EXCLUSIVE MODE")
             conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {target}")
             conn.exec_driver_sql(f"DROP TABLE {target}")
         else:
