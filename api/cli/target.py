@@ -222,6 +222,7 @@ def _report_json(report: ErasureReport) -> dict[str, Any]:
         "checked_by_eraser": report.checked_by_eraser,
         "batched_in_server": report.batched_in_server,
         "wal_compression": report.wal_compression,
+        "partitions_removed": report.partitions_removed,
     }
 
 
