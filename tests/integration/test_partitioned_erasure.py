@@ -244,6 +244,9 @@ def test_a_partition_lock_not_had_in_time_leaves_the_rows_to_the_batches(
         reader.rollback()
     assert report.verified
     assert report.partitions_removed == []
+    assert "public.orders: its partition could not be removed whole (55P03)" in " ".join(
+        report.warnings
+    )
     assert _deleted(report) == {"public.orders": 5}
     assert _pg_partitions(pg) == partitions
 
@@ -341,6 +344,7 @@ def test_mariadb_case_folded_partition_value_is_not_taken_for_the_subject(
     predicted, report = _erase(mysql, "acme")
     _agree(predicted, report)
     assert report.partitions_removed == []
+    assert any("could not be proved" in w for w in report.warnings)
     assert _rows(mysql, "orders PARTITION (p_acme)") == [("ACME", 99, "x")]
 
 

@@ -134,7 +134,10 @@ def erase(
             sorted(str(t) for t in walker.server.in_server),
             walker.tx.compression.in_effect,
         )
-        return done.model_copy(update={"partitions_removed": walker.partitions.removed})
+        whole = walker.partitions
+        return done.model_copy(
+            update={"partitions_removed": whole.removed, "warnings": done.warnings + whole.notes}
+        )
 
 
 def subject_lock_parts(plan: Plan, subject: object) -> list[str]:

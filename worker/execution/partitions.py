@@ -32,7 +32,7 @@ from worker.execution.partition_backend import NotProven, Partition, PartitionBa
 from worker.execution.partitions_mysql import MySQLPartitions
 from worker.execution.partitions_postgresql import PostgresPartitions
 from worker.execution.transactions import Transactions
-from worker.faults import FaultKind, classify
+from worker.faults import classify
 from worker.planning.model import Plan
 from worker.planning.partitions import partition_tables
 from worker.planning.predicates import Predicates, key_in_select
@@ -63,6 +63,8 @@ class PartitionErasure:
         self.tables = partition_tables(ctx.plan) if ctx.opts.partitions != "rows" else {}
         #: ``schema.table (mode)`` for every table whose subject partition went whole.
         self.removed: list[str] = []
+        #: Why a partition that looked removable went in batches after all (warnings).
+        self.notes: list[str] = []
 
     def erase(self, table: TableName) -> None:
         """Remove ``table``'s subject partition whole where it may be; the row walk that
@@ -85,11 +87,21 @@ class PartitionErasure:
                 rows = self.backend.remove(conn, info, part, self._prover(table), mode, referencing)
                 self.tx.pending[(table, TableAction.DELETE)] = rows
         except NotProven:
+            self.notes.append(
+                f"{table}: its partition holds rows that could not be proved"
+                " the subject's alone; they went in batches"
+            )
             return
         except sa.exc.DBAPIError as exc:
-            # A lock not had in time, a deadlock: the rows go row by row instead.
-            if exc.connection_invalidated or classify(exc).kind is FaultKind.PERMANENT:
+            # A lock not had in time, a deadlock, a privilege the role lacks: nothing was
+            # changed (the transaction rolled back, or the DDL failed), and the batches
+            # can still do it.
+            if exc.connection_invalidated:
                 raise
+            self.notes.append(
+                f"{table}: its partition could not be removed whole"
+                f" ({classify(exc).code}); its rows went in batches"
+            )
             return
         self.removed.append(f"{table} ({mode})")
 
