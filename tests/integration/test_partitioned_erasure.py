@@ -128,6 +128,24 @@ def test_drop_takes_the_referencing_rows_first_then_the_partition(pg: TargetDB) 
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["truncate", "drop"])
+def test_every_mode_leaves_what_the_cascade_oracle_leaves(
+    pg: TargetDB, pg_twin: TargetDB, mode: str
+) -> None:
+    # The oracle: the same rows with ON DELETE CASCADE, the subject's anchor rows
+    # deleted by hand (as tests/differential/oracle.py does).
+    cascading = [
+        s.replace("REFERENCES orders", "REFERENCES orders ON DELETE CASCADE") for s in PG_LINES
+    ]
+    pg_twin.run(*PG_ORDERS, *cascading, "DELETE FROM orders WHERE tenant_id = 'acme'")
+    pg.run(*PG_ORDERS, *PG_LINES)
+    _, report = _erase(pg, "acme", mode=mode)
+    assert report.verified
+    for table in ("orders", "order_lines", *OTHERS):
+        assert _rows(pg, table) == _rows(pg_twin, table), table
+
+
+@pytest.mark.postgres
 def test_truncate_of_a_referenced_table_goes_row_by_row(pg: TargetDB) -> None:
     # PostgreSQL refuses TRUNCATE on a table a foreign key references: rows it is.
     pg.run(*PG_ORDERS, *PG_LINES)
