@@ -11,12 +11,15 @@ refuses), the rows go row by row and the report says no partition was removed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from api.cli import EXIT_OK, main
 from models.erasure import ErasureReport, TableAction
+from models.registry import Service
 from tests.conftest import TargetDB
 from worker.catalog.reflection import reflect
 from worker.database import create_engine
@@ -24,6 +27,7 @@ from worker.exceptions import CrossSubjectReference
 from worker.execution.erasure import dry_run, erase
 from worker.execution.options import ExecutionOptions
 from worker.planning.building import build_plan
+from worker.service import run_service
 
 Rows = list[tuple[Any, ...]]
 
@@ -380,6 +384,39 @@ def test_mariadb_table_lock_not_had_in_time_leaves_the_rows_to_the_batches(
     assert report.verified
     assert report.partitions_removed == []
     assert _deleted(report)[f"{mysql.default_schema}.orders"] == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["drop", "rows"])
+def test_eraser_erase_partitions_option(
+    pg: TargetDB, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg.run(*PG_ORDERS)
+    argv = ["erase", "--db", pg.url, "--subject-column", "tenant_id", "--subject", "acme"]
+    assert main([*argv, "--partitions", mode, "--dry-run", "--json"]) == EXIT_OK
+    counted = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--partitions", mode, "--yes", "--json"]) == EXIT_OK
+    done = json.loads(capsys.readouterr().out)
+    whole = ["public.orders (drop)"] if mode == "drop" else []
+    assert counted["partitions_removed"] == done["partitions_removed"] == whole
+    assert counted["total_rows"] == done["total_rows"] == 5
+    assert ("orders_acme" in _pg_partitions(pg)) is (mode == "rows")
+
+
+@pytest.mark.postgres
+def test_a_registered_service_takes_its_partitions_setting(pg: TargetDB) -> None:
+    pg.run(*PG_ORDERS)
+    service = Service(url_env="ORDERS_DATABASE_URL", partitions="drop")
+    engine = create_engine(pg.url, existing=True)
+    try:
+        counted = run_service(engine, "orders", service, "tenant", ["tenant_id"], "acme", True)
+        done = run_service(engine, "orders", service, "tenant", ["tenant_id"], "acme", False)
+    finally:
+        engine.dispose()
+    assert counted.partitions_removed == done.partitions_removed == ["public.orders (drop)"]
+    assert "orders_acme" not in _pg_partitions(pg)
+    with pytest.raises(ValueError, match="partitions"):
+        Service(url_env="ORDERS_DATABASE_URL", partitions="detach")  # type: ignore[arg-type]
 
 
 def test_partition_modes_are_checked() -> None:
