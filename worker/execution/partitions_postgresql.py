@@ -70,6 +70,8 @@ class PostgresPartitions(PartitionBackend):
     def find(
         self, conn: Connection, info: TableInfo, column: str, where: ColumnElement[bool]
     ) -> Partition | None:
+        if (conn.dialect.server_version_info or (0,)) < (12,):
+            return None  # no pg_partition_ancestors before PostgreSQL 12
         leaf = conn.execute(
             sa.select(sa.literal_column("tableoid")).select_from(info.table).where(where).limit(1)
         ).scalar()

@@ -50,6 +50,8 @@ def unsuitable(plan: Plan, table: TableName) -> str | None:
     incoming = plan.catalog.incoming(table)
     if any(e.mode is not EdgeMode.DELETE or e.fk.child == table for e in edges):
         return "a reference into it is cleared or points back into it"
+    if any(plan.actions.get(e.fk.child) is not TableAction.DELETE for e in edges):
+        return "rows referencing it are kept, anonymized or unlinked"
     if {e.fk for e in edges} != set(incoming):
         return "a table the erasure keeps references it"
     return None
