@@ -136,7 +136,10 @@ def erase(
         )
         whole = walker.partitions
         return done.model_copy(
-            update={"partitions_removed": whole.removed, "warnings": done.warnings + whole.notes}
+            update={
+                "partitions_removed": list(dict.fromkeys(whole.removed)),
+                "warnings": list(dict.fromkeys(done.warnings + whole.notes)),
+            }
         )
 
 
