@@ -357,6 +357,22 @@ def test_mariadb_shared_and_default_partitions_go_row_by_row(mysql: TargetDB, su
 
 
 @pytest.mark.mysql
+def test_mariadb_sub_partitions_go_row_by_row(mysql: TargetDB) -> None:
+    mysql.run(
+        "CREATE TABLE orders (tenant_id VARCHAR(20) NOT NULL, id INTEGER NOT NULL,"
+        " PRIMARY KEY (tenant_id, id)) PARTITION BY LIST COLUMNS (tenant_id)"
+        " SUBPARTITION BY HASH (id) SUBPARTITIONS 2 ("
+        " PARTITION p_acme VALUES IN ('acme'), PARTITION p_globex VALUES IN ('globex'))",
+        "INSERT INTO orders VALUES ('acme', 1), ('acme', 2), ('acme', 3), ('globex', 1)",
+    )
+    predicted, report = _erase(mysql, "acme", "drop")
+    _agree(predicted, report)
+    assert report.partitions_removed == []
+    assert _rows(mysql, "orders") == [("globex", 1)]
+    assert "p_acme" in _my_partitions(mysql)
+
+
+@pytest.mark.mysql
 def test_mariadb_case_folded_partition_value_is_not_taken_for_the_subject(
     mysql: TargetDB,
 ) -> None:
