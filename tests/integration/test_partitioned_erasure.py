@@ -273,6 +273,31 @@ def test_a_partition_lock_not_had_in_time_leaves_the_rows_to_the_batches(
     assert _pg_partitions(pg) == partitions
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("mode", "whole"),
+    [
+        # TRUNCATE locks acme's partition only: a writer of globex's is no obstacle.
+        ("truncate", ["public.orders (truncate)"]),
+        # DETACH locks the partitioned table: the writer's open transaction holds it off
+        # until the lock timeout, and the rows go in batches.
+        ("drop", []),
+    ],
+)
+def test_a_writer_of_another_tenant_and_the_locks_each_mode_takes(
+    pg: TargetDB, mode: str, whole: list[str]
+) -> None:
+    pg.run(*PG_ORDERS)
+    with pg.engine.connect() as writer:
+        writer.exec_driver_sql("INSERT INTO orders VALUES ('globex', 99, 'open')")
+        _, report = _erase(pg, "acme", mode=mode, lock_timeout_ms=300)
+        writer.commit()
+    assert report.verified
+    assert report.partitions_removed == whole
+    assert _deleted(report) == {"public.orders": 5}
+    assert ("globex", 99, "open") in _rows(pg, "orders_globex")
+
+
 # --- MariaDB ----------------------------------------------------------------------------
 
 MY_ORDERS = [
