@@ -38,9 +38,11 @@ lint: install ## ruff (lint + format check), mypy --strict and a strict docs bui
 docs: install ## Build the documentation site into site/ (mkdocs, strict: broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-bench: install ## Run the benchmarks against the local PostgreSQL and Redis (prints figures)
+bench: install ## Run the benchmarks against the local PostgreSQL, MariaDB and Redis (prints figures)
 	$(BIN)/python bench/erase.py
 	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/partitions.py
+	$(BIN)/python bench/engines.py
 
 chaos: install ## Kill workers, flush Redis, cut connections over many jobs; print the outcome
 	$(BIN)/python bench/chaos.py

@@ -84,6 +84,9 @@ class ErasureReport(BaseModel):
     #: (``lz4`` when Eraser asked for it, the server's own setting when it already
     #: compresses; empty for none, or when nothing was written).
     wal_compression: str = ""
+    #: Tables whose subject partition was (or, in a dry run, would be) removed whole,
+    #: each with how: ``public.orders (truncate)``; their rows are counted as deleted.
+    partitions_removed: list[str] = Field(default_factory=list)
 
     @property
     def nothing_matched(self) -> bool:

@@ -175,6 +175,10 @@ class Service(BaseModel):
     #: PostgreSQL: the batches write their full-page images to the WAL compressed (lz4)
     #: where the role may set ``wal_compression``: about half the WAL of an erasure.
     compress_wal: bool = True
+    #: A subject's own LIST partition (bound to its value alone): ``truncate`` it (kept,
+    #: empty), ``drop`` it (detached and dropped), or erase its ``rows`` one batch at a
+    #: time (see the engine's Partitions section).
+    partitions: Literal["truncate", "drop", "rows"] = "truncate"
     #: A dedicated Celery queue, so workers can run next to this database.
     queue: str | None = None
     tables: dict[str, TableSettings] = Field(default_factory=dict)

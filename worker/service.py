@@ -164,8 +164,6 @@ def run_service(
         plan = plan_service(engine, service, subject_columns)
     else:
         plan = plans.get(engine, name, service, subject_kind, subject_columns)
-    if dry:
-        return dry_run(engine, plan, subject)
     options = ExecutionOptions(
         batch_size=service.batch_size,
         lock_timeout_ms=service.lock_timeout_ms,
@@ -173,7 +171,10 @@ def run_service(
         fk_checks=service.fk_checks,
         server_batches=service.server_batches,
         compress_wal=service.compress_wal,
+        partitions=service.partitions,
     )
+    if dry:
+        return dry_run(engine, plan, subject, options)
     if lock_wait_seconds is not None:
         options = replace(options, subject_lock_wait_seconds=lock_wait_seconds)
     return erase(engine, plan, subject, options, progress, lock_scope=(name, subject_kind))

@@ -27,6 +27,15 @@ class FkChecks(StrEnum):
     ERASER = "eraser"
 
 
+class PartitionMode(StrEnum):
+    """What becomes of a subject's own LIST partition
+    (``worker.execution.options.PARTITION_MODES``)."""
+
+    TRUNCATE = "truncate"
+    DROP = "drop"
+    ROWS = "rows"
+
+
 class ProgressMode(StrEnum):
     """When ``eraser erase`` draws its progress bar."""
 
@@ -221,6 +230,15 @@ def erase(
             "(lz4), where the role may set wal_compression and the server does not already.",
         ),
     ] = True,
+    partitions: Annotated[
+        PartitionMode,
+        typer.Option(
+            "--partitions",
+            rich_help_panel=TUNING,
+            help="A subject's own LIST partition (PostgreSQL, MariaDB): truncate it (kept, "
+            "empty), drop it (detached and dropped), or erase its rows in batches.",
+        ),
+    ] = PartitionMode.TRUNCATE,
     progress: Annotated[
         ProgressMode,
         typer.Option(
@@ -263,6 +281,7 @@ def erase(
         fk_checks=fk_checks.value,
         server_batches=server_batches,
         compress_wal=compress_wal,
+        partitions=partitions.value,
         progress="never" if quiet else progress.value,
         as_json=json_out,
     )

@@ -74,6 +74,8 @@ class Run:
     server_batches: bool
     compress_wal: bool
     progress: str
+    #: A subject's own LIST partition: ``truncate``, ``drop`` or ``rows``.
+    partitions: str
     as_json: bool
 
 
@@ -131,7 +133,7 @@ def run_erase(request: Request, run: Run) -> int:
     try:
         counted = None
         if run.dry_run or run.count or not run.confirmed:
-            counted = dry_run(engine, plan, subject)
+            counted = dry_run(engine, plan, subject, _options(run))
             if run.dry_run:
                 return _show_report(counted, run.as_json)
             if not _matched(counted):
@@ -176,6 +178,7 @@ def _options(run: Run) -> ExecutionOptions:
         fk_checks=run.fk_checks,
         server_batches=run.server_batches,
         compress_wal=run.compress_wal,
+        partitions=run.partitions,
     )
 
 
@@ -219,6 +222,7 @@ def _report_json(report: ErasureReport) -> dict[str, Any]:
         "checked_by_eraser": report.checked_by_eraser,
         "batched_in_server": report.batched_in_server,
         "wal_compression": report.wal_compression,
+        "partitions_removed": report.partitions_removed,
     }
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from worker.catalog.partitions import PartitionScheme
+
 #: ``ON DELETE`` rules, spelled as the SQL standard does.
 NO_ACTION = "NO ACTION"
 RESTRICT = "RESTRICT"
@@ -99,6 +101,9 @@ class TableInfo:
     table: sa.Table = field(repr=False, compare=False)
     triggers: tuple[Trigger, ...] = ()
     partitioned: bool = False
+    #: How a partitioned table is partitioned (PostgreSQL, MySQL/MariaDB). Not part of
+    #: the fingerprint: the erasure checks a partition's bounds live before using it.
+    partition_scheme: PartitionScheme | None = None
     #: MariaDB ``WITH SYSTEM VERSIONING``: old versions of rows stay in its history.
     system_versioned: bool = False
     #: PostgreSQL: other tables inherit from it (``INHERITS``, not partitions).

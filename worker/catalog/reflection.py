@@ -30,6 +30,7 @@ from worker.catalog.model import (
     TableInfo,
     TableName,
 )
+from worker.catalog.partitions import partition_schemes
 from worker.dialects import dialect_of
 from worker.dialects.base import Dialect, SchemaFacts
 from worker.exceptions import UnsupportedTable
@@ -96,6 +97,7 @@ def _reflect_schema(
     uniques = inspector.get_multi_unique_constraints(schema=inspected, kind=kind, scope=scope)
     indexes = inspector.get_multi_indexes(schema=inspected, kind=kind, scope=scope)
     facts = dialect.schema_facts(conn, schema, [t for _, t in columns])
+    schemes = partition_schemes(conn, dialect.name, schema)
 
     result: dict[TableName, TableInfo] = {}
     for (_, tname), cols in columns.items():
@@ -129,6 +131,7 @@ def _reflect_schema(
             table=_build_table(metadata, name, colmap, pk),
             triggers=tuple(facts.triggers.get(tname, ())),
             partitioned=tname in facts.partitioned,
+            partition_scheme=schemes.get(tname),
             system_versioned=tname in facts.versioned,
             inherited=tname in facts.inherited,
             inexact=frozenset(facts.inexact.get(tname, ())),

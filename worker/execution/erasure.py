@@ -22,6 +22,7 @@ from models.erasure import ErasureReport, TableAction, TableOutcome
 from worker.exceptions import ReferenceChecksUnavailable
 from worker.execution.options import ExecutionOptions, ProgressCallback
 from worker.execution.partial import PartiallyErased, partially_erased
+from worker.execution.partitions import predicted
 from worker.execution.preflight import count, deep_enough, deep_statements, preflight
 from worker.execution.reference_checks import shortcuts
 from worker.execution.report import report
@@ -32,8 +33,11 @@ from worker.planning.predicates import Predicates
 
 
 @database_failures
-def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
+def dry_run(
+    engine: Engine, plan: Plan, subject: object, options: ExecutionOptions | None = None
+) -> ErasureReport:
     """Count what an erasure would do, in a read-only transaction that takes no row locks."""
+    opts = options or ExecutionOptions()
     started = time.monotonic()
     preds = Predicates(plan, subject)
     dialect = plan.dialect
@@ -61,6 +65,7 @@ def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
                     outcomes.append(
                         TableOutcome(table=str(table), action=TableAction.REASSIGN, rows=rows)
                     )
+                whole = predicted(conn, plan, preds, opts.partitions)
         finally:
             dialect.end_read_only(conn)
     return ErasureReport(
@@ -72,6 +77,7 @@ def dry_run(engine: Engine, plan: Plan, subject: object) -> ErasureReport:
         schema_fingerprint=plan.fingerprint,
         warnings=list(plan.warnings),
         elapsed_seconds=round(time.monotonic() - started, 3),
+        partitions_removed=whole,
     )
 
 
@@ -124,7 +130,7 @@ def erase(
                 if failure is exc:
                     raise
                 raise failure from (exc if isinstance(failure, PartiallyErased) else None)
-        return report(
+        done = report(
             plan,
             walker.outcomes(),
             remaining == 0,
@@ -133,6 +139,13 @@ def erase(
             sorted(str(t) for t in walker.checks.checked),
             sorted(str(t) for t in walker.server.in_server),
             walker.tx.compression.in_effect,
+        )
+        whole = walker.partitions
+        return done.model_copy(
+            update={
+                "partitions_removed": list(dict.fromkeys(whole.removed)),
+                "warnings": list(dict.fromkeys(done.warnings + whole.notes)),
+            }
         )
 
 

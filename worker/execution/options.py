@@ -15,6 +15,11 @@ from models.erasure import TableAction, TableOutcome
 #: ``auto``: ``eraser`` where the role may have it, else ``database``.
 FK_CHECKS = ("auto", "database", "eraser")
 
+#: What becomes of a subject's own LIST partition (``worker.execution.partitions``):
+#: ``truncate`` empties it and keeps it, ``drop`` detaches and drops it, ``rows``
+#: erases its rows one batch at a time like any others.
+PARTITION_MODES = ("truncate", "drop", "rows")
+
 
 @dataclass(frozen=True)
 class ExecutionOptions:
@@ -42,10 +47,14 @@ class ExecutionOptions:
     #: (lz4), where the role may and the server does not already; about half the WAL
     #: (``Dialect.wal_compression``).
     compress_wal: bool = True
+    #: A subject's own LIST partition is removed whole: one of ``PARTITION_MODES``.
+    partitions: str = "truncate"
 
     def __post_init__(self) -> None:
         if self.fk_checks not in FK_CHECKS:
             raise ValueError(f"fk_checks must be one of {', '.join(FK_CHECKS)}")
+        if self.partitions not in PARTITION_MODES:
+            raise ValueError(f"partitions must be one of {', '.join(PARTITION_MODES)}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from worker.execution.cycles import CycleBreaker
 from worker.execution.keys import Frame, Row
 from worker.execution.options import ExecutionOptions, ProgressCallback
 from worker.execution.preflight import deep_statements
+from worker.execution.partitions import PartitionErasure
 from worker.execution.reference_clearing import ReferenceClearing
 from worker.execution.removal import BatchRemoval
 from worker.execution.server_batches import ServerBatches
@@ -65,6 +66,7 @@ class Walker:
         self.eraser = BatchEraser(
             self.ctx, self.tx, self.removal, self.checks, self.cycles, self.clearing
         )
+        self.partitions = PartitionErasure(self.ctx, self.tx, self._walk)
 
     @property
     def preds(self) -> Predicates:
@@ -79,6 +81,7 @@ class Walker:
         with deep_statements():
             for table in plan.order:
                 if table in plan.anchors or table in plan.orphan_links:
+                    self.partitions.erase(table)
                     self._walk(table, self._anchor_where(table))
                     self.ctx.done.add(table)
 
