@@ -1,0 +1,244 @@
+"""The subject's value never reaches the target database's server log (PostgreSQL under
+its default logging: ``log_min_error_statement = error`` writes the text of every
+statement that fails).
+
+Erasures with many batches given back by the server-side loop (another subject's row
+swept along, a batch over its transaction budget), and failures of every kind a
+routine erasure meets (a trigger that raises, a missing privilege, a lock timeout, a
+foreign-key refusal), by the loop and by the client, for a text and an integer
+subject; then the part of the server's log written meanwhile is scanned for the
+values: 0 hits, and the failures' error lines are there (the scan is not vacuous).
+
+The log is ``ERASER_TEST_PG_LOG`` (default: where Debian's ``pg_ctlcluster`` writes
+PostgreSQL 15's). With ``ERASER_REQUIRE_SERVICES=1`` a missing or unreadable log
+fails the test; otherwise it skips.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import PG_ADMIN_URL, REQUIRE, TargetDB
+from tests.integration.test_server_loop import Calls
+from worker.catalog.reflection import reflect
+from worker.database import create_engine
+from worker.execution import server_batches
+from worker.execution.erasure import erase
+from worker.execution.options import ExecutionOptions, Progress
+from worker.execution.serverloop import OVERFLOW, REFERENCED
+from worker.faults import DatabaseFailure
+from worker.planning.building import build_plan
+
+pytestmark = pytest.mark.postgres
+
+LOG = Path(os.environ.get("ERASER_TEST_PG_LOG", "/var/log/postgresql/postgresql-15-main.log"))
+
+#: A text subject found nowhere else, and an integer one (13 digits, random).
+TEXT_SUBJECT = f"subj-{secrets.token_hex(8)}"
+INT_SUBJECT = 7_000_000_000_000 + secrets.randbelow(10**12)
+
+SCHEMA = """
+CREATE TABLE tenants (id {key} PRIMARY KEY, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id {key} NOT NULL REFERENCES tenants);
+CREATE TABLE lines (id bigint PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders);
+CREATE TABLE reviews (
+    id bigint PRIMARY KEY, tenant_id {key} NOT NULL REFERENCES tenants,
+    order_id bigint NOT NULL REFERENCES orders);
+CREATE INDEX ON orders(tenant_id);
+CREATE INDEX ON lines(order_id);
+CREATE INDEX ON reviews(tenant_id);
+CREATE INDEX ON reviews(order_id);
+"""
+#: A trigger that refuses to remove an order (a service's own rule).
+REFUSING_TRIGGER = """
+CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'orders are kept by policy'; END $$;
+CREATE TRIGGER refuse BEFORE DELETE ON orders FOR EACH ROW EXECUTE FUNCTION refuse();
+"""
+
+
+class ServerLog:
+    """What the server writes to its log from now on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.start = path.stat().st_size
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            message = f"the PostgreSQL server log {path} cannot be read ({exc.strerror})"
+            if REQUIRE:
+                pytest.fail(f"{message} and ERASER_REQUIRE_SERVICES=1")
+            pytest.skip(message)
+
+    def written(self) -> str:
+        with self.path.open("rb") as f:
+            f.seek(self.start)
+            return f.read().decode("utf-8", "replace")
+
+
+@pytest.fixture
+def server_log() -> ServerLog:
+    return ServerLog(LOG)
+
+
+def _load(db: TargetDB, subject: Any, others: tuple[Any, ...], key: str) -> None:
+    """Three tenants with 12 orders each, two lines an order."""
+    db.run(SCHEMA.format(key=key))
+    tenants = [subject, *others]
+    rows: dict[str, list[dict[str, Any]]] = {"tenants": [], "orders": [], "lines": []}
+    rows["tenants"] = [{"id": t, "name": f"tenant {i}"} for i, t in enumerate(tenants)]
+    line = 0
+    for i in range(36):
+        rows["orders"].append({"id": i + 1, "tenant_id": tenants[i % 3]})
+        for _ in range(2):
+            line += 1
+            rows["lines"].append({"id": line, "order_id": i + 1})
+    md = sa.MetaData()
+    md.reflect(db.engine)
+    for name, values in rows.items():
+        db.insert(md.tables[name], values)
+
+
+def _erase(db: TargetDB, subject: Any, progress: Any = None, **options: Any) -> Any:
+    plan = build_plan(reflect(db.engine), ["tenant_id", "tenants.id"])
+    return erase(db.engine, plan, subject, ExecutionOptions(**options), progress)
+
+
+def _fails(db: TargetDB, subject: Any, code: str, progress: Any = None, **options: Any) -> None:
+    with pytest.raises(DatabaseFailure) as failed:
+        _erase(db, subject, progress, **options)
+    assert failed.value.code == code
+
+
+def _errors_of(log: str, *databases: str) -> list[str]:
+    """The ``ERROR`` lines the server logged for ``databases`` (the log's line prefix
+    names the user and the database: ``%u@%d``)."""
+    return [
+        line
+        for line in log.splitlines()
+        if " ERROR:  " in line and any(f"@{name} " in line for name in databases)
+    ]
+
+
+def _hold_order(
+    db: TargetDB, order: int, locked: threading.Event, release: threading.Event
+) -> None:
+    with db.engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SELECT 1 FROM orders WHERE id = :i FOR UPDATE"), {"i": order})
+        locked.set()
+        release.wait(30)
+
+
+def _with_lock_held(db: TargetDB, order: int, subject: Any, **options: Any) -> None:
+    """An erasure that times out on a lock another session holds on ``order``."""
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_order, args=(db, order, locked, release), daemon=True)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        _fails(db, subject, "55P03", lock_timeout_ms=200, **options)
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def _scenarios(
+    db: TargetDB, subject: Any, other: Any, monkeypatch: pytest.MonkeyPatch
+) -> list[str | None]:
+    """Handbacks, an overflow and failures by the loop and by the client; then the
+    erasure that succeeds. Returns the codes the loop gave batches back with."""
+    monkeypatch.setattr(server_batches, "_LOOP_SECONDS", 0.0)
+    calls = Calls(monkeypatch)
+    loop = {"batch_size": 2, "fk_checks": "eraser"}
+    client = {**loop, "server_batches": False}
+    # Another tenant's review of one of the subject's orders, written midway: the loop
+    # gives its batch back, the client's way is refused by the database.
+    injected: list[bool] = []
+
+    def review(progress: Progress) -> None:
+        if progress.table == "public.orders" and not injected:
+            db.run(f"INSERT INTO reviews VALUES (1, {other}, 28)")
+            injected.append(True)
+
+    _fails(db, subject, "23503", review, **loop)
+    assert injected
+    db.run("DELETE FROM reviews")
+    # A lock held by another session, on the loop's way and on the client's.
+    _with_lock_held(db, 34, subject, **loop)
+    _with_lock_held(db, 34, subject, **client)
+    # A trigger that refuses, on both ways.
+    db.run(REFUSING_TRIGGER)
+    _fails(db, subject, "P0001", **loop)
+    _fails(db, subject, "P0001", **client)
+    db.run("DROP TRIGGER refuse ON orders")
+    # A new order of the subject with more lines than a batch may sweep along: the
+    # loop gives its batches back, and the erasure is done.
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO orders VALUES (100, :s)"), {"s": subject})
+        conn.execute(
+            sa.text("INSERT INTO lines SELECT 1000 + i, 100 FROM generate_series(1, 40) i")
+        )
+    report = _erase(db, subject, **loop)
+    assert report.verified
+    return [r.gave_back for r in calls.runs]
+
+
+def _refused_privilege(plain: TargetDB, subject: Any, key: str) -> None:
+    """A table of the service the role may read and not write: 42501, by the loop's
+    way and the client's."""
+    admin = create_engine(sa.make_url(plain.url).set(username=sa.make_url(PG_ADMIN_URL).username))
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE TABLE audit (id bigint PRIMARY KEY, tenant_id {key} NOT NULL)"
+            )
+            conn.exec_driver_sql("INSERT INTO audit VALUES (1, %s), (2, %s)", (subject, subject))
+            conn.exec_driver_sql(f'GRANT SELECT ON audit TO "{plain.engine.url.username}"')
+    finally:
+        admin.dispose()
+    _fails(plain, subject, "42501", batch_size=2)
+    _fails(plain, subject, "42501", batch_size=2, server_batches=False)
+
+
+@pytest.mark.parametrize(
+    ("subject", "other", "key"),
+    [
+        # A text subject.
+        (TEXT_SUBJECT, "'someone else'", "text"),
+        # An integer subject.
+        (INT_SUBJECT, "42", "bigint"),
+    ],
+)
+def test_the_server_log_never_holds_the_subject(
+    pg: TargetDB,
+    pg_plain: TargetDB,
+    server_log: ServerLog,
+    monkeypatch: pytest.MonkeyPatch,
+    subject: Any,
+    other: Any,
+    key: str,
+) -> None:
+    others = ("someone else", "x") if key == "text" else (42, 43)
+    _load(pg, subject, others, key)
+    given_back = _scenarios(pg, subject, other, monkeypatch)
+    assert REFERENCED in given_back
+    assert given_back.count(OVERFLOW) >= 2
+    pg_plain.run(f"CREATE TABLE tenants (id {key} PRIMARY KEY)")
+    with pg_plain.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants VALUES (:s)"), {"s": subject})
+    _refused_privilege(pg_plain, subject, key)
+    written = server_log.written()
+    errors = _errors_of(written, str(pg.engine.url.database), str(pg_plain.engine.url.database))
+    # Every failure above was logged: 1 refusal, 2 lock timeouts, 2 trigger errors,
+    # 2 privileges.
+    assert len(errors) >= 7, errors
+    assert written.count(str(subject)) == 0
