@@ -20,6 +20,7 @@ from worker.dialects.base import (
     reset_session,
     unsupported,
 )
+from worker.dialects import postgresql_session
 from worker.dialects.postgresql_arrays import pg_array
 from worker.dialects.rows import RowIdentity
 
@@ -115,6 +116,13 @@ class PostgreSQL(Dialect):
                 cursor.close()
             dbapi_connection.commit()
 
+        @event.listens_for(engine, "reset")
+        def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+            # No value of a subject stays in a pooled session (a connection that cannot
+            # be cleared is discarded by its pool).
+            if not state.terminate_only and record is not None:
+                postgresql_session.forget(dbapi_connection, record.info)
+
     # --- catalog reading --------------------------------------------------------------
 
     def version_query(self, schemas: Sequence[str] | None) -> sa.TextClause:
@@ -202,6 +210,16 @@ class PostgreSQL(Dialect):
         return sa.and_(match, exact == sa.cast(value, sa.Text()).collate("C"))
 
     # --- sessions and batches ---------------------------------------------------------
+
+    def session_value(self, type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any] | None:
+        """Integers, exact text types, uuid, numeric and bytea: out of the statement's
+        text (``postgresql_session``); other types go in parameters."""
+        return postgresql_session.session_value(type_)
+
+    def bind_subject(
+        self, conn: Connection, values: Iterable[tuple[sa.types.TypeEngine[Any], Any]]
+    ) -> None:
+        postgresql_session.bind(conn, values)
 
     def session_setup(self, conn: Connection, lock_timeout_ms: int) -> None:
         """An erasure's counts and verification run without parallel workers:

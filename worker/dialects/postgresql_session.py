@@ -1,0 +1,153 @@
+"""PostgreSQL: the subject's value reaches the server in session settings, out of the
+statements' text.
+
+The server writes the text of every statement that fails to its log
+(``log_min_error_statement = error``, the default), and psycopg2 writes parameters
+into that text. So the value goes once per session, in a statement of its own that
+cannot fail on what it holds (``SELECT set_config(...)``), and the statements read it
+back (``current_setting(...)``, cast to the column's type; a stable expression, so an
+index is still used). One setting per kind of value: a subject is one integer, one
+text, one uuid... whichever columns it is compared with.
+
+A setting that was never set, or was cleared, makes a statement that reads it fail,
+never match nothing or an empty text. The settings an erasure's session holds are
+cleared when its connection goes back to the pool.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+
+#: The exact string types whose values are held as ``text`` (a subtype may compare
+#: otherwise: ``citext``, ``char(n)``; those go as parameters).
+_TEXT_TYPES = (sa.String, sa.Text, sa.VARCHAR, sa.TEXT, sa.Unicode, sa.UnicodeText, sa.NVARCHAR)
+#: Where a pooled connection keeps the names of the settings it holds values in.
+_HELD = "eraser.session_values"
+#: Settings of ours (validated before they are written into a RESET).
+_NAME = re.compile(r"eraser\.[a-z_]+")
+#: Read when a subject's setting holds nothing: it is never set, so the statement fails.
+_UNSET = "eraser.subject_not_bound"
+
+
+def kind_of(type_: sa.types.TypeEngine[Any]) -> str | None:
+    """The SQL type a column's subject value is held as, or None when values of that
+    type go as parameters (they do not survive a trip through text unchanged, or
+    compare otherwise than their column: floats, dates, enums, arrays, ``citext``)."""
+    if isinstance(type_, sa.Enum):
+        return None
+    if isinstance(type_, sa.Integer):
+        return "bigint"
+    if type(type_) in _TEXT_TYPES:
+        return "text"
+    if isinstance(type_, sa.Uuid):
+        return "uuid"
+    if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float):
+        return "numeric"
+    if isinstance(type_, sa.LargeBinary):
+        return "bytea"
+    return None
+
+
+class SessionValue(ColumnElement[Any]):
+    """The subject's value as a statement reads it from its session's setting ``name``,
+    cast to ``kind`` (see the module's docstring)."""
+
+    __visit_name__ = "eraser_session_value"
+    inherit_cache = True
+    _traverse_internals = [
+        ("name", InternalTraversal.dp_string),
+        ("kind", InternalTraversal.dp_string),
+        ("type", InternalTraversal.dp_type),
+    ]
+
+    def __init__(self, kind: str, type_: sa.types.TypeEngine[Any]) -> None:
+        self.kind = kind
+        self.name = setting_of(kind)
+        self.type = type_
+
+
+def setting_of(kind: str) -> str:
+    return f"eraser.subject_{kind}"
+
+
+@compiles(SessionValue)
+def _compile(element: SessionValue, compiler: SQLCompiler, **_kw: Any) -> str:
+    # '=' and the value; '-' for a value no column of the kind holds (it matches
+    # nothing, as NULL does); anything else (cleared: '') reads a setting never set.
+    setting = f"current_setting('{element.name}')"
+    return (
+        f"CAST(CASE left({setting}, 1) WHEN '=' THEN substr({setting}, 2)"
+        f" WHEN '-' THEN NULL ELSE current_setting('{_UNSET}') END AS {element.kind})"
+    )
+
+
+def session_value(type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any] | None:
+    kind = kind_of(type_)
+    return None if kind is None else SessionValue(kind, type_)
+
+
+def as_text(value: Any) -> str:
+    """A value as the server reads it back, cast to its kind."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def bind(conn: Connection, values: Iterable[tuple[sa.types.TypeEngine[Any], Any]]) -> None:
+    """Put the subject's value for each column type in ``values`` (None: a value no
+    column of that type holds) in ``conn``'s session, in one statement. Outside a
+    transaction it is committed at once (a later rollback must not take it back);
+    inside one it lasts as long as that transaction, or longer if it commits."""
+    settings: dict[str, str] = {}
+    for type_, value in values:
+        kind = kind_of(type_)
+        if kind is None:
+            continue
+        text = "-" if value is None else "=" + as_text(value)
+        if settings.setdefault(setting_of(kind), text) != text:
+            raise ValueError(f"two {kind} values for one subject")
+    if not settings:
+        return
+    stmt = sa.select(*(sa.func.set_config(n, v, False) for n, v in settings.items()))
+    hold(conn, settings)
+    if conn.in_transaction():
+        conn.execute(stmt)
+        return
+    with conn.begin():
+        conn.execute(stmt)
+
+
+def hold(conn: Connection, names: Iterable[str]) -> None:
+    """Remember that ``conn``'s session holds values in the settings ``names``, to
+    clear them when it goes back to its pool (``forget``)."""
+    held: set[str] = conn.info.setdefault(_HELD, set())
+    held.update(names)
+
+
+def forget(dbapi_connection: Any, info: dict[Any, Any]) -> None:
+    """Clear the settings a connection's session holds values in (a connection going
+    back to its pool); raises when the connection cannot (its pool discards it)."""
+    names = sorted(info.pop(_HELD, ()))
+    if not names or dbapi_connection is None:
+        return
+    if not all(_NAME.fullmatch(n) for n in names):
+        raise ValueError("unexpected setting name")
+    # (Before the pool's own rollback: whatever the connection was doing is dropped.)
+    if not dbapi_connection.autocommit:
+        dbapi_connection.rollback()
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("; ".join(f"RESET {n}" for n in names))
+    finally:
+        cursor.close()
+    if not dbapi_connection.autocommit:
+        dbapi_connection.commit()
