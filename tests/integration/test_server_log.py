@@ -12,6 +12,10 @@ values: 0 hits, and the failures' error lines are there (the scan is not vacuous
 The log is ``ERASER_TEST_PG_LOG`` (default: where Debian's ``pg_ctlcluster`` writes
 PostgreSQL 15's). With ``ERASER_REQUIRE_SERVICES=1`` a missing or unreadable log
 fails the test; otherwise it skips.
+
+MariaDB logs no statement text under its defaults (no general log, no slow log, an
+error log without statements): an erasure that fails and one that succeeds there
+leave no value in its error log (``ERASER_TEST_MYSQL_LOG``) either.
 """
 
 from __future__ import annotations
@@ -36,9 +40,8 @@ from worker.execution.serverloop import OVERFLOW, REFERENCED
 from worker.faults import DatabaseFailure
 from worker.planning.building import build_plan
 
-pytestmark = pytest.mark.postgres
-
 LOG = Path(os.environ.get("ERASER_TEST_PG_LOG", "/var/log/postgresql/postgresql-15-main.log"))
+MYSQL_LOG = Path(os.environ.get("ERASER_TEST_MYSQL_LOG", "/var/log/mysql/error.log"))
 
 #: A text subject found nowhere else, and an integer one (13 digits, random).
 TEXT_SUBJECT = f"subj-{secrets.token_hex(8)}"
@@ -46,15 +49,15 @@ INT_SUBJECT = 7_000_000_000_000 + secrets.randbelow(10**12)
 
 SCHEMA = """
 CREATE TABLE tenants (id {key} PRIMARY KEY, name text);
-CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id {key} NOT NULL REFERENCES tenants);
-CREATE TABLE lines (id bigint PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id {key} NOT NULL REFERENCES tenants(id));
+CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders(id));
 CREATE TABLE reviews (
-    id bigint PRIMARY KEY, tenant_id {key} NOT NULL REFERENCES tenants,
-    order_id bigint NOT NULL REFERENCES orders);
-CREATE INDEX ON orders(tenant_id);
-CREATE INDEX ON lines(order_id);
-CREATE INDEX ON reviews(tenant_id);
-CREATE INDEX ON reviews(order_id);
+    id bigint PRIMARY KEY, tenant_id {key} NOT NULL REFERENCES tenants(id),
+    order_id bigint NOT NULL REFERENCES orders(id));
+CREATE INDEX orders_tenant ON orders(tenant_id);
+CREATE INDEX order_lines_order ON order_lines(order_id);
+CREATE INDEX reviews_tenant ON reviews(tenant_id);
+CREATE INDEX reviews_order ON reviews(order_id);
 """
 #: A trigger that refuses to remove an order (a service's own rule).
 REFUSING_TRIGGER = """
@@ -90,18 +93,23 @@ def server_log() -> ServerLog:
     return ServerLog(LOG)
 
 
+@pytest.fixture
+def mysql_log() -> ServerLog:
+    return ServerLog(MYSQL_LOG)
+
+
 def _load(db: TargetDB, subject: Any, others: tuple[Any, ...], key: str) -> None:
     """Three tenants with 12 orders each, two lines an order."""
-    db.run(SCHEMA.format(key=key))
+    db.run(*(sql for sql in SCHEMA.format(key=key).split(";") if sql.strip()))
     tenants = [subject, *others]
-    rows: dict[str, list[dict[str, Any]]] = {"tenants": [], "orders": [], "lines": []}
+    rows: dict[str, list[dict[str, Any]]] = {"tenants": [], "orders": [], "order_lines": []}
     rows["tenants"] = [{"id": t, "name": f"tenant {i}"} for i, t in enumerate(tenants)]
     line = 0
     for i in range(36):
         rows["orders"].append({"id": i + 1, "tenant_id": tenants[i % 3]})
         for _ in range(2):
             line += 1
-            rows["lines"].append({"id": line, "order_id": i + 1})
+            rows["order_lines"].append({"id": line, "order_id": i + 1})
     md = sa.MetaData()
     md.reflect(db.engine)
     for name, values in rows.items():
@@ -185,7 +193,7 @@ def _scenarios(
     with db.engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO orders VALUES (100, :s)"), {"s": subject})
         conn.execute(
-            sa.text("INSERT INTO lines SELECT 1000 + i, 100 FROM generate_series(1, 40) i")
+            sa.text("INSERT INTO order_lines SELECT 1000 + i, 100 FROM generate_series(1, 40) i")
         )
     report = _erase(db, subject, **loop)
     assert report.verified
@@ -209,6 +217,7 @@ def _refused_privilege(plain: TargetDB, subject: Any, key: str) -> None:
     _fails(plain, subject, "42501", batch_size=2, server_batches=False)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize(
     ("subject", "other", "key"),
     [
@@ -242,3 +251,41 @@ def test_the_server_log_never_holds_the_subject(
     # 2 privileges.
     assert len(errors) >= 7, errors
     assert written.count(str(subject)) == 0
+
+
+#: MariaDB's settings that would write statements (and values) to a log, as they are
+#: by default.
+MYSQL_DEFAULTS = {"general_log": "OFF", "slow_query_log": "OFF", "log_bin": "OFF"}
+
+
+@pytest.mark.mysql
+def test_mariadb_logs_no_value_under_its_defaults(mysql: TargetDB, mysql_log: ServerLog) -> None:
+    with mysql.engine.connect() as conn:
+        found = dict(
+            conn.execute(
+                sa.text("SHOW GLOBAL VARIABLES WHERE Variable_name IN :names").bindparams(
+                    sa.bindparam("names", expanding=True)
+                ),
+                {"names": sorted(MYSQL_DEFAULTS)},
+            ).all()
+        )
+        plugins = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM information_schema.PLUGINS"
+                " WHERE PLUGIN_NAME IN ('SQL_ERROR_LOG', 'SERVER_AUDIT')"
+                " AND PLUGIN_STATUS = 'ACTIVE'"
+            )
+        ).scalar_one()
+    if found != MYSQL_DEFAULTS or plugins:
+        # (A shared server's global settings are not the test's to change.)
+        pytest.skip(f"the server logs more than by default: {found}, {plugins} plugin(s)")
+    _load(mysql, TEXT_SUBJECT, ("someone else", "x"), "varchar(64)")
+    mysql.run(
+        "CREATE TRIGGER refuse BEFORE DELETE ON orders FOR EACH ROW"
+        " SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'orders are kept by policy'"
+    )
+    with pytest.raises(DatabaseFailure):
+        _erase(mysql, TEXT_SUBJECT, batch_size=2)
+    mysql.run("DROP TRIGGER refuse")
+    assert _erase(mysql, TEXT_SUBJECT, batch_size=2).verified
+    assert mysql_log.written().count(TEXT_SUBJECT) == 0

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.catalog.model import TableInfo, Trigger
+from worker.dialects import postgresql_session
 from worker.dialects.base import (
     Dialect,
     ErrorClass,
@@ -20,7 +21,6 @@ from worker.dialects.base import (
     reset_session,
     unsupported,
 )
-from worker.dialects import postgresql_session
 from worker.dialects.postgresql_arrays import pg_array
 from worker.dialects.rows import RowIdentity
 

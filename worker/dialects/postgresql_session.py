@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 
 #: The exact string types whose values are held as ``text`` (a subtype may compare
 #: otherwise: ``citext``, ``char(n)``; those go as parameters).
@@ -63,7 +63,8 @@ class SessionValue(ColumnElement[Any]):
 
     __visit_name__ = "eraser_session_value"
     inherit_cache = True
-    _traverse_internals = [
+    # (A list, as SQLAlchemy declares it: what the statement cache keys on.)
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012
         ("name", InternalTraversal.dp_string),
         ("kind", InternalTraversal.dp_string),
         ("type", InternalTraversal.dp_type),

@@ -27,8 +27,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.database import driver_error
-from worker.dialects.postgresql_session import hold
 from worker.dialects.postgresql_arrays import addressed_by, row_address
+from worker.dialects.postgresql_session import hold
 
 #: Why the loop gave a batch back to the client: a reference it may not clear (another
 #: subject's row, or a probe that found one), or a transaction budget exceeded. The
@@ -447,8 +447,8 @@ class ServerLoop:
                     return run, error
             try:
                 cursor.execute(
-                    f"SELECT current_setting('{_STATE}', true), current_setting('{_LONGEST}', true),"
-                    f" current_setting('{_GAVE}', true)"
+                    f"SELECT current_setting('{_STATE}', true),"
+                    f" current_setting('{_LONGEST}', true), current_setting('{_GAVE}', true)"
                 )
                 row = cursor.fetchone()
             except conn.dialect.loaded_dbapi.Error as exc:
