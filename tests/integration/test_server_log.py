@@ -137,19 +137,19 @@ def _errors_of(log: str, *databases: str) -> list[str]:
     ]
 
 
-def _hold_order(
-    db: TargetDB, order: int, locked: threading.Event, release: threading.Event
+def _hold(
+    db: TargetDB, table: str, key: Any, locked: threading.Event, release: threading.Event
 ) -> None:
     with db.engine.connect() as conn, conn.begin():
-        conn.execute(sa.text("SELECT 1 FROM orders WHERE id = :i FOR UPDATE"), {"i": order})
+        conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE id = :i FOR UPDATE"), {"i": key})
         locked.set()
         release.wait(30)
 
 
-def _with_lock_held(db: TargetDB, order: int, subject: Any, **options: Any) -> None:
-    """An erasure that times out on a lock another session holds on ``order``."""
+def _with_lock_held(db: TargetDB, table: str, key: Any, subject: Any, **options: Any) -> None:
+    """An erasure that times out on a lock another session holds on a row."""
     locked, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_order, args=(db, order, locked, release), daemon=True)
+    holder = threading.Thread(target=_hold, args=(db, table, key, locked, release), daemon=True)
     holder.start()
     assert locked.wait(10)
     try:
@@ -181,13 +181,20 @@ def _scenarios(
     assert injected
     db.run("DELETE FROM reviews")
     # A lock held by another session, on the loop's way and on the client's.
-    _with_lock_held(db, 34, subject, **loop)
-    _with_lock_held(db, 34, subject, **client)
+    _with_lock_held(db, "orders", 34, subject, **loop)
+    _with_lock_held(db, "orders", 34, subject, **client)
     # A trigger that refuses, on both ways.
     db.run(REFUSING_TRIGGER)
     _fails(db, subject, "P0001", **loop)
     _fails(db, subject, "P0001", **client)
     db.run("DROP TRIGGER refuse ON orders")
+    # The same on the subject's own row, keyed by the subject's value.
+    db.run("CREATE TRIGGER refuse BEFORE DELETE ON tenants FOR EACH ROW EXECUTE FUNCTION refuse()")
+    _fails(db, subject, "P0001", **loop)
+    _fails(db, subject, "P0001", **client)
+    db.run("DROP TRIGGER refuse ON tenants")
+    _with_lock_held(db, "tenants", subject, subject, **loop)
+    _with_lock_held(db, "tenants", subject, subject, **client)
     # A new order of the subject with more lines than a batch may sweep along: the
     # loop gives its batches back, and the erasure is done.
     with db.engine.begin() as conn:
@@ -247,9 +254,9 @@ def test_the_server_log_never_holds_the_subject(
     _refused_privilege(pg_plain, subject, key)
     written = server_log.written()
     errors = _errors_of(written, str(pg.engine.url.database), str(pg_plain.engine.url.database))
-    # Every failure above was logged: 1 refusal, 2 lock timeouts, 2 trigger errors,
+    # Every failure above was logged: 1 refusal, 4 lock timeouts, 4 trigger errors,
     # 2 privileges.
-    assert len(errors) >= 7, errors
+    assert len(errors) >= 11, errors
     assert written.count(str(subject)) == 0
 
 

@@ -116,6 +116,8 @@ class PostgreSQL(Dialect):
                 cursor.close()
             dbapi_connection.commit()
 
+        event.listen(engine, "before_cursor_execute", postgresql_session.out_of_text, retval=True)
+
         @event.listens_for(engine, "reset")
         def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
             # No value of a subject stays in a pooled session (a connection that cannot

@@ -12,12 +12,18 @@ text, one uuid... whichever columns it is compared with.
 A setting that was never set, or was cleared, makes a statement that reads it fail,
 never match nothing or an empty text. The settings an erasure's session holds are
 cleared when its connection goes back to the pool.
+
+Values read from rows can equal the subject's too: the keys of a table keyed by the
+subject's column (``tenants.id``, a partitioned table's ``(tenant_id, id)``). On a
+session that holds the subject, ``out_of_text`` turns such a parameter (an integer,
+an exact text, a uuid, or an element of a one-parameter key array) into the same
+read of the setting just before the driver writes the statement.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,8 +36,10 @@ from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 #: The exact string types whose values are held as ``text`` (a subtype may compare
 #: otherwise: ``citext``, ``char(n)``; those go as parameters).
 _TEXT_TYPES = (sa.String, sa.Text, sa.VARCHAR, sa.TEXT, sa.Unicode, sa.UnicodeText, sa.NVARCHAR)
-#: Where a pooled connection keeps the names of the settings it holds values in.
+#: Where a pooled connection keeps the names of the settings it holds values in, and
+#: the subject's value (as text) for each kind.
 _HELD = "eraser.session_values"
+_VALUES = "eraser.subject_values"
 #: Settings of ours (validated before they are written into a RESET).
 _NAME = re.compile(r"eraser\.[a-z_]+")
 #: Read when a subject's setting holds nothing: it is never set, so the statement fails.
@@ -82,12 +90,16 @@ def setting_of(kind: str) -> str:
 
 @compiles(SessionValue)
 def _compile(element: SessionValue, compiler: SQLCompiler, **_kw: Any) -> str:
+    return f"CAST({_text_of(element.kind)} AS {element.kind})"
+
+
+def _text_of(kind: str) -> str:
     # '=' and the value; '-' for a value no column of the kind holds (it matches
     # nothing, as NULL does); anything else (cleared: '') reads a setting never set.
-    setting = f"current_setting('{element.name}')"
+    setting = f"current_setting('{setting_of(kind)}')"
     return (
-        f"CAST(CASE left({setting}, 1) WHEN '=' THEN substr({setting}, 2)"
-        f" WHEN '-' THEN NULL ELSE current_setting('{_UNSET}') END AS {element.kind})"
+        f"CASE left({setting}, 1) WHEN '=' THEN substr({setting}, 2)"
+        f" WHEN '-' THEN NULL ELSE current_setting('{_UNSET}') END"
     )
 
 
@@ -120,6 +132,9 @@ def bind(conn: Connection, values: Iterable[tuple[sa.types.TypeEngine[Any], Any]
         return
     stmt = sa.select(*(sa.func.set_config(n, v, False) for n, v in settings.items()))
     hold(conn, settings)
+    conn.info[_VALUES] = {
+        n.removeprefix(setting_of("")): v[1:] for n, v in settings.items() if v != "-"
+    }
     if conn.in_transaction():
         conn.execute(stmt)
         return
@@ -137,6 +152,7 @@ def hold(conn: Connection, names: Iterable[str]) -> None:
 def forget(dbapi_connection: Any, info: dict[Any, Any]) -> None:
     """Clear the settings a connection's session holds values in (a connection going
     back to its pool); raises when the connection cannot (its pool discards it)."""
+    info.pop(_VALUES, None)
     names = sorted(info.pop(_HELD, ()))
     if not names or dbapi_connection is None:
         return
@@ -152,3 +168,102 @@ def forget(dbapi_connection: Any, info: dict[Any, Any]) -> None:
         cursor.close()
     if not dbapi_connection.autocommit:
         dbapi_connection.commit()
+
+
+def out_of_text(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    """(A ``before_cursor_execute`` hook.) Parameters equal to the subject's value on
+    a session that holds it, as reads of its setting (see the module's docstring)."""
+    values: Mapping[str, str] | None = conn.info.get(_VALUES)
+    compiled = getattr(context, "compiled", None)
+    if not values or executemany or not isinstance(parameters, dict) or compiled is None:
+        return statement, parameters
+    from psycopg2.extensions import AsIs  # noqa: PLC0415 - the psycopg2 driver only
+
+    types = _bind_types(compiled)
+    changed: dict[str, Any] | None = None
+    for name, value in parameters.items():
+        sql = _reference(value, types(name), values, cursor)
+        if sql is not None:
+            changed = changed if changed is not None else dict(parameters)
+            changed[name] = AsIs(sql)
+    return statement, parameters if changed is None else changed
+
+
+def _bind_types(compiled: Any) -> Any:
+    """The type of a statement's parameter by the name the driver sees (an expanded
+    ``IN`` list's elements are ``<name>_<n>``, a list of tuples' ``<name>_<n>_<m>``)."""
+    escaped = {v: k for k, v in (getattr(compiled, "escaped_bind_names", None) or {}).items()}
+    binds = compiled.binds
+
+    def type_of(name: str) -> sa.types.TypeEngine[Any] | None:
+        name = escaped.get(name, name)
+        if name in binds:
+            return binds[name].type  # type: ignore[no-any-return]
+        tuple_element = re.fullmatch(r"(.+)_\d+_(\d+)", name)
+        if tuple_element and tuple_element.group(1) in binds:
+            types = getattr(binds[tuple_element.group(1)].type, "types", ())
+            index = int(tuple_element.group(2)) - 1
+            return types[index] if 0 <= index < len(types) else None
+        element = re.fullmatch(r"(.+)_\d+", name)
+        if element and element.group(1) in binds:
+            return binds[element.group(1)].type  # type: ignore[no-any-return]
+        return None
+
+    return type_of
+
+
+def _reference(
+    value: Any, type_: sa.types.TypeEngine[Any] | None, values: Mapping[str, str], cursor: Any
+) -> str | None:
+    """SQL that reads ``value`` from the session, or None when it is not the subject's."""
+    if type_ is None or value is None or isinstance(value, bool):
+        return None
+    kind = kind_of(type_)
+    if kind is not None and kind in values and as_text(value) == values[kind]:
+        return f"CAST({_text_of(kind)} AS {kind})"
+    if isinstance(type_, sa.Text) and isinstance(value, str) and value.startswith("{"):
+        return _array_literal(value, values, cursor)
+    return None
+
+
+def _array_literal(literal: str, values: Mapping[str, str], cursor: Any) -> str | None:
+    """An array literal (``worker.dialects.postgresql_arrays``) rebuilt on the server,
+    each element that is the subject's value read from the session: the same text."""
+    elements: list[tuple[str, str]] = []
+    if "bigint" in values:
+        elements.append((values["bigint"], _text_of("bigint")))
+    if "text" in values:
+        quoted = '"' + values["text"].replace("\\", "\\\\").replace('"', '\\"') + '"'
+        raw = _text_of("text")
+        bs, dq = "chr(92)", "chr(34)"
+        escaped = f"replace(replace({raw}, {bs}, {bs} || {bs}), {dq}, {bs} || {dq})"
+        elements.append((quoted, f"{dq} || {escaped} || {dq}"))
+    pattern = "|".join(f"(?<=[{{,]){re.escape(e)}(?=[,}}])" for e, _ in elements)
+    if not pattern:
+        return None
+    sql_of = dict(elements)
+    pieces: list[str] = []
+    start = 0
+    for found in re.finditer(pattern, literal):
+        pieces.append(_quoted(cursor, literal[start : found.start()]))
+        pieces.append(f"({sql_of[found.group(0)]})")
+        start = found.end()
+    if not start:
+        return None
+    pieces.append(_quoted(cursor, literal[start:]))
+    return "(" + " || ".join(pieces) + ")"
+
+
+def _quoted(cursor: Any, text: str) -> str:
+    """``text`` as the driver quotes it on the cursor's connection."""
+    from psycopg2.extensions import encodings  # noqa: PLC0415 - the psycopg2 driver only
+
+    codec = encodings.get(cursor.connection.encoding, "utf-8")
+    return str(cursor.mogrify("%s", (text,)).decode(codec))
