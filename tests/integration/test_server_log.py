@@ -268,7 +268,7 @@ MYSQL_DEFAULTS = {"general_log": "OFF", "slow_query_log": "OFF", "log_bin": "OFF
 @pytest.mark.mysql
 def test_mariadb_logs_no_value_under_its_defaults(mysql: TargetDB, mysql_log: ServerLog) -> None:
     with mysql.engine.connect() as conn:
-        found = dict(
+        found: dict[str, str] = dict(
             conn.execute(
                 sa.text("SHOW GLOBAL VARIABLES WHERE Variable_name IN :names").bindparams(
                     sa.bindparam("names", expanding=True)
