@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ CREATE INDEX order_lines_order ON order_lines(order_id);
 CREATE INDEX reviews_tenant ON reviews(tenant_id);
 CREATE INDEX reviews_order ON reviews(order_id);
 """
+#: The session settings where an erasure puts values.
+SETTINGS = (
+    "eraser.subject_text",
+    "eraser.subject_bigint",
+    "eraser.loop",
+    "eraser.loop_last",
+    "eraser.loop_gave",
+)
 #: A trigger that refuses to remove an order (a service's own rule).
 REFUSING_TRIGGER = """
 CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -204,6 +213,15 @@ def _scenarios(
         )
     report = _erase(db, subject, **loop)
     assert report.verified
+    # No pooled session holds a value any more (every one of them, checked out at once).
+    pooled = db.engine.pool.checkedin()  # type: ignore[attr-defined]
+    assert pooled
+    with ExitStack() as stack:
+        for conn in [stack.enter_context(db.engine.connect()) for _ in range(pooled)]:
+            held = conn.execute(
+                sa.select(*(sa.func.current_setting(name, True) for name in SETTINGS))
+            ).one()
+            assert set(held) <= {None, ""}, held
     return [r.gave_back for r in calls.runs]
 
 
