@@ -132,14 +132,14 @@ def bind(conn: Connection, values: Iterable[tuple[sa.types.TypeEngine[Any], Any]
         return
     stmt = sa.select(*(sa.func.set_config(n, v, False) for n, v in settings.items()))
     hold(conn, settings)
+    if conn.in_transaction():
+        conn.execute(stmt)
+    else:
+        with conn.begin():
+            conn.execute(stmt)
     conn.info[_VALUES] = {
         n.removeprefix(setting_of("")): v[1:] for n, v in settings.items() if v != "-"
     }
-    if conn.in_transaction():
-        conn.execute(stmt)
-        return
-    with conn.begin():
-        conn.execute(stmt)
 
 
 def hold(conn: Connection, names: Iterable[str]) -> None:
