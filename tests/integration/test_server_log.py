@@ -29,11 +29,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from tests.conftest import PG_ADMIN_URL, REQUIRE, TargetDB
 from tests.integration.test_server_loop import Calls
 from worker.catalog.reflection import reflect
 from worker.database import create_engine
+from worker.dialects import dialect_of
+from worker.dialects.postgresql_arrays import pg_array
 from worker.execution import server_batches
 from worker.execution.erasure import erase
 from worker.execution.options import ExecutionOptions, Progress
@@ -317,3 +320,39 @@ def test_mariadb_logs_no_value_under_its_defaults(mysql: TargetDB, mysql_log: Se
     mysql.run("DROP TRIGGER refuse")
     assert _erase(mysql, TEXT_SUBJECT, batch_size=2).verified
     assert mysql_log.written().count(MARK) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("subject", "type_", "others"),
+    [
+        # Text keys: elements that need quoting around the subject's.
+        (TEXT_SUBJECT, sa.Text(), ["a,b", 'q"uote', "back\\slash", "{}", None, "NULL", ""]),
+        # Integer keys.
+        (INT_SUBJECT, sa.BigInteger(), [1, -5, 10**12, None, INT_SUBJECT + 1]),
+    ],
+)
+def test_keys_equal_to_the_subject_go_out_of_the_statement_text(
+    pg: TargetDB, subject: Any, type_: sa.types.TypeEngine[Any], others: list[Any]
+) -> None:
+    """A key array (``pg_array``) and a keyset bound (a literal) holding the subject's
+    value, on a session given the value: the server reads the same values, and the
+    text the driver sent holds no trace of it."""
+    values = [*others, subject, *others, subject]
+    sent: list[bytes] = []
+
+    def record(_conn: Any, cursor: Any, *_rest: Any) -> None:
+        sent.append(bytes(cursor.query or b""))
+
+    event.listen(pg.engine, "after_cursor_execute", record)
+    try:
+        with pg.engine.connect() as conn:
+            dialect_of(conn).bind_subject(conn, [(type_, subject)])
+            sent.clear()
+            row = conn.execute(sa.select(pg_array(values, type_), sa.literal(subject, type_))).one()
+    finally:
+        event.remove(pg.engine, "after_cursor_execute", record)
+    assert list(row) == [values, subject]
+    mark = MARK if subject == TEXT_SUBJECT else str(subject)
+    assert len(sent) == 1
+    assert mark.encode() not in sent[0]
