@@ -13,6 +13,9 @@ The log is ``ERASER_TEST_PG_LOG`` (default: where Debian's ``pg_ctlcluster`` wri
 PostgreSQL 15's). With ``ERASER_REQUIRE_SERVICES=1`` a missing or unreadable log
 fails the test; otherwise it skips.
 
+Key arrays and keyset bounds equal to the subject's value (a table keyed by it) reach
+the server as reads of its session setting: the same values, no trace in the text.
+
 MariaDB logs no statement text under its defaults (no general log, no slow log, an
 error log without statements): an erasure that fails and one that succeeds there
 leave no value in its error log (``ERASER_TEST_MYSQL_LOG``) either.
