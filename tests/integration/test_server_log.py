@@ -40,6 +40,7 @@ from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.dialects import dialect_of
 from worker.dialects.postgresql_arrays import pg_array
+from worker.dialects.postgresql_session import SubjectNotBound
 from worker.execution import server_batches
 from worker.execution.erasure import erase
 from worker.execution.options import ExecutionOptions, Progress
@@ -359,3 +360,24 @@ def test_keys_equal_to_the_subject_go_out_of_the_statement_text(
     mark = MARK if subject == TEXT_SUBJECT else str(subject)
     assert len(sent) == 1
     assert mark.encode() not in sent[0]
+
+
+@pytest.mark.postgres
+def test_a_session_not_given_the_subject_refuses_a_statement_that_reads_it(pg: TargetDB) -> None:
+    """A cleared setting reads as an empty text, which must never be taken for the
+    subject: such a statement is refused before it is sent, also on a pooled
+    connection whose erasure has ended."""
+    pg.run("CREATE TABLE notes (tenant_id text)", "INSERT INTO notes VALUES ('')")
+    notes = sa.Table("notes", sa.MetaData(), sa.Column("tenant_id", sa.Text()))
+    reads = sa.select(sa.func.count()).where(
+        notes.c.tenant_id == dialect_of(pg.engine).session_value(sa.Text())
+    )
+    with pg.engine.connect() as conn:
+        with pytest.raises(SubjectNotBound):
+            conn.execute(reads)
+        conn.rollback()
+        dialect_of(conn).bind_subject(conn, [(sa.Text(), TEXT_SUBJECT)])
+        assert conn.execute(reads).scalar_one() == 0
+    with pg.engine.connect() as conn:  # the same pooled connection, cleared
+        with pytest.raises(SubjectNotBound):
+            conn.execute(reads)

@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from worker.database import driver_error
 from worker.dialects.postgresql_arrays import addressed_by, row_address
-from worker.dialects.postgresql_session import hold
+from worker.dialects.postgresql_session import check_bound, hold
 
 #: Why the loop gave a batch back to the client: a reference it may not clear (another
 #: subject's row, or a probe that found one), or a transaction budget exceeded. The
@@ -432,6 +432,7 @@ class ServerLoop:
         error: sa.exc.StatementError | None = None
         was = dbapi.autocommit
         cursor = dbapi.cursor()
+        check_bound(conn.info, sql)
         hold(conn, (_STATE, _LONGEST, _GAVE, _LAST))
         try:
             dbapi.autocommit = True
