@@ -221,8 +221,13 @@ def _scenarios(
         conn.execute(
             sa.text("INSERT INTO order_lines SELECT 1000 + i, 100 FROM generate_series(1, 40) i")
         )
+    before = len(calls.runs)
+    quiet = ServerLog(LOG)
     report = _erase(db, subject, **loop)
     assert report.verified
+    # The batches given back by this erasure that succeeded left no error in the log.
+    assert OVERFLOW in [r.gave_back for r in calls.runs[before:]]
+    assert _errors_of(quiet.written(), str(db.engine.url.database)) == []
     # No pooled session holds a value any more (every one of them, checked out at once).
     pooled = db.engine.pool.checkedin()  # type: ignore[attr-defined]
     assert pooled
