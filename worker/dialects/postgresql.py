@@ -98,6 +98,10 @@ class PostgreSQL(Dialect):
         return {"application_name": "eraser", "connect_timeout": 10}
 
     def configure(self, engine: Engine) -> None:
+        # Whatever the driver: no subject's value stays in a pooled session, and none is
+        # read from a session not given it (``postgresql_session``).
+        event.listen(engine, "before_cursor_execute", postgresql_session.out_of_text, retval=True)
+        event.listen(engine, "reset", postgresql_session.on_reset)
         if engine.driver != "psycopg2":
             return
         from worker.dialects import postgresql_infinity  # noqa: PLC0415 - needs psycopg2
@@ -115,15 +119,6 @@ class PostgreSQL(Dialect):
             finally:
                 cursor.close()
             dbapi_connection.commit()
-
-        event.listen(engine, "before_cursor_execute", postgresql_session.out_of_text, retval=True)
-
-        @event.listens_for(engine, "reset")
-        def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
-            # No value of a subject stays in a pooled session (a connection that cannot
-            # be cleared is discarded by its pool).
-            if not state.terminate_only and record is not None:
-                postgresql_session.forget(dbapi_connection, record.info)
 
     # --- catalog reading --------------------------------------------------------------
 

@@ -166,6 +166,13 @@ def hold(conn: Connection, names: Iterable[str]) -> None:
     held.update(names)
 
 
+def on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+    """(A pool ``reset`` hook.) A connection going back to its pool forgets the values
+    its session holds; one that cannot is discarded by its pool."""
+    if not state.terminate_only and record is not None:
+        forget(dbapi_connection, record.info)
+
+
 def forget(dbapi_connection: Any, info: dict[Any, Any]) -> None:
     """Clear the settings a connection's session holds values in (a connection going
     back to its pool); raises when the connection cannot (its pool discards it)."""
@@ -203,6 +210,8 @@ def out_of_text(
     compiled = getattr(context, "compiled", None)
     if not values or executemany or not isinstance(parameters, dict) or compiled is None:
         return statement, parameters
+    if conn.dialect.driver != "psycopg2":
+        return statement, parameters  # (psycopg binds parameters apart from the text)
     from psycopg2.extensions import AsIs  # noqa: PLC0415 - the psycopg2 driver only
 
     types = _bind_types(compiled)
