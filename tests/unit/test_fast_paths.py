@@ -111,7 +111,11 @@ def test_a_kept_plan_does_not_hide_rows_after_the_schema_changed(
     assert kept is not None
     with _statements(target.engine) as statements:
         assert _nothing_here(target, registry, plans)  # the kept plan serves again...
-    assert len(statements) == 1  # ...checked against the schema's version in one read
+    reads = [s for s in statements if not s.startswith("SELECT set_config(")]
+    assert len(reads) == 1  # ...checked against the schema's version in one read
+    # (On PostgreSQL the subject's value goes first, in a statement of its own that keeps
+    # it out of the read's text: docs/privacy.md, "The target databases' logs".)
+    assert len(statements) - len(reads) == (1 if target.backend == "postgresql" else 0)
     assert plans.peek("shop", "tenant") == kept
 
     target.run(*CHANGES[change])

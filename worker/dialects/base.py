@@ -223,6 +223,17 @@ class Dialect:
 
     # --- sessions and batches ---------------------------------------------------------
 
+    def session_value(self, type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any] | None:
+        """The subject's value for a column of ``type_`` as statements read it from
+        their session (``bind_subject``), or None: it goes in a parameter."""
+        return None
+
+    def bind_subject(
+        self, conn: Connection, values: Iterable[tuple[sa.types.TypeEngine[Any], Any]]
+    ) -> None:
+        """Give ``conn``'s session the subject's value for each column type, for the
+        statements built with ``session_value``."""
+
     def session_setup(self, conn: Connection, lock_timeout_ms: int) -> None:
         """Once per erasure connection."""
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.catalog.model import TableInfo, Trigger
+from worker.dialects import postgresql_session
 from worker.dialects.base import (
     Dialect,
     ErrorClass,
@@ -98,6 +99,10 @@ class PostgreSQL(Dialect):
         return {"application_name": "eraser", "connect_timeout": 10}
 
     def configure(self, engine: Engine) -> None:
+        # Whatever the driver: no subject's value stays in a pooled session, and none is
+        # read from a session not given it (``postgresql_session``).
+        event.listen(engine, "before_cursor_execute", postgresql_session.out_of_text, retval=True)
+        event.listen(engine, "reset", postgresql_session.on_reset)
         if engine.driver != "psycopg2":
             return
         from worker.dialects import postgresql_infinity  # noqa: PLC0415 - needs psycopg2
@@ -203,6 +208,16 @@ class PostgreSQL(Dialect):
         return sa.and_(match, exact == sa.cast(value, sa.Text()).collate("C"))
 
     # --- sessions and batches ---------------------------------------------------------
+
+    def session_value(self, type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any] | None:
+        """Integers, exact text types, uuid, numeric and bytea: out of the statement's
+        text (``postgresql_session``); other types go in parameters."""
+        return postgresql_session.session_value(type_)
+
+    def bind_subject(
+        self, conn: Connection, values: Iterable[tuple[sa.types.TypeEngine[Any], Any]]
+    ) -> None:
+        postgresql_session.bind(conn, values)
 
     def session_setup(self, conn: Connection, lock_timeout_ms: int) -> None:
         """An erasure's counts and verification run without parallel workers:

@@ -87,6 +87,7 @@ class BatchEraser:
             ctx.dialect.erasure_session(held, ctx.opts.lock_timeout_ms),
         ):
             try:
+                ctx.dialect.bind_subject(held, ctx.preds.session_values())
                 ctx.conn = held
                 with self.tx.transaction():
                     target = ctx.table(table)

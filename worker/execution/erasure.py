@@ -44,6 +44,7 @@ def dry_run(
     outcomes: list[TableOutcome] = []
     with engine.connect() as conn, conn.begin():
         dialect.begin_read_only(conn)
+        dialect.bind_subject(conn, preds.session_values())
         try:
             with deep_statements():
                 preds = deep_enough(conn, plan, preds)
@@ -107,6 +108,7 @@ def erase(
             if refusal is not None:
                 raise ReferenceChecksUnavailable(refusal)
         walker = Walker(conn, plan, subject, opts, progress, started)
+        dialect.bind_subject(conn, walker.preds.session_values())
         if walker.verify() == 0:
             # Nothing of the subject here (common: most services hold nothing of a
             # given subject): one read transaction, no lock, no walk.

@@ -28,10 +28,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from worker.database import driver_error
 from worker.dialects.postgresql_arrays import addressed_by, row_address
+from worker.dialects.postgresql_session import check_bound, hold
 
-#: SQLSTATEs the loop raises to give a batch back to the client: a reference it may not
-#: clear (another subject's row, or a probe that found one), or a transaction budget
-#: exceeded. The batch is rolled back; those before it stay committed.
+#: Why the loop gave a batch back to the client: a reference it may not clear (another
+#: subject's row, or a probe that found one), or a transaction budget exceeded. The
+#: batch is rolled back, those before it stay committed, and the call ends normally
+#: with the code in its session (an error would have the server log the call's text).
 REFERENCED = "ERAS1"
 OVERFLOW = "ERAS2"
 #: PostgreSQL 11 runs ``COMMIT`` inside a ``DO`` block.
@@ -44,10 +46,16 @@ _TOLD = "eraser: batch"
 #: backend before its outcome is read.
 _SETTLE_SECONDS = 5.0
 _LONGEST = "eraser.loop_longest"
+#: Session setting where a call leaves the batch it gave back: call, code, detail.
+_GAVE = "eraser.loop_gave"
+#: Session setting a call starts its keyset after ('=' and the key), set beforehand in
+#: a statement of its own: a key may be the subject's value (a table keyed by it), and
+#: the call's own text stays free of values.
+_LAST = "eraser.loop_last"
 #: What SQLAlchemy leaves for the driver in a statement's text: an escaped percent
 #: sign, a named parameter, a list expanded when it is run.
 _PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s|__\[POSTCOMPILE_([^\]]+)\]")
-#: How errors name a call of the loop (its text holds the subject's value).
+#: How errors name a call of the loop.
 _STATEMENT = "DO (server-side batches)"
 #: Prefix of the loop's variables; a column named like one would be ambiguous.
 PREFIX = "eraser_"
@@ -362,18 +370,25 @@ class ServerLoop:
         return "\n".join(lines)
 
     def _give_back(self, code: str) -> str:
+        """Roll the batch back, leave why in the session and end the call (no error:
+        a failed statement's text goes to the server's log)."""
         p = PREFIX
         detail = "''"
         if code == OVERFLOW:
             tallies = f"array_to_string({p}s, ',')" if self._tops else "''"
             detail = f"{p}g0_n || ' ' || {p}rows || ' ' || {tallies}"
-        return f"RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = 'eraser: ' || {detail};"
+        return (
+            f"ROLLBACK; PERFORM set_config('{_GAVE}', {p}call || ' {code} ' || {detail}, false);"
+            " EXIT;"
+        )
 
     def block(self, call: str, n: int, last: Any, seconds: float) -> str:
-        """The ``DO`` statement of one call."""
+        """The ``DO`` statement of one call; it starts after ``last`` (None: from the
+        start), which ``run`` puts in the session first."""
         p = PREFIX
-        key = self.spec.root.table.c[self.spec.key]
-        start = "NULL" if last is None else self._sql(sa.literal(last, key.type))
+        start = "NULL"
+        if last is not None:
+            start = f"CAST(substr(current_setting('{_LAST}'), 2) AS {self.key_type})"
         declare = [
             f"{p}call text := '{call}';",
             f"{p}n integer := {int(n)};",
@@ -417,24 +432,24 @@ class ServerLoop:
         error: sa.exc.StatementError | None = None
         was = dbapi.autocommit
         cursor = dbapi.cursor()
+        check_bound(conn.info, sql)
+        hold(conn, (_STATE, _LONGEST, _GAVE, _LAST))
         try:
             dbapi.autocommit = True
             try:
+                if last is not None:
+                    # (A statement of its own, which cannot fail on the value it holds.)
+                    cursor.execute("SELECT set_config(%s, %s, false)", (_LAST, f"={last}"))
                 cursor.execute(sql)
             except conn.dialect.loaded_dbapi.Error as exc:
-                code = getattr(exc, "pgcode", None)
-                if code in (REFERENCED, OVERFLOW):
-                    run.gave_back = code
-                    if code == OVERFLOW:
-                        self._overflow(run, exc)
-                else:
-                    error = driver_error(conn, exc, cursor, _STATEMENT)
-                    if error.connection_invalidated:
-                        self._read_notices(run, call, list(dbapi.notices), conn.engine)
-                        return run, error
+                error = driver_error(conn, exc, cursor, _STATEMENT)
+                if error.connection_invalidated:
+                    self._read_notices(run, call, list(dbapi.notices), conn.engine)
+                    return run, error
             try:
                 cursor.execute(
-                    f"SELECT current_setting('{_STATE}', true), current_setting('{_LONGEST}', true)"
+                    f"SELECT current_setting('{_STATE}', true),"
+                    f" current_setting('{_LONGEST}', true), current_setting('{_GAVE}', true)"
                 )
                 row = cursor.fetchone()
             except conn.dialect.loaded_dbapi.Error as exc:
@@ -443,16 +458,21 @@ class ServerLoop:
             cursor.close()
             if not conn.invalidated:
                 dbapi.autocommit = was
-        state, longest = row if row else ("", "")
+        state, longest, gave = row if row else ("", "", "")
         self._read_state(run, call, state or "", longest or "")
+        if error is None:
+            self._read_gave_back(run, call, gave or "")
         return run, error
 
-    def _overflow(self, run: LoopRun, exc: Exception) -> None:
-        diag = getattr(exc, "diag", None)
-        message = str(getattr(diag, "message_primary", "") or "")
-        parts = message.removeprefix("eraser: ").split(" ")
-        run.top, run.rows = int(parts[0]), int(parts[1])
-        run.swept = [int(x) for x in parts[2].split(",") if x] if len(parts) > 2 else []
+    def _read_gave_back(self, run: LoopRun, call: str, gave: str) -> None:
+        """The batch this call gave back, if any: ``call code [top rows swept]``."""
+        parts = gave.split(" ")
+        if len(parts) < 2 or parts[0] != call or parts[1] not in (REFERENCED, OVERFLOW):
+            return
+        run.gave_back = parts[1]
+        if run.gave_back == OVERFLOW:
+            run.top, run.rows = int(parts[2]), int(parts[3])
+            run.swept = [int(x) for x in parts[4].split(",") if x] if len(parts) > 4 else []
 
     def _read_notices(
         self, run: LoopRun, call: str, notices: Sequence[str], engine: sa.Engine

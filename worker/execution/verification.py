@@ -55,6 +55,7 @@ class NothingCheck:
         value: Any = None
         with engine.connect() as plain:
             conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            self.plan.dialect.bind_subject(conn, self.preds.session_values(subject))
             for i, statement in enumerate(self.statements):
                 if self.prepared is not None:
                     row = tuple(self.prepared[i].run(conn, params).one())

@@ -61,10 +61,30 @@ class Predicates:
             values[name] = sendable(subject, col.type, f"{table}.{column}")
         return values
 
+    def session_values(self, subject: object = None) -> list[tuple[Any, Any]]:
+        """(type, value) of every subject column, for ``Dialect.bind_subject``: this
+        erasure's subject, or (parametric) ``subject``."""
+        values = []
+        for table, columns in sorted(self.plan.anchors.items()):
+            for column in columns:
+                col = self.plan.info(table).columns[column]
+                if self.parametric:
+                    value = sendable(subject, col.type, f"{table}.{column}")
+                else:
+                    value = self.subject_value(table, column)
+                values.append((col.type, value))
+        return values
+
     def _subject_param(self, table: TableName, col: str, type_: Any) -> ColumnElement[Any]:
+        # Where the database reads the value from the session, it stays out of the
+        # statement's text (which a server logs when the statement fails).
+        held = self.plan.dialect.session_value(type_)
         if not self.parametric:
-            return sa.literal(self.subject_value(table, col), type_)
+            value = self.subject_value(table, col)
+            return sa.literal(value, type_) if held is None or value is None else held
         name = self._params.setdefault((table, col), f"eraser_subject_{len(self._params)}")
+        if held is not None:
+            return held
         if isinstance(type_, sa.Integer) and not isinstance(type_, sa.Enum):
             # A parameter typed like a narrow column would fail on a wider value (a
             # subject kind held as int here and bigint elsewhere): compare as bigint.
