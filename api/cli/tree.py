@@ -36,8 +36,25 @@ def _count(rows: int | None) -> Text:
     return Text.assemble("  ", (f"{rows:,}", "bold"), " row" if rows == 1 else " rows")
 
 
-def _label(node: PlanNode) -> Text:
-    """One node's line (the tree's shape is ``api.plan_tree``'s, shared with the console)."""
+def _cleared_label(node: PlanNode) -> Text:
+    """A node whose rows stay, their reference to the parent cleared or moved."""
+    via = ", ".join(node.via)
+    why = (
+        "  (ON DELETE SET NULL: the rows stay)"
+        if node.kind is NodeKind.NULLIFY
+        else f"  (policy: {node.detail}; the rows stay)"
+    )
+    return Text.assemble(
+        (node.table, "bold"),
+        _count(node.rows),
+        (f"  {node.action} ", ACTION_STYLE[node.action]),
+        (via, "cyan"),
+        (why, "dim"),
+    )
+
+
+def _other_label(node: PlanNode) -> Text | None:
+    """A node that is not one of the plan's own tables, or None."""
     name = (node.table, "bold")
     via = ", ".join(node.via)
     if node.kind is NodeKind.SEEN:
@@ -46,22 +63,8 @@ def _label(node: PlanNode) -> Text:
         return Text.assemble(
             name, ("  keep", ACTION_STYLE["keep"]), (f"  (policy; references it via {via})", "dim")
         )
-    if node.kind is NodeKind.NULLIFY:
-        return Text.assemble(
-            name,
-            _count(node.rows),
-            ("  nullify ", ACTION_STYLE["nullify"]),
-            (via, "cyan"),
-            ("  (ON DELETE SET NULL: the rows stay)", "dim"),
-        )
-    if node.kind is NodeKind.REASSIGN:
-        return Text.assemble(
-            name,
-            _count(node.rows),
-            ("  reassign ", ACTION_STYLE["reassign"]),
-            (via, "cyan"),
-            (f"  (policy: {node.detail}; the rows stay)", "dim"),
-        )
+    if node.kind in (NodeKind.NULLIFY, NodeKind.REASSIGN):
+        return _cleared_label(node)
     if node.kind is NodeKind.SET_DEFAULT:
         return Text.assemble(
             name, (f"  {via} reset by the database (ON DELETE SET DEFAULT)", "dim")
@@ -76,15 +79,23 @@ def _label(node: PlanNode) -> Text:
                 "dim",
             ),
         )
+    return None
+
+
+def _label(node: PlanNode) -> Text:
+    """One node's line (the tree's shape is ``api.plan_tree``'s, shared with the console)."""
+    other = _other_label(node)
+    if other is not None:
+        return other
     label = _WORDS.get(node.action, node.action)
     if node.detail:
         label += " " + node.detail
-    text = Text.assemble(name, _count(node.rows), "  ")
+    text = Text.assemble((node.table, "bold"), _count(node.rows), "  ")
     text.append(label, style=ACTION_STYLE.get(node.action, "bold"))
     if node.anchor:
         text.append(f"  {_ANCHOR} {', '.join(node.anchor)} = subject", style="blue")
     elif node.via:
-        text.append(f"  via {via}", style="dim")
+        text.append(f"  via {', '.join(node.via)}", style="dim")
     if node.cycle is not None:
         text.append_text(_cycle_mark(node.cycle))
     return text

@@ -25,8 +25,8 @@ from worker.execution.context import WalkContext
 from worker.execution.cycles import CycleBreaker
 from worker.execution.keys import Frame, Row
 from worker.execution.options import ExecutionOptions, ProgressCallback
-from worker.execution.preflight import deep_statements
 from worker.execution.partitions import PartitionErasure
+from worker.execution.preflight import deep_statements
 from worker.execution.reference_clearing import ReferenceClearing
 from worker.execution.removal import BatchRemoval
 from worker.execution.server_batches import ServerBatches
