@@ -191,6 +191,16 @@ class PostgreSQL(Dialect):
         if len(columns) == 1:
             col = columns[0]
             return col == sa.any_(pg_array([v[0] for v in values], col.type))
+        varying = _varying_columns(values)
+        if values and varying is not None and len(varying) == 1:
+            # A composite key whose other columns hold one value in this batch (a
+            # table partitioned by tenant, keyed (tenant_id, id)): ``tenant_id = t AND
+            # id = ANY(array)``. A list of row values costs the planner about 0.4 ms a
+            # key on a partitioned table; this form does not grow with the batch.
+            (i,) = varying
+            base = super()
+            fixed = [base.key_in([c], [(values[0][j],)]) for j, c in enumerate(columns) if j != i]
+            return sa.and_(*fixed, self.key_in([columns[i]], [(v[i],) for v in values]))
         return super().key_in(columns, values)
 
     def exact_match(
@@ -548,3 +558,14 @@ def _validated(conn: Connection, schema: str) -> dict[tuple[str, str], bool]:
         {"schema": schema},
     )
     return {(r[0], r[1]): bool(r[2]) for r in rows}
+
+
+def _varying_columns(values: Sequence[tuple[Any, ...]]) -> list[int] | None:
+    """The positions whose value differs between the tuples of ``values`` (None when a
+    value cannot be compared so: unhashable)."""
+    if not values:
+        return []
+    try:
+        return [i for i in range(len(values[0])) if len({v[i] for v in values}) > 1]
+    except TypeError:
+        return None
