@@ -50,7 +50,9 @@ from tasks.quick_path import try_nothing_here
 from tasks.recording import faulted, sliced, succeeded, superseded
 from tasks.resources import resources
 from tasks.retry_policy import SUBJECT_LOCK_WAIT_SECONDS, backoff
+from tasks.settlement import forget_task, ledger_task, settle_others, try_settle_others
 from worker.app import app
+from worker.execution.ledger import Ledger
 from worker.execution.options import SliceEnded
 from worker.faults import Fault, FaultKind, classify
 from worker.service import PlanCache, run_service
@@ -158,7 +160,8 @@ def execute_task(
         quick = try_nothing_here(store, registry, job_id, service, delivery, engine_for, plans)
         if quick is not None:
             return quick
-    lease = claim(store, settings, job_id, service, delivery)
+    keeps_ledger = settings.ledger == "auto" and isinstance(registry.services[service], Service)
+    lease = claim(store, settings, job_id, service, delivery, ledger=keeps_ledger)
     if isinstance(lease, Outcome):
         return lease
     value = _subject_value(store, lease)
@@ -173,8 +176,38 @@ def execute_task(
     report = ran
     unverified = _unverified(lease, report)
     if unverified is not None:
-        return faulted(store, settings, lease, job_id, service, unverified, None, report.tables)
-    return succeeded(store, lease, job_id, service, report)
+        tables, seq = report.tables, beat.ledger_seq()
+        return faulted(store, settings, lease, job_id, service, unverified, None, tables, seq)
+    return _succeeded(store, settings, lease, job_id, service, report, engine_for, beat)
+
+
+def _succeeded(
+    store: JobStore,
+    settings: Settings,
+    lease: Lease,
+    job_id: str,
+    service: str,
+    report: ErasureReport,
+    engine_for: Callable[[str], sa.Engine],
+    beat: Heartbeat,
+) -> Outcome:
+    """Record success, once the counts of earlier executions are settled from the
+    target's ledger (a target that cannot be read now is a transient fault: success
+    is recorded only with every count in)."""
+    seq = beat.ledger_seq()
+    engine = engine_for(service) if seq is not None else None
+    if engine is not None:
+        task = ledger_task(job_id, service)
+        try:
+            if not settle_others(store, engine, lease, task):
+                return superseded(job_id, service)
+        except Exception as exc:
+            fault = classify(exc)
+            return faulted(store, settings, lease, job_id, service, fault, exc, report.tables, seq)
+    outcome = succeeded(store, lease, job_id, service, report, seq)
+    if engine is not None and outcome.finished:
+        forget_task(engine, ledger_task(job_id, service))
+    return outcome
 
 
 def _attempt(
@@ -196,7 +229,8 @@ def _attempt(
     except LeaseLost:
         return superseded(job_id, service)
     except SliceEnded as ended:
-        return sliced(store, lease, job_id, service, ended.tables)
+        _settle_on_the_way(store, registry, lease, job_id, service, engine_for, beat)
+        return sliced(store, lease, job_id, service, ended.tables, beat.ledger_seq())
     except MissingDatabaseUrl as exc:
         fault = Fault(FaultKind.PERMANENT, "MissingDatabaseUrl", str(exc))
         return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
@@ -204,7 +238,29 @@ def _attempt(
         fault = classify(exc)
         if fault.description.startswith("internal error"):
             log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
-        return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
+        _settle_on_the_way(store, registry, lease, job_id, service, engine_for, beat)
+        tables, seq = beat.tables(), beat.ledger_seq()
+        return faulted(store, settings, lease, job_id, service, fault, exc, tables, seq)
+
+
+def _settle_on_the_way(
+    store: JobStore,
+    registry: Registry,
+    lease: Lease,
+    job_id: str,
+    service: str,
+    engine_for: Callable[[str], sa.Engine],
+    beat: Heartbeat,
+) -> None:
+    """Settle earlier executions' counts when an execution ends before success (a
+    slice, a fault), if the target answers: a task failed for good keeps them too."""
+    if beat.ledger_seq() is None or not isinstance(registry.services[service], Service):
+        return
+    try:
+        engine = engine_for(service)
+    except Exception:
+        return
+    try_settle_others(store, engine, lease, ledger_task(job_id, service))
 
 
 def _unverified(lease: Lease, report: ErasureReport) -> Fault | None:
@@ -249,6 +305,14 @@ def _erase(
         return _erase_store(job_id, service, definition, lease.dry_run, value, beat)
     columns = registry.subject_columns(service, lease.subject_kind)
     engine = engine_for(service)
+    ledger = None
+    if settings.ledger == "auto" and not lease.dry_run:
+        ledger = Ledger(
+            ledger_task(job_id, service),
+            lease.lease_id,
+            on_ready=beat.ledger_ready,
+            still_held=beat.check_held,
+        )
     return run_service(
         engine,
         service,
@@ -261,6 +325,7 @@ def _erase(
         plans,
         deadline=time.monotonic() + settings.slice_seconds,
         lock_wait_seconds=SUBJECT_LOCK_WAIT_SECONDS,
+        ledger=ledger,
     )
 
 

@@ -16,6 +16,7 @@ from worker.catalog.version import catalog_version, catalog_version_column
 from worker.dialects import dialect_of
 from worker.exceptions import ReferenceChecksUnavailable
 from worker.execution.erasure import dry_run, erase
+from worker.execution.ledger import Ledger
 from worker.execution.options import ExecutionOptions, ProgressCallback
 from worker.execution.verification import NothingCheck, nothing_to_erase
 from worker.planning.building import build_plan
@@ -155,11 +156,13 @@ def run_service(
     *,
     deadline: float | None = None,
     lock_wait_seconds: float | None = None,
+    ledger: Ledger | None = None,
 ) -> ErasureReport:
     """Erase (or, when ``dry``, count) one subject in one service's database. With
     ``plans``, a plan made for an unchanged schema is reused. With ``deadline`` (a
     ``time.monotonic()`` value) the erasure stops at the first batch boundary after it
-    by raising ``SliceEnded``."""
+    by raising ``SliceEnded``. With ``ledger`` (a task's execution) every batch also
+    writes its counts into the target's ledger."""
     if plans is None:
         plan = plan_service(engine, service, subject_columns)
     else:
@@ -173,6 +176,7 @@ def run_service(
         fk_checks=service.fk_checks,
         server_batches=service.server_batches,
         compress_wal=service.compress_wal,
+        ledger=ledger,
     )
     if lock_wait_seconds is not None:
         options = replace(options, subject_lock_wait_seconds=lock_wait_seconds)
