@@ -35,6 +35,7 @@ def claim(
             max_crashes=settings.max_crashes,
             removing=REMOVING,
             ledger=ledger,
+            abandoned=delivery.abandoned_lease,
         )
     if isinstance(claimed, Lease):
         return claimed

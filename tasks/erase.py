@@ -70,15 +70,19 @@ def erase_service(
     service: str,
     dead_letter_id: int | None = None,
     original_task_id: str | None = None,
+    abandoned_lease: str | None = None,
 ) -> dict[str, Any]:
     """Erase one subject from one service. The ``dead_letter_id`` and
-    ``original_task_id`` keywords only appear on dead-letter copies of the message."""
+    ``original_task_id`` keywords only appear on dead-letter copies of the message;
+    ``abandoned_lease`` on a message sent again after the job store failed mid-run
+    (that lease is taken back without counting a crash)."""
     res = resources()
     info = self.request.delivery_info or {}
     delivery = Delivery(
         celery_id=self.request.id,
         redelivered=bool(info.get("redelivered")),
         worker=f"{self.request.hostname} pid {os.getpid()}",
+        abandoned_lease=abandoned_lease,
     )
     try:
         outcome = execute_task(
@@ -95,7 +99,9 @@ def erase_service(
     except Exception as exc:
         # The job store itself failed (the engine's failures are results, not
         # exceptions): nothing could be recorded, so run the message again later,
-        # in the same chord. A lease left behind goes stale and is taken over.
+        # in the same chord. A lease left behind is taken back by that run, without
+        # a crash (the execution ended; its worker did not die).
+        left = exc.lease_id if isinstance(exc, AbandonedLease) else abandoned_lease
         delay = backoff(
             self.request.retries + 1,
             res.settings.retry_backoff_seconds,
@@ -108,7 +114,8 @@ def erase_service(
             type(exc).__name__,
             delay,
         )
-        raise self.retry(countdown=delay, max_retries=None) from None
+        kwargs = {**(self.request.kwargs or {}), "abandoned_lease": left}
+        raise self.retry(countdown=delay, max_retries=None, kwargs=kwargs) from None
     return _act_on(self, res.store, job_id, service, outcome)
 
 
@@ -157,13 +164,47 @@ def execute_task(
     erasure (the failure is the result)."""
     delivery = delivery or Delivery()
     if plans is not None:
-        quick = try_nothing_here(store, registry, job_id, service, delivery, engine_for, plans)
+        timeout = _first_check_ms(registry, settings, service)
+        quick = try_nothing_here(
+            store, registry, job_id, service, delivery, engine_for, plans, timeout
+        )
         if quick is not None:
             return quick
     keeps_ledger = settings.ledger == "auto" and isinstance(registry.services[service], Service)
     lease = claim(store, settings, job_id, service, delivery, ledger=keeps_ledger)
     if isinstance(lease, Outcome):
         return lease
+    try:
+        return _execute(
+            store, registry, settings, job_id, service, lease, engine_for, plans, report_state
+        )
+    except Exception as exc:
+        # Only the job store raises here (the engine's failures are results): the
+        # lease is left behind by an execution that ended, not by a worker that died.
+        raise AbandonedLease(lease.lease_id) from exc
+
+
+class AbandonedLease(Exception):
+    """The job store failed after this execution claimed its task: the next delivery
+    of the message takes the lease back without counting a crash."""
+
+    def __init__(self, lease_id: str) -> None:
+        super().__init__("job store unavailable")
+        self.lease_id = lease_id
+
+
+def _execute(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    job_id: str,
+    service: str,
+    lease: Lease,
+    engine_for: Callable[[str], sa.Engine],
+    plans: PlanCache | None,
+    report_state: Callable[[int], None] | None,
+) -> Outcome:
+    """The claimed execution: erase for one slice and record how it ended."""
     value = _subject_value(store, lease)
     if isinstance(value, Fault):
         return faulted(store, settings, lease, job_id, service, value, None, [])
@@ -208,6 +249,17 @@ def _succeeded(
     if engine is not None and outcome.finished:
         forget_task(engine, ledger_task(job_id, service))
     return outcome
+
+
+def _first_check_ms(registry: Registry, settings: Settings, service: str) -> int | None:
+    """How long each statement of the first check may wait for a lock: the service's
+    lock timeout, at most a third of the reaper's grace before it takes a task's
+    message for lost (the check runs before the task is claimed)."""
+    definition = registry.services[service]
+    if not isinstance(definition, Service):
+        return None
+    grace_ms = int(settings.dispatch_grace_seconds * 1000 / 3)
+    return max(1, min(registry.sql_service(service).lock_timeout_ms, grace_ms))
 
 
 def _attempt(

@@ -60,12 +60,14 @@ def claim_task(
     max_crashes: int,
     removing: Collection[TableAction],
     ledger: bool = False,
+    abandoned: str | None = None,
 ) -> Lease | NotClaimed:
     """Take the task's lease for a new execution (``ledger``: it keeps a ledger in
     the target, unless it says otherwise before its first batch). A lease still held by an execution
     whose heartbeat is fresh is left alone, unless this is that execution's own
     message redelivered (its worker was lost): then, as for a stale heartbeat, the
-    old execution counts a crash."""
+    old execution counts a crash. The lease ``abandoned`` (this message's previous
+    execution ended when the job store failed) is taken back at once, no crash."""
     # The job's columns come in the same statement (only the task row is locked).
     found = session.execute(
         sa.select(Task, Job.subject_kind, Job.subject_value, Job.dry_run)
@@ -80,6 +82,8 @@ def claim_task(
         # A duplicated or redelivered message: the first outcome stands.
         return NotClaimed(task_result(task))
     now = utcnow()
+    if task.lease_id is not None and task.lease_id == abandoned:
+        lose_lease(session, task, now, "the job store failed during it", removing, crashed=False)
     if task.lease_id is not None:
         age = (now - task.heartbeat_at).total_seconds() if task.heartbeat_at else 1e9
         own_redelivery = redelivered and celery_id == task.celery_id
@@ -120,8 +124,11 @@ def lose_lease(
     now: datetime,
     why: str,
     removing: Collection[TableAction],
+    *,
+    crashed: bool = True,
 ) -> None:
-    """Record that the execution holding ``task`` died, keeping the counts its last
+    """Record that the execution holding ``task`` died (``crashed``: with its worker;
+    otherwise it ended without recording, a retry), keeping the counts its last
     heartbeat carried (its rows are gone: they cannot be counted again)."""
     lost = session.scalar(
         sa.select(Attempt).where(
@@ -129,7 +136,7 @@ def lose_lease(
         )
     )
     if lost is not None:
-        lost.outcome = AttemptOutcome.LOST
+        lost.outcome = AttemptOutcome.LOST if crashed else AttemptOutcome.RETRY
         lost.finished_at = now
         lost.error = why
         tables = as_outcomes(lost.tables or {})
@@ -137,7 +144,8 @@ def lose_lease(
         if lost.ledger_seq is None:
             # No ledger to read back what it committed after its last heartbeat.
             mark_inexact(task)
-    task.crashes += 1
+    if crashed:
+        task.crashes += 1
     task.lease_id = None
 
 

@@ -3,7 +3,8 @@ settings, advisory locks, and SQLSTATE classification."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -212,6 +213,27 @@ class PostgreSQL(Dialect):
 
     def session_reset(self, conn: Connection) -> None:
         reset_session(conn, "RESET max_parallel_workers_per_gather")
+
+    @contextmanager
+    def bounded_reads(self, conn: Connection, timeout_ms: int | None) -> Iterator[None]:
+        """``lock_timeout`` and ``statement_timeout`` for the block, then back to the
+        session's defaults."""
+        if timeout_ms is None:
+            yield
+            return
+        bound = f"{int(timeout_ms)}ms"
+        conn.execute(
+            sa.select(
+                sa.func.set_config("lock_timeout", bound, False),
+                sa.func.set_config("statement_timeout", bound, False),
+            )
+        )
+        try:
+            yield
+        finally:
+            if not conn.invalidated:
+                conn.exec_driver_sql("RESET lock_timeout")
+                conn.exec_driver_sql("RESET statement_timeout")
 
     def begin_batch(
         self,

@@ -112,3 +112,30 @@ def test_a_crash_with_a_ledger_keeps_the_counts_exact(store: JobStore) -> None:
     _claim(store, job_id, "m-2", ledger=True)
 
     assert task_of(store, job_id).counts_exact
+
+
+def test_a_lease_abandoned_when_the_job_store_failed_is_no_crash(store: JobStore) -> None:
+    job_id = new_job(store)
+    first = _claim(store, job_id, "m-1", ledger=True)
+    with store.transaction() as session:
+        # The same message, sent again after its execution could not record (the
+        # lease is still fresh: no waiting for it to go stale either).
+        second = claim_task(
+            session,
+            job_id,
+            "shop",
+            celery_id="m-1",
+            redelivered=False,
+            worker="w-1",
+            stale_after_seconds=STALE_AFTER,
+            max_crashes=1,
+            removing=REMOVING,
+            ledger=True,
+            abandoned=first.lease_id,
+        )
+    assert isinstance(second, Lease)
+    task = task_of(store, job_id)
+    assert (task.crashes, task.lease_id) == (0, second.lease_id)
+    with store.transaction() as session:
+        attempt = session.query(Attempt).filter_by(lease_id=first.lease_id).one()
+        assert attempt.outcome == "retry"

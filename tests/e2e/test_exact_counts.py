@@ -1,0 +1,252 @@
+"""Exact counts through ``kill -9`` (issue 19): a real worker erases a tenant of over
+300,000 rows in batches of 100 from PostgreSQL (the server-side loop) and from
+MariaDB (batches sent from the client) and is killed at random moments, its whole
+process group or only the pool process running the task, then started again. The
+job record and the signed certificate must give each table's loss exactly.
+
+``ERASER_KILL_ROWS`` (rows per tenant, default 301,000) and ``ERASER_KILL_POINTS``
+(kills in all, half on each database, default 10) make it bigger on purpose; the
+kill points and the exact-count rate are printed (``pytest -s``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from models.messages import JobView
+from tests.conftest import TargetDB
+from tests.e2e.rig import ROOT, Rig, build_rig
+from tests.redis_dbs import need_redis
+
+pytestmark = pytest.mark.slow
+
+ROWS = int(os.environ.get("ERASER_KILL_ROWS", "301000"))
+POINTS = int(os.environ.get("ERASER_KILL_POINTS", "10"))
+#: Orders per account: a tenant has ROWS // 301 accounts and 300 orders each.
+PER_ACCOUNT = 300
+
+
+@dataclass
+class KillPoint:
+    service: str
+    how: str
+    #: Seconds since the job was submitted.
+    at: float
+    #: The subject's orders still in the database just before the kill.
+    left: int
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    need_redis()
+    gen = build_rig(
+        tmp_path_factory.mktemp("counts"),
+        tenants=1,
+        accounts=1,
+        projects=1,
+        items=5,
+        big_batch=100,
+        # Every kill of the whole worker counts a crash: none may dead-letter the task.
+        extra_env={"ERASER_MAX_CRASHES": "100", "ERASER_MAX_RETRIES": "20"},
+    )
+    rig = next(gen)
+    registry = ROOT / rig.env["ERASER_CONFIG"]
+    text = registry.read_text(encoding="utf-8")
+    registry.write_text(
+        text.replace(
+            'url_env = "RIG_SMALL_URL"\n', 'url_env = "RIG_SMALL_URL"\nbatch_size = 100\n'
+        ),
+        encoding="utf-8",
+    )
+    _tables(rig)
+    rig.start_worker()
+    rig.start_beat()
+    try:
+        yield rig
+    finally:
+        gen.close()
+
+
+def _tables(rig: Rig) -> None:
+    rig.big.run(
+        "CREATE TABLE kc_accounts (id int PRIMARY KEY, tenant_key text NOT NULL)",
+        "CREATE INDEX ON kc_accounts (tenant_key)",
+        "CREATE TABLE kc_orders (id bigint PRIMARY KEY,"
+        " account_id int NOT NULL REFERENCES kc_accounts(id), total int)",
+        "CREATE INDEX ON kc_orders (account_id)",
+    )
+    rig.small.run(
+        "CREATE TABLE kc_accounts (id int PRIMARY KEY, tenant_key varchar(40) NOT NULL,"
+        " INDEX (tenant_key))",
+        "CREATE TABLE kc_orders (id bigint PRIMARY KEY, account_id int NOT NULL, total int,"
+        " FOREIGN KEY (account_id) REFERENCES kc_accounts(id))",
+    )
+
+
+def _load(db: TargetDB, tenant: str, first_account: int) -> tuple[int, int]:
+    """A tenant of ``ROWS`` rows: (accounts, orders)."""
+    accounts = max(1, ROWS // (PER_ACCOUNT + 1))
+    last = first_account + accounts - 1
+    base = first_account * PER_ACCOUNT
+    if db.backend == "postgresql":
+        db.run(
+            f"INSERT INTO kc_accounts SELECT a, '{tenant}'"
+            f" FROM generate_series({first_account}, {last}) a",
+            f"INSERT INTO kc_orders SELECT {base} + (a - {first_account}) * {PER_ACCOUNT} + o, a, o"
+            f" FROM generate_series({first_account}, {last}) a,"
+            f" generate_series(0, {PER_ACCOUNT - 1}) o",
+            "ANALYZE kc_accounts",
+            "ANALYZE kc_orders",
+        )
+    else:
+        db.run(
+            f"INSERT INTO kc_accounts SELECT seq, '{tenant}' FROM seq_{first_account}_to_{last}",
+            f"INSERT INTO kc_orders SELECT {base} + (a.seq - {first_account}) * {PER_ACCOUNT}"
+            f" + o.seq, a.seq, o.seq FROM seq_{first_account}_to_{last} a,"
+            f" seq_0_to_{PER_ACCOUNT - 1} o",
+            "ANALYZE TABLE kc_accounts, kc_orders",
+        )
+    return accounts, accounts * PER_ACCOUNT
+
+
+def _orders_left(db: TargetDB, tenant: str) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM kc_orders o JOIN kc_accounts a ON a.id = o.account_id"
+                    " WHERE a.tenant_key = :t"
+                ),
+                {"t": tenant},
+            ).scalar_one()
+        )
+
+
+def _running(rig: Rig, job: str, service: str) -> list[Any]:
+    return [a for a in rig.attempts(job, service) if a.outcome == "running"]
+
+
+def _finished(rig: Rig, job: str) -> bool:
+    return rig.view(job).status in ("succeeded", "partially_failed", "failed", "cancelled")
+
+
+def _kill(rig: Rig, job: str, service: str, how: str) -> bool:
+    running = _running(rig, job, service)
+    if not running:
+        return False
+    if how == "pool process":
+        pid = int((running[-1].worker or "").rsplit(" ", 1)[-1])
+        rig.kill_pid(pid)
+    else:
+        rig.kill_worker(rig.workers[-1])
+        rig.start_worker()
+    return True
+
+
+def _certificate(rig: Rig, job: str) -> dict[str, Any]:
+    shown = subprocess.run(
+        [sys.executable, "-m", "api.cli", "certificate", "show", job],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=rig.env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    payload = shown.stdout.strip().split(".")[1]
+    body: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return body
+
+
+def _by_table(tables: list[dict[str, Any]]) -> dict[str, int]:
+    """Rows per table (the name without its schema), of the tables that lost any."""
+    found: dict[str, int] = {}
+    for t in tables:
+        if t["rows"]:
+            name = str(t["table"]).rsplit(".", 1)[-1]
+            found[name] = found.get(name, 0) + int(t["rows"])
+    return found
+
+
+def _erase_with_kills(
+    rig: Rig, service: str, db: TargetDB, wanted: int, rng: random.Random, points: list[KillPoint]
+) -> list[bool]:
+    """Jobs on ``service``, each killed at random moments until ``wanted`` kills are
+    done; whether each job's counts came out exact."""
+    exact: list[bool] = []
+    done = 0
+    first_account = 1_000_000 if service == "small" else 1
+    while done < wanted:
+        tenant = f"kc-{service}-{len(exact)}"
+        accounts, orders = _load(db, tenant, first_account)
+        first_account += accounts
+        started = time.monotonic()
+        job = rig.submit(tenant, [service])
+        while done < wanted and not _finished(rig, job):
+            deadline = time.monotonic() + 60
+            while not _running(rig, job, service) and not _finished(rig, job):
+                assert time.monotonic() < deadline, "no execution started"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.2, 2.0))
+            how = "whole worker" if done % 2 else "pool process"
+            left = _orders_left(db, tenant)
+            if _kill(rig, job, service, how):
+                points.append(KillPoint(service, how, time.monotonic() - started, left))
+                done += 1
+        view = rig.wait(job, timeout=240)
+        exact.append(_check(rig, view, job, tenant, db, accounts, orders))
+    return exact
+
+
+def _check(
+    rig: Rig, view: JobView, job: str, tenant: str, db: TargetDB, accounts: int, orders: int
+) -> bool:
+    assert view.status == "succeeded", view
+    assert _orders_left(db, tenant) == 0
+    task = view.tasks[0]
+    expected = {"kc_accounts": accounts, "kc_orders": orders}
+    certificate = _certificate(rig, job)
+    (service,) = certificate["services"]
+    exact = (
+        _by_table(task.tables) == expected
+        and task.rows == accounts + orders
+        and task.counts_exact
+        and _by_table(service["tables"]) == expected
+        and service["rows"] == accounts + orders
+        and service["counts_exact"]
+        and certificate["counts_exact"]
+    )
+    if not exact:
+        print(f"job {job}: expected {expected}, recorded {_by_table(task.tables)}, {task}")
+    return exact
+
+
+def test_kill_9_at_random_moments_leaves_exact_counts(rig: Rig) -> None:
+    rng = random.Random(int(os.environ.get("ERASER_KILL_SEED", "19")))
+    points: list[KillPoint] = []
+    started = time.monotonic()
+    on_pg = math.ceil(POINTS / 2)
+    exact = _erase_with_kills(rig, "big", rig.big, on_pg, rng, points)
+    exact += _erase_with_kills(rig, "small", rig.small, POINTS - on_pg, rng, points)
+    elapsed = time.monotonic() - started
+    for p in points:
+        print(f"kill point: {p.service} {p.how} at {p.at:.1f}s, {p.left} orders left")
+    print(
+        f"exact counts: {sum(exact)}/{len(exact)} jobs, {len(points)} kills,"
+        f" {ROWS} rows per tenant, {elapsed:.0f}s"
+    )
+    assert len(points) >= POINTS
+    assert all(exact)
