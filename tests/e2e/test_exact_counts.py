@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.messages import JobView
+from models.store.tables import AuditEvent
 from tests.conftest import TargetDB
 from tests.e2e.rig import ROOT, Rig, build_rig
 from tests.redis_dbs import need_redis
@@ -46,6 +47,9 @@ class KillPoint:
     at: float
     #: The subject's orders still in the database just before the kill.
     left: int
+    #: Seconds from the kill until the next execution removed rows again (None: the
+    #: job ended first).
+    resumed: float | None = None
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +208,26 @@ def _erase_with_kills(
             how = "whole worker" if done % 2 else "pool process"
             left = _orders_left(db, tenant)
             if _kill(rig, job, service, how):
-                points.append(KillPoint(service, how, time.monotonic() - started, left))
+                killed = time.monotonic()
+                point = KillPoint(service, how, killed - started, left)
+                point.resumed = _resumed(rig, db, job, tenant, killed)
+                points.append(point)
                 done += 1
         view = rig.wait(job, timeout=240)
         exact.append(_check(rig, view, job, tenant, db, accounts, orders))
     return exact
+
+
+def _resumed(rig: Rig, db: TargetDB, job: str, tenant: str, killed: float) -> float | None:
+    """Seconds until the subject's rows go down again after a kill."""
+    before = _orders_left(db, tenant)
+    while time.monotonic() - killed < 90:
+        if _orders_left(db, tenant) < before:
+            return time.monotonic() - killed
+        if _finished(rig, job):
+            return None
+        time.sleep(0.1)
+    return None
 
 
 def _check(
@@ -229,6 +248,10 @@ def _check(
         and service["counts_exact"]
         and certificate["counts_exact"]
     )
+    history = [(a.outcome, a.error) for a in task.history]
+    print(
+        f"job {job} on {task.service}: {task.attempts} attempts, crashes {task.crashes}: {history}"
+    )
     if not exact:
         print(f"job {job}: expected {expected}, recorded {_by_table(task.tables)}, {task}")
     return exact
@@ -243,10 +266,54 @@ def test_kill_9_at_random_moments_leaves_exact_counts(rig: Rig) -> None:
     exact += _erase_with_kills(rig, "small", rig.small, POINTS - on_pg, rng, points)
     elapsed = time.monotonic() - started
     for p in points:
-        print(f"kill point: {p.service} {p.how} at {p.at:.1f}s, {p.left} orders left")
+        resumed = "job ended first" if p.resumed is None else f"resumed in {p.resumed:.1f}s"
+        print(f"kill point: {p.service} {p.how} at {p.at:.1f}s, {p.left} orders left, {resumed}")
     print(
         f"exact counts: {sum(exact)}/{len(exact)} jobs, {len(points)} kills,"
         f" {ROWS} rows per tenant, {elapsed:.0f}s"
     )
     assert len(points) >= POINTS
     assert all(exact)
+
+
+def test_a_table_locked_past_the_lease_is_no_lost_message_and_counts_stay_exact(
+    rig: Rig,
+) -> None:
+    tenant = rig.tenants[0]
+    hold = 9.0  # past the lease (stale after 4 s) and the reaper's grace (3 s)
+    with rig.locky.engine.connect() as holder:
+        holder.execute(sa.text("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE"))
+        locked = time.monotonic()
+        job = rig.submit(tenant, ["locky"])
+        deadline = locked + 30
+        while not rig.attempts(job, "locky"):
+            assert time.monotonic() < deadline, "the task was never claimed"
+            time.sleep(0.05)
+        claimed_after = time.monotonic() - locked
+        time.sleep(max(0.0, hold - claimed_after))
+        holder.rollback()
+    view = rig.wait(job, timeout=120)
+    assert view.status == "succeeded", view
+    task = view.tasks[0]
+    assert store_requeues(rig, job) == []
+    # The first check gave up within the service's lock timeout (3 s), so the task
+    # was claimed (and heartbeating) while the table was still locked.
+    assert claimed_after < 3.0 + 1.5, claimed_after
+    assert [a.outcome for a in task.history][-1] == "succeeded"
+    assert task.crashes == 0
+    assert _by_table(task.tables) == {"notes": 30}
+    assert task.counts_exact
+    assert rig.rows_left(tenant, ("locky",)) == 0
+    print(f"lock wait: claimed {claimed_after:.1f}s after the lock, held {hold:.0f}s")
+
+
+def store_requeues(rig: Rig, job: str) -> list[Any]:
+    """The reaper's "message lost" resends of ``job``'s tasks."""
+    assert rig.store is not None
+    with rig.store.transaction() as session:
+        events = session.scalars(
+            sa.select(AuditEvent).where(
+                AuditEvent.job_id == job, AuditEvent.kind == "task.requeued"
+            )
+        ).all()
+        return [e.detail for e in events]
