@@ -7,14 +7,13 @@ kept, the counts are marked inexact instead (``mark_inexact``)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 from models.erasure import TableAction, TableOutcome
-from models.store.tables import Attempt, Task
+from models.store.tables import Attempt, AttemptOutcome, Task
 
 
 def merged_rows(previous: Sequence[dict[str, Any]], tables: Sequence[TableOutcome]) -> list[Any]:
@@ -70,53 +69,50 @@ def mark_inexact(task: Task) -> None:
     task.rows_at_most = None
 
 
-@dataclass(frozen=True)
-class Folded:
-    """What one execution's ledger rows past its watermark add (``added``, in the
-    progress shape) and the seq they reach, computed from the watermark ``since``."""
+#: An attempt's ``ledger_seq`` once its counts were settled from the target's ledger.
+SETTLED = -1
 
-    since: int | None
-    last: int
-    added: Mapping[str, int]
+
+def unsettled(session: orm.Session, task: Task) -> list[str]:
+    """Lease ids of ``task``'s ended executions that kept a ledger and whose counts
+    were not yet settled from it."""
+    rows = session.scalars(
+        sa.select(Attempt.lease_id).where(
+            Attempt.task_id == task.id,
+            Attempt.lease_id != task.lease_id,
+            Attempt.outcome != AttemptOutcome.RUNNING,
+            Attempt.ledger_seq >= 0,
+        )
+    ).all()
+    return [str(r) for r in rows]
 
 
 def settle(
     session: orm.Session,
     task: Task,
-    folds: Mapping[str, Folded],
+    truths: Mapping[str, Mapping[str, int]],
     removing: Collection[TableAction],
 ) -> list[str]:
-    """Fold other executions' ledger rows into ``task``'s counts (``task`` locked by
-    the caller). Idempotent: an execution is folded only if its watermark is still
-    the one ``since`` was computed from, and its watermark then moves to ``last``.
-    Returns the executions whose ledger rows the job store now holds (their rows in
-    the target may go)."""
-    if not folds:
+    """Replace the counts of ``task``'s ended executions with what their ledger rows
+    in the target add up to (``truths``, by lease id; an execution absent from it
+    committed nothing that survived). ``task`` is locked by the caller; the target's
+    rows were read after the executions' sessions ended. What a dead execution's last
+    heartbeat did not carry is added; what a server crash undid after the execution
+    counted it (asynchronous commits) is taken back. Idempotent: a settled execution
+    is marked so (its rows may then go) and never settled again."""
+    found = unsettled(session, task)
+    if not found:
         return []
     attempts = session.scalars(
-        sa.select(Attempt).where(Attempt.task_id == task.id, Attempt.lease_id.in_(sorted(folds)))
+        sa.select(Attempt).where(Attempt.task_id == task.id, Attempt.lease_id.in_(found))
     ).all()
-    held: list[str] = []
     for attempt in attempts:
-        fold = folds[attempt.lease_id]
-        if attempt.lease_id == task.lease_id or attempt.ledger_seq != fold.since:
-            continue
-        tables = as_outcomes(dict(fold.added))
-        removed = removed_rows(tables, removing)
-        add_rows(task, tables, removed)
-        merged = dict(attempt.tables or {})
-        for key, rows in fold.added.items():
-            merged[key] = int(merged.get(key, 0)) + int(rows)
-        attempt.tables = merged
-        attempt.rows = (attempt.rows or 0) + removed
-        attempt.ledger_seq = fold.last
-        held.append(attempt.lease_id)
-    return held
-
-
-def watermarks(session: orm.Session, task_id: int) -> dict[str, int | None]:
-    """Each execution's watermark (its attempt's ``ledger_seq``), by lease id."""
-    rows = session.execute(
-        sa.select(Attempt.lease_id, Attempt.ledger_seq).where(Attempt.task_id == task_id)
-    ).all()
-    return {str(lease): seq for lease, seq in rows}
+        truth = {k: int(v) for k, v in truths.get(attempt.lease_id, {}).items() if v}
+        had = {k: int(v) for k, v in (attempt.tables or {}).items()}
+        delta = {k: truth.get(k, 0) - had.get(k, 0) for k in {*truth, *had}}
+        change = as_outcomes({k: v for k, v in delta.items() if v})
+        add_rows(task, change, removed_rows(change, removing))
+        attempt.tables = truth
+        attempt.rows = removed_rows(as_outcomes(truth), removing)
+        attempt.ledger_seq = SETTLED
+    return sorted(found)

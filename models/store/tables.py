@@ -225,9 +225,9 @@ class Attempt(Base):
     #: ``{"table:action": rows}`` committed by this execution so far (kept with each
     #: heartbeat, so the counts of an execution that dies are not lost).
     tables: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    #: The last ledger entry (``worker.execution.ledger``) that ``tables`` holds: the
-    #: watermark up to which this execution's batches are counted. None: this
-    #: execution keeps no ledger in the target.
+    #: The last ledger row (``worker.execution.ledger``) that ``tables`` holds. None:
+    #: this execution keeps no ledger in the target; -1 (``progress.SETTLED``): its
+    #: counts were settled from the ledger once it ended.
     ledger_seq: Mapped[int | None] = mapped_column(sa.Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,6 +1,8 @@
-"""Exact counts in the job store: each execution's watermark moves with its counts,
-folding ledger rows past it twice adds nothing, and an execution that died without a
-ledger leaves the task's counts marked inexact (a lower bound)."""
+"""Exact counts in the job store: an ended execution's counts are replaced by what
+its ledger rows in the target add up to (more than its last heartbeat carried, or
+less when a server crash undid batches it counted), settling twice changes nothing,
+and an execution that died without a ledger leaves the task's counts marked inexact
+(a lower bound)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from datetime import timedelta
 from models.erasure import TableAction
 from models.store.database import JobStore
 from models.store.leases import Lease, claim_task, heartbeat, held_task
-from models.store.progress import Folded, settle, watermarks
+from models.store.progress import SETTLED, settle
 from models.store.tables import Attempt, utcnow
 from tests.unit.store.new_job import new_job, set_task, task_of
 from worker.execution.ledger import Entry, fold
@@ -49,16 +51,12 @@ def _settle(store: JobStore, lease: Lease, entries: list[Entry]) -> list[str]:
     with store.transaction() as session:
         task = held_task(session, lease.task_id, lease.lease_id)
         assert task is not None
-        marks = watermarks(session, lease.task_id)
-        folds = {}
-        for execution in {e.execution for e in entries}:
-            since = marks[execution]
-            last, added = fold([e for e in entries if e.execution == execution], since or 0)
-            folds[execution] = Folded(since, last, added)
-        return settle(session, task, folds, REMOVING)
+        executions = {e.execution for e in entries}
+        truths = {x: fold([e for e in entries if e.execution == x], 0)[1] for x in executions}
+        return settle(session, task, truths, REMOVING)
 
 
-def test_rows_past_the_watermark_are_folded_once(store: JobStore) -> None:
+def test_rows_past_the_last_heartbeat_are_settled_once(store: JobStore) -> None:
     job_id = new_job(store)
     first = _claim(store, job_id, "m-1", ledger=True)
     # Three batches of 100 committed; the last heartbeat carried the first two.
@@ -68,7 +66,8 @@ def test_rows_past_the_watermark_are_folded_once(store: JobStore) -> None:
     entries = [Entry(first.lease_id, s, {"orders:delete": 100}) for s in (1, 2, 3)]
 
     assert _settle(store, second, entries) == [first.lease_id]
-    assert _settle(store, second, entries) == [first.lease_id]  # nothing past it now
+    assert _settle(store, second, entries) == []  # settled: its rows may go
+    assert _settle(store, second, []) == []
 
     task = task_of(store, job_id)
     assert task.total_rows == 300
@@ -77,7 +76,23 @@ def test_rows_past_the_watermark_are_folded_once(store: JobStore) -> None:
     assert task.crashes == 1
     with store.transaction() as session:
         attempt = session.query(Attempt).filter_by(lease_id=first.lease_id).one()
-        assert (attempt.ledger_seq, attempt.tables) == (3, {"orders:delete": 300})
+        assert (attempt.ledger_seq, attempt.tables) == (SETTLED, {"orders:delete": 300})
+
+
+def test_batches_a_server_crash_undid_are_taken_back(store: JobStore) -> None:
+    job_id = new_job(store)
+    first = _claim(store, job_id, "m-1", ledger=True)
+    # The heartbeat carried 300 rows; the server then crashed before the last batch
+    # reached its disk (an asynchronous commit): the ledger has two rows, and the
+    # third batch's rows are back in the table.
+    _die(store, job_id, first, {"orders:delete": 300}, 3)
+    second = _claim(store, job_id, "m-2", ledger=True)
+    entries = [Entry(first.lease_id, s, {"orders:delete": 100}) for s in (1, 2)]
+
+    _settle(store, second, entries)
+
+    task = task_of(store, job_id)
+    assert (task.total_rows, task.rows[0]["rows"], task.counts_exact) == (200, 200, True)
 
 
 def test_a_server_loop_call_counts_its_last_tally_less_the_watermark() -> None:
