@@ -29,7 +29,9 @@ from models.messages import JobView
 from models.store.tables import AuditEvent
 from tests.conftest import TargetDB
 from tests.e2e.rig import ROOT, Rig, build_rig
+from tests.private_postgres import PrivatePostgres
 from tests.redis_dbs import need_redis
+from worker.database import create_engine
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +55,21 @@ class KillPoint:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def private() -> Iterator[TargetDB]:
+    """A PostgreSQL server of this module's own, to restart mid-job."""
+    with PrivatePostgres() as server:
+        engine = create_engine(server.url)
+        db = TargetDB("postgresql", server.url, engine, None)
+        db.run(*PG_TABLES)
+        db.server = server  # type: ignore[attr-defined]
+        try:
+            yield db
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory, private: TargetDB) -> Iterator[Rig]:
     need_redis()
     gen = build_rig(
         tmp_path_factory.mktemp("counts"),
@@ -63,17 +79,20 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         items=5,
         big_batch=100,
         # Every kill of the whole worker counts a crash: none may dead-letter the task.
-        extra_env={"ERASER_MAX_CRASHES": "100", "ERASER_MAX_RETRIES": "20"},
+        extra_env={
+            "ERASER_MAX_CRASHES": "100",
+            "ERASER_MAX_RETRIES": "20",
+            "RIG_PRIVATE_URL": private.url,
+        },
     )
     rig = next(gen)
     registry = ROOT / rig.env["ERASER_CONFIG"]
     text = registry.read_text(encoding="utf-8")
-    registry.write_text(
-        text.replace(
-            'url_env = "RIG_SMALL_URL"\n', 'url_env = "RIG_SMALL_URL"\nbatch_size = 100\n'
-        ),
-        encoding="utf-8",
+    text = text.replace(
+        'url_env = "RIG_SMALL_URL"\n', 'url_env = "RIG_SMALL_URL"\nbatch_size = 100\n'
     )
+    text += '\n[services.private]\nurl_env = "RIG_PRIVATE_URL"\nbatch_size = 100\n'
+    registry.write_text(text, encoding="utf-8")
     _tables(rig)
     rig.start_worker()
     rig.start_beat()
@@ -83,14 +102,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         gen.close()
 
 
+PG_TABLES = (
+    "CREATE TABLE kc_accounts (id int PRIMARY KEY, tenant_key text NOT NULL)",
+    "CREATE INDEX ON kc_accounts (tenant_key)",
+    "CREATE TABLE kc_orders (id bigint PRIMARY KEY,"
+    " account_id int NOT NULL REFERENCES kc_accounts(id), total int)",
+    "CREATE INDEX ON kc_orders (account_id)",
+)
+
+
 def _tables(rig: Rig) -> None:
-    rig.big.run(
-        "CREATE TABLE kc_accounts (id int PRIMARY KEY, tenant_key text NOT NULL)",
-        "CREATE INDEX ON kc_accounts (tenant_key)",
-        "CREATE TABLE kc_orders (id bigint PRIMARY KEY,"
-        " account_id int NOT NULL REFERENCES kc_accounts(id), total int)",
-        "CREATE INDEX ON kc_orders (account_id)",
-    )
+    rig.big.run(*PG_TABLES)
     rig.small.run(
         "CREATE TABLE kc_accounts (id int PRIMARY KEY, tenant_key varchar(40) NOT NULL,"
         " INDEX (tenant_key))",
@@ -317,3 +339,32 @@ def store_requeues(rig: Rig, job: str) -> list[Any]:
             )
         ).all()
         return [e.detail for e in events]
+
+
+def test_target_database_restarts_mid_job_leave_exact_counts_and_no_crash(
+    rig: Rig, private: TargetDB
+) -> None:
+    server: PrivatePostgres = private.server  # type: ignore[attr-defined]
+    tenant = "kc-private"
+    accounts, orders = _load(private, tenant, 1)
+    started = time.monotonic()
+    job = rig.submit(tenant, ["private"])
+    restarts = []
+    for mode in ("fast", "immediate"):
+        before = _orders_left(private, tenant)
+        deadline = time.monotonic() + 60
+        while _orders_left(private, tenant) > before - 20_000:
+            assert time.monotonic() < deadline, "no progress"
+            assert not _finished(rig, job), "the job ended before the restart"
+            time.sleep(0.1)
+        left = _orders_left(private, tenant)
+        restarts.append((mode, round(time.monotonic() - started, 1), left))
+        private.engine.dispose()
+        server.restart(mode=mode, down_seconds=1.0)
+    view = rig.wait(job, timeout=240)
+    elapsed = time.monotonic() - started
+    assert _check(rig, view, job, tenant, private, accounts, orders)
+    task = view.tasks[0]
+    assert task.crashes == 0
+    assert any(a.outcome == "retry" for a in task.history)
+    print(f"restarts (mode, at s, orders left): {restarts}; job took {elapsed:.0f}s")
