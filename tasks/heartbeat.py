@@ -40,6 +40,8 @@ class Heartbeat:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_state: float = 0.0
+    #: The engine said the target keeps this execution's ledger.
+    _ledgered: bool = False
 
     def __enter__(self) -> Heartbeat:
         self._thread = threading.Thread(target=self._run, name="eraser-heartbeat", daemon=True)
@@ -66,13 +68,18 @@ class Heartbeat:
         return as_outcomes(self._counted[0])
 
     def ledger_seq(self) -> int | None:
-        """The seq of the last ledger row ``tables()`` includes (None: no ledger)."""
-        return self._counted[2]
+        """The seq of the last ledger row ``tables()`` includes (0: none written yet;
+        None: no ledger)."""
+        seq = self._counted[2]
+        if seq is None and self._ledgered:
+            return 0
+        return seq
 
     def ledger_ready(self, active: bool) -> None:
         """The engine's word, before its first batch, on whether the target keeps the
         ledger: without one, the attempt says so at once (a crash then leaves the
         counts inexact)."""
+        self._ledgered = active
         if not active:
             with self.store.transaction() as session:
                 keeps_no_ledger(session, self.lease.lease_id)
