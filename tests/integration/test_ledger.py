@@ -131,7 +131,10 @@ def test_a_second_execution_waits_for_the_task_lock(
 
 
 @pytest.mark.postgres
-def test_a_role_that_may_not_create_it_erases_without_one(pg_plain: TargetDB) -> None:
+@pytest.mark.parametrize("made_by_another_role", [False, True])
+def test_a_role_that_may_not_keep_it_erases_without_one(
+    pg_plain: TargetDB, made_by_another_role: bool
+) -> None:
     role = str(pg_plain.engine.url.username)
     admin = create_engine(str(sa.make_url(PG_ADMIN_URL).set(database=pg_plain.engine.url.database)))
     with admin.begin() as conn:
@@ -145,6 +148,8 @@ def test_a_role_that_may_not_create_it_erases_without_one(pg_plain: TargetDB) ->
             f'GRANT SELECT, DELETE, UPDATE ON ALL TABLES IN SCHEMA app TO "{role}"'
         )
         conn.exec_driver_sql(f'ALTER ROLE "{role}" SET search_path = app')
+        if made_by_another_role:  # there, but this role was granted nothing on it
+            ledger.LEDGER.create(conn)
         conn.exec_driver_sql("INSERT INTO tenants VALUES ('acme'), ('other')")
         conn.exec_driver_sql(
             "INSERT INTO accounts SELECT i, CASE WHEN i %% 3 > 0 THEN 'acme' ELSE 'other' END"
@@ -154,7 +159,6 @@ def test_a_role_that_may_not_create_it_erases_without_one(pg_plain: TargetDB) ->
             "INSERT INTO items SELECT a * 100 + j, a FROM generate_series(1, 30) a,"
             " generate_series(0, 6) j"
         )
-    admin.dispose()
     pg_plain.engine.dispose()
     ready: list[bool] = []
     kept = Ledger("job-4:shop", "lease-4", on_ready=ready.append)
@@ -164,4 +168,6 @@ def test_a_role_that_may_not_create_it_erases_without_one(pg_plain: TargetDB) ->
     assert ready == [False]
     assert report.verified
     assert report.total_rows == 20 + 20 * 7 + 1
-    assert ledger.read(pg_plain.engine, "job-4:shop") == []
+    reader = admin if made_by_another_role else pg_plain.engine
+    assert ledger.read(reader, "job-4:shop") == []
+    admin.dispose()

@@ -154,23 +154,37 @@ def kept(
 
 
 def ensure_table(conn: Connection) -> bool:
-    """Create the ledger table if it is missing; False when it cannot be (the role may
-    not create tables, a read-only database)."""
+    """Create the ledger table if it is missing, and check that this role may write,
+    read and delete its rows; False when not (the role may not create tables, the
+    table belongs to a role that granted this one nothing, a read-only database)."""
     try:
         with conn.begin():
-            if sa.inspect(conn).has_table(LEDGER_TABLE):
-                return True
-        with conn.begin():
-            LEDGER.create(conn, checkfirst=True)
+            exists = sa.inspect(conn).has_table(LEDGER_TABLE)
+        if not exists:
+            try:
+                with conn.begin():
+                    LEDGER.create(conn, checkfirst=True)
+            except sa.exc.DBAPIError:
+                with conn.begin():  # another execution may have created it meanwhile
+                    if not sa.inspect(conn).has_table(LEDGER_TABLE):
+                        raise
+        _probe(conn)
     except sa.exc.DBAPIError as exc:
-        with contextlib.suppress(sa.exc.DBAPIError):
-            with conn.begin():
-                if sa.inspect(conn).has_table(LEDGER_TABLE):
-                    return True  # another execution created it meanwhile
         name = type(exc).__name__
         log.warning("no ledger in the target (%s): counts are kept as before", name)
         return False
     return True
+
+
+def _probe(conn: Connection) -> None:
+    """Insert and delete a row in a transaction that is rolled back: raises when the
+    role may not."""
+    probe = conn.begin()
+    try:
+        conn.execute(LEDGER.insert().values(task="", execution="", seq=0, counts="{}"))
+        conn.execute(LEDGER.delete().where(LEDGER.c.task == "", LEDGER.c.execution == ""))
+    finally:
+        probe.rollback()
 
 
 @dataclass(frozen=True)
