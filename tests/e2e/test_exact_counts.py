@@ -5,8 +5,11 @@ process group or only the pool process running the task, then started again. The
 job record and the signed certificate must give each table's loss exactly.
 
 ``ERASER_KILL_ROWS`` (rows per tenant, default 301,000) and ``ERASER_KILL_POINTS``
-(kills in all, half on each database, default 10) make it bigger on purpose; the
-kill points and the exact-count rate are printed (``pytest -s``)."""
+(kills in all, half on each database, default 10) make it bigger on purpose;
+``ERASER_KILL_SEED`` picks other moments. A kill comes once a random share (15 to 65
+per cent) of the rows still there has gone, so it lands anywhere in the erasure,
+batches in flight included; the kill points and the exact-count rate are printed
+(``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -226,9 +229,10 @@ def _erase_with_kills(
             while not _running(rig, job, service) and not _finished(rig, job):
                 assert time.monotonic() < deadline, "no execution started"
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0.2, 2.0))
+            # A random moment of the erasure: once a random share of what is left
+            # has gone (a batch may be anywhere in flight then).
+            left = _until_left(rig, db, job, tenant, rng.uniform(0.35, 0.85))
             how = "whole worker" if done % 2 else "pool process"
-            left = _orders_left(db, tenant)
             if _kill(rig, job, service, how):
                 killed = time.monotonic()
                 point = KillPoint(service, how, killed - started, left)
@@ -238,6 +242,17 @@ def _erase_with_kills(
         view = rig.wait(job, timeout=240)
         exact.append(_check(rig, view, job, tenant, db, accounts, orders))
     return exact
+
+
+def _until_left(rig: Rig, db: TargetDB, job: str, tenant: str, share: float) -> int:
+    """Wait until at most ``share`` of the subject's orders left now remain (or the
+    job ends); how many remain then."""
+    target = int(_orders_left(db, tenant) * share)
+    while True:
+        left = _orders_left(db, tenant)
+        if left <= target or _finished(rig, job):
+            return left
+        time.sleep(0.05)
 
 
 def _resumed(rig: Rig, db: TargetDB, job: str, tenant: str, killed: float) -> float | None:
