@@ -92,6 +92,8 @@ def claims(job: Job, keys: Keyring) -> dict[str, Any]:
         "started_at": _time(min(started)) if started else None,
         "finished_at": _time(job.finished_at),
         "total_rows": job.total_rows,
+        # False: some service's counts are a lower bound (its own entry says which).
+        "counts_exact": all(s["counts_exact"] for s in services),
         "verification": {
             "services": len(services),
             "verified": sum(1 for s in services if s["verified"]),
@@ -113,6 +115,10 @@ def _service(task: Task) -> dict[str, Any]:
         "status": task.status,
         "rows": task.total_rows,
         "tables": tables,
+        # Exact: every row each table lost is counted, crashes included. Otherwise
+        # ``rows`` is a lower bound and ``rows_at_most`` the upper one (None: unknown).
+        "counts_exact": task.counts_exact,
+        **({} if task.counts_exact else {"rows_at_most": task.rows_at_most}),
         "verified": task.verified,
         # The final count found none of the subject's rows: 0 left. Unknown otherwise.
         "rows_left": 0 if task.verified else None,

@@ -68,6 +68,12 @@ class TaskView(BaseModel):
     #: Executions lost with their worker.
     crashes: int = 0
     rows: int
+    #: False: an execution died (or lost its connection mid-commit) with no ledger in
+    #: the target, so ``rows`` and ``tables`` are a lower bound (docs/jobs.md).
+    counts_exact: bool = True
+    #: With ``counts_exact`` false: the most rows the task can have removed (None:
+    #: no bound is known).
+    rows_at_most: int | None = None
     verified: bool
     #: Succeeded (not a dry run) and the service held no row of the subject.
     nothing_matched: bool = False
@@ -84,6 +90,8 @@ class JobView(BaseModel):
     subject_kind: str
     dry_run: bool
     total_rows: int
+    #: Every task's counts are exact (see ``TaskView.counts_exact``).
+    counts_exact: bool = True
     #: Succeeded, not a dry run, and no service held a row of the subject: nothing
     #: was erased because nothing matched (a mistyped value looks like this).
     nothing_matched: bool = False
@@ -101,6 +109,7 @@ class JobView(BaseModel):
             subject_kind=job.subject_kind,
             dry_run=job.dry_run,
             total_rows=job.total_rows,
+            counts_exact=all(t.counts_exact for t in job.tasks),
             nothing_matched=job.nothing_matched,
             subject_purged=job.subject_value is None,
             created_at=job.created_at,
@@ -113,6 +122,8 @@ class JobView(BaseModel):
                     retries=t.retries,
                     crashes=t.crashes,
                     rows=t.total_rows,
+                    counts_exact=t.counts_exact,
+                    rows_at_most=None if t.counts_exact else t.rows_at_most,
                     verified=t.verified,
                     nothing_matched=t.nothing_matched,
                     error=t.error,

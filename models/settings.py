@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     #: Executions of one task that may die with their worker before it is treated as a
     #: poison message and dead-lettered.
     max_crashes: int = Field(default=3, ge=1)
+    #: ``auto``: every batch of a task also writes its running counts into a small
+    #: table of the target database (``eraser_ledger``) in the same transaction, so
+    #: the counts stay exact through any crash; ``off``: no ledger (a crash mid-batch
+    #: then leaves the counts marked inexact). See docs/jobs.md, "Exact counts".
+    ledger: Literal["auto", "off"] = "auto"
     #: How long a job may take before the reaper fails what is left of it.
     job_timeout_seconds: int = Field(default=86400, ge=1)
     #: Seconds between two reaper rounds (``eraser beat``).

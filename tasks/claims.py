@@ -13,9 +13,16 @@ from worker.planning.model import REMOVING
 
 
 def claim(
-    store: JobStore, settings: Settings, job_id: str, service: str, delivery: Delivery
+    store: JobStore,
+    settings: Settings,
+    job_id: str,
+    service: str,
+    delivery: Delivery,
+    *,
+    ledger: bool = False,
 ) -> Lease | Outcome:
-    """The lease of a new execution, or the outcome of not getting one."""
+    """The lease of a new execution (``ledger``: it keeps the target's ledger), or the
+    outcome of not getting one."""
     with store.transaction() as session:
         claimed = claim_task(
             session,
@@ -27,6 +34,8 @@ def claim(
             stale_after_seconds=settings.stale_after_seconds,
             max_crashes=settings.max_crashes,
             removing=REMOVING,
+            ledger=ledger,
+            abandoned=delivery.abandoned_lease,
         )
     if isinstance(claimed, Lease):
         return claimed

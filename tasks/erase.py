@@ -50,7 +50,9 @@ from tasks.quick_path import try_nothing_here
 from tasks.recording import faulted, sliced, succeeded, superseded
 from tasks.resources import resources
 from tasks.retry_policy import SUBJECT_LOCK_WAIT_SECONDS, backoff
+from tasks.settlement import forget_task, ledger_task, settle_others, try_settle_others
 from worker.app import app
+from worker.execution.ledger import Ledger
 from worker.execution.options import SliceEnded
 from worker.faults import Fault, FaultKind, classify
 from worker.service import PlanCache, run_service
@@ -68,15 +70,19 @@ def erase_service(
     service: str,
     dead_letter_id: int | None = None,
     original_task_id: str | None = None,
+    abandoned_lease: str | None = None,
 ) -> dict[str, Any]:
     """Erase one subject from one service. The ``dead_letter_id`` and
-    ``original_task_id`` keywords only appear on dead-letter copies of the message."""
+    ``original_task_id`` keywords only appear on dead-letter copies of the message;
+    ``abandoned_lease`` on a message sent again after the job store failed mid-run
+    (that lease is taken back without counting a crash)."""
     res = resources()
     info = self.request.delivery_info or {}
     delivery = Delivery(
         celery_id=self.request.id,
         redelivered=bool(info.get("redelivered")),
         worker=f"{self.request.hostname} pid {os.getpid()}",
+        abandoned_lease=abandoned_lease,
     )
     try:
         outcome = execute_task(
@@ -93,7 +99,9 @@ def erase_service(
     except Exception as exc:
         # The job store itself failed (the engine's failures are results, not
         # exceptions): nothing could be recorded, so run the message again later,
-        # in the same chord. A lease left behind goes stale and is taken over.
+        # in the same chord. A lease left behind is taken back by that run, without
+        # a crash (the execution ended; its worker did not die).
+        left = exc.lease_id if isinstance(exc, AbandonedLease) else abandoned_lease
         delay = backoff(
             self.request.retries + 1,
             res.settings.retry_backoff_seconds,
@@ -106,7 +114,8 @@ def erase_service(
             type(exc).__name__,
             delay,
         )
-        raise self.retry(countdown=delay, max_retries=None) from None
+        kwargs = {**(self.request.kwargs or {}), "abandoned_lease": left}
+        raise self.retry(countdown=delay, max_retries=None, kwargs=kwargs) from None
     return _act_on(self, res.store, job_id, service, outcome)
 
 
@@ -155,12 +164,47 @@ def execute_task(
     erasure (the failure is the result)."""
     delivery = delivery or Delivery()
     if plans is not None:
-        quick = try_nothing_here(store, registry, job_id, service, delivery, engine_for, plans)
+        timeout = _first_check_ms(registry, settings, service)
+        quick = try_nothing_here(
+            store, registry, job_id, service, delivery, engine_for, plans, timeout
+        )
         if quick is not None:
             return quick
-    lease = claim(store, settings, job_id, service, delivery)
+    keeps_ledger = settings.ledger == "auto" and isinstance(registry.services[service], Service)
+    lease = claim(store, settings, job_id, service, delivery, ledger=keeps_ledger)
     if isinstance(lease, Outcome):
         return lease
+    try:
+        return _execute(
+            store, registry, settings, job_id, service, lease, engine_for, plans, report_state
+        )
+    except Exception as exc:
+        # Only the job store raises here (the engine's failures are results): the
+        # lease is left behind by an execution that ended, not by a worker that died.
+        raise AbandonedLease(lease.lease_id) from exc
+
+
+class AbandonedLease(Exception):
+    """The job store failed after this execution claimed its task: the next delivery
+    of the message takes the lease back without counting a crash."""
+
+    def __init__(self, lease_id: str) -> None:
+        super().__init__("job store unavailable")
+        self.lease_id = lease_id
+
+
+def _execute(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    job_id: str,
+    service: str,
+    lease: Lease,
+    engine_for: Callable[[str], sa.Engine],
+    plans: PlanCache | None,
+    report_state: Callable[[int], None] | None,
+) -> Outcome:
+    """The claimed execution: erase for one slice and record how it ended."""
     value = _subject_value(store, lease)
     if isinstance(value, Fault):
         return faulted(store, settings, lease, job_id, service, value, None, [])
@@ -173,8 +217,49 @@ def execute_task(
     report = ran
     unverified = _unverified(lease, report)
     if unverified is not None:
-        return faulted(store, settings, lease, job_id, service, unverified, None, report.tables)
-    return succeeded(store, lease, job_id, service, report)
+        tables, seq = report.tables, beat.ledger_seq()
+        return faulted(store, settings, lease, job_id, service, unverified, None, tables, seq)
+    return _succeeded(store, settings, lease, job_id, service, report, engine_for, beat)
+
+
+def _succeeded(
+    store: JobStore,
+    settings: Settings,
+    lease: Lease,
+    job_id: str,
+    service: str,
+    report: ErasureReport,
+    engine_for: Callable[[str], sa.Engine],
+    beat: Heartbeat,
+) -> Outcome:
+    """Record success, once the counts of earlier executions are settled from the
+    target's ledger (a target that cannot be read now is a transient fault: success
+    is recorded only with every count in)."""
+    seq = beat.ledger_seq()
+    engine = engine_for(service) if seq is not None else None
+    if engine is not None:
+        task = ledger_task(job_id, service)
+        try:
+            if not settle_others(store, engine, lease, task):
+                return superseded(job_id, service)
+        except Exception as exc:
+            fault = classify(exc)
+            return faulted(store, settings, lease, job_id, service, fault, exc, report.tables, seq)
+    outcome = succeeded(store, lease, job_id, service, report, seq)
+    if engine is not None and outcome.finished:
+        forget_task(engine, ledger_task(job_id, service))
+    return outcome
+
+
+def _first_check_ms(registry: Registry, settings: Settings, service: str) -> int | None:
+    """How long each statement of the first check may wait for a lock: the service's
+    lock timeout, at most a third of the reaper's grace before it takes a task's
+    message for lost (the check runs before the task is claimed)."""
+    definition = registry.services[service]
+    if not isinstance(definition, Service):
+        return None
+    grace_ms = int(settings.dispatch_grace_seconds * 1000 / 3)
+    return max(1, min(registry.sql_service(service).lock_timeout_ms, grace_ms))
 
 
 def _attempt(
@@ -196,7 +281,8 @@ def _attempt(
     except LeaseLost:
         return superseded(job_id, service)
     except SliceEnded as ended:
-        return sliced(store, lease, job_id, service, ended.tables)
+        _settle_on_the_way(store, registry, lease, job_id, service, engine_for, beat)
+        return sliced(store, lease, job_id, service, ended.tables, beat.ledger_seq())
     except MissingDatabaseUrl as exc:
         fault = Fault(FaultKind.PERMANENT, "MissingDatabaseUrl", str(exc))
         return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
@@ -204,7 +290,29 @@ def _attempt(
         fault = classify(exc)
         if fault.description.startswith("internal error"):
             log.error("task %s/%s failed with %s", job_id, service, type(exc).__name__)
-        return faulted(store, settings, lease, job_id, service, fault, exc, beat.tables())
+        _settle_on_the_way(store, registry, lease, job_id, service, engine_for, beat)
+        tables, seq = beat.tables(), beat.ledger_seq()
+        return faulted(store, settings, lease, job_id, service, fault, exc, tables, seq)
+
+
+def _settle_on_the_way(
+    store: JobStore,
+    registry: Registry,
+    lease: Lease,
+    job_id: str,
+    service: str,
+    engine_for: Callable[[str], sa.Engine],
+    beat: Heartbeat,
+) -> None:
+    """Settle earlier executions' counts when an execution ends before success (a
+    slice, a fault), if the target answers: a task failed for good keeps them too."""
+    if beat.ledger_seq() is None or not isinstance(registry.services[service], Service):
+        return
+    try:
+        engine = engine_for(service)
+    except Exception:
+        return
+    try_settle_others(store, engine, lease, ledger_task(job_id, service))
 
 
 def _unverified(lease: Lease, report: ErasureReport) -> Fault | None:
@@ -249,6 +357,14 @@ def _erase(
         return _erase_store(job_id, service, definition, lease.dry_run, value, beat)
     columns = registry.subject_columns(service, lease.subject_kind)
     engine = engine_for(service)
+    ledger = None
+    if settings.ledger == "auto" and not lease.dry_run:
+        ledger = Ledger(
+            ledger_task(job_id, service),
+            lease.lease_id,
+            on_ready=beat.ledger_ready,
+            still_held=beat.check_held,
+        )
     return run_service(
         engine,
         service,
@@ -261,6 +377,7 @@ def _erase(
         plans,
         deadline=time.monotonic() + settings.slice_seconds,
         lock_wait_seconds=SUBJECT_LOCK_WAIT_SECONDS,
+        ledger=ledger,
     )
 
 

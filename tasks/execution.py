@@ -16,6 +16,9 @@ class Delivery:
     #: The broker delivered this message before (its worker was lost).
     redelivered: bool = False
     worker: str | None = None
+    #: The lease of this message's previous execution, which ended when the job store
+    #: failed: taken back without counting a crash.
+    abandoned_lease: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from models.erasure import TableOutcome
 from models.store.database import JobStore
-from models.store.leases import Lease, heartbeat
+from models.store.leases import Lease, heartbeat, holds, keeps_no_ledger
 from models.store.progress import as_outcomes
 from worker.execution.options import Progress
 
@@ -33,12 +33,15 @@ class Heartbeat:
     lease: Lease
     interval: float
     report_state: Callable[[int], None] | None
-    _counts: dict[str, int] = field(default_factory=dict)
-    _total: int = 0
+    #: The counts of committed batches, their total and the ledger seq they reach,
+    #: replaced together (the thread reads one consistent snapshot).
+    _counted: tuple[dict[str, int], int, int | None] = ({}, 0, None)
     _lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_state: float = 0.0
+    #: The engine said the target keeps this execution's ledger.
+    _ledgered: bool = False
 
     def __enter__(self) -> Heartbeat:
         self._thread = threading.Thread(target=self._run, name="eraser-heartbeat", daemon=True)
@@ -52,8 +55,7 @@ class Heartbeat:
 
     def progress(self, p: Progress) -> None:
         """The engine's progress callback (after every committed batch)."""
-        self._counts = dict(p.rows_by_table)
-        self._total = p.total_rows
+        self._counted = (dict(p.rows_by_table), p.total_rows, p.ledger_seq)
         if self._lost.is_set():
             raise LeaseLost()
         now = time.monotonic()
@@ -63,16 +65,42 @@ class Heartbeat:
 
     def tables(self) -> list[TableOutcome]:
         """What the committed batches of this execution removed so far."""
-        return as_outcomes(self._counts)
+        return as_outcomes(self._counted[0])
+
+    def ledger_seq(self) -> int | None:
+        """The seq of the last ledger row ``tables()`` includes (0: none written yet;
+        None: no ledger)."""
+        seq = self._counted[2]
+        if seq is None and self._ledgered:
+            return 0
+        return seq
+
+    def ledger_ready(self, active: bool) -> None:
+        """The engine's word, before its first batch, on whether the target keeps the
+        ledger: without one, the attempt says so at once (a crash then leaves the
+        counts inexact)."""
+        self._ledgered = active
+        if not active:
+            with self.store.transaction() as session:
+                keeps_no_ledger(session, self.lease.lease_id)
+
+    def check_held(self) -> None:
+        """Raise ``LeaseLost`` unless this execution still holds its task (asked of
+        the job store, not of the last beat)."""
+        if self._lost.is_set():
+            raise LeaseLost()
+        with self.store.transaction(durable=False) as session:
+            if not holds(session, self.lease.task_id, self.lease.lease_id):
+                self._lost.set()
+                raise LeaseLost()
 
     def _run(self) -> None:
         while not self._stop.wait(max(self.interval, 0.2)):
             try:
                 with self.store.transaction(durable=False) as session:
-                    counts, total = dict(self._counts), self._total
-                    if not heartbeat(
-                        session, self.lease.task_id, self.lease.lease_id, counts, total
-                    ):
+                    counts, total, seq = self._counted
+                    lease = self.lease
+                    if not heartbeat(session, lease.task_id, lease.lease_id, counts, total, seq):
                         self._lost.set()
                         return
             except Exception as exc:  # a job-store hiccup: try again next beat

@@ -88,10 +88,17 @@ def try_nothing_here(
     delivery: Delivery,
     engine_for: Callable[[str], sa.Engine],
     plans: PlanCache,
+    timeout_ms: int | None = None,
 ) -> Outcome | None:
     """The outcome when the service holds nothing of the subject and the task was
     recorded succeeded at once. None: the general path (claim, erase, record) takes
-    over; it also covers failures here, which it meets again and records."""
+    over; it also covers failures here, which it meets again and records.
+
+    The check runs before the task is claimed, so nothing marks the task received
+    while it runs: each statement may wait at most ``timeout_ms`` for a lock (the
+    service's lock timeout, kept well under the reaper's grace period for a message
+    seen lost). A table locked longer sends the task the general way, which claims it
+    first and waits under its heartbeat."""
     started = utcnow()
     if not isinstance(registry.services[service], Service):
         return None  # the quick check is the SQL engine's; a store's erasure counts anyway
@@ -108,6 +115,7 @@ def try_nothing_here(
             columns,
             job.subject_value,
             plans,
+            timeout_ms,
         )
     except Exception as exc:  # the general path meets it again, and records it
         log.debug("task %s/%s: quick check failed (%s)", job_id, service, type(exc).__name__)

@@ -145,6 +145,18 @@ def _classify_dbapi(exc: sa.exc.DBAPIError) -> Fault:
     return Fault(FaultKind.PERMANENT, name, f"database error {name}")
 
 
+def connection_lost(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the database connection going away: a
+    fault of the execution, not of its worker."""
+    if exc is None:
+        return False
+    for cause in [exc, *_causes(exc)]:
+        found = cause.driver_error if isinstance(cause, DatabaseFailure) else cause
+        if isinstance(found, sa.exc.DBAPIError) and found.connection_invalidated:
+            return True
+    return False
+
+
 def _is_broker_error(exc: BaseException) -> bool:
     module = type(exc).__module__
     if module.startswith(("kombu.", "redis.", "amqp.")):

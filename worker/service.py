@@ -16,8 +16,10 @@ from worker.catalog.version import catalog_version, catalog_version_column
 from worker.dialects import dialect_of
 from worker.exceptions import ReferenceChecksUnavailable
 from worker.execution.erasure import dry_run, erase
+from worker.execution.ledger import Ledger
 from worker.execution.options import ExecutionOptions, ProgressCallback
 from worker.execution.verification import NothingCheck, nothing_to_erase
+from worker.faults import FaultKind, classify
 from worker.planning.building import build_plan
 from worker.planning.model import Plan
 
@@ -115,12 +117,14 @@ def nothing_here(
     subject_columns: Sequence[str],
     subject: str,
     plans: PlanCache,
+    timeout_ms: int | None = None,
 ) -> ErasureReport | None:
     """The report of an erasure that finds nothing of the subject in this service
     (read-only, no lock), or None when there is something to erase. A service that
     asks for Eraser's own reference checks (``fk_checks = "eraser"``) is refused here
     as ``erase()`` refuses it (``ReferenceChecksUnavailable``), confirmed once per
-    process."""
+    process. ``timeout_ms`` bounds each statement's lock wait and run time (a table
+    locked by someone else then fails the check fast instead of holding it)."""
     if service.fk_checks == "eraser" and not plans.may_check_references(name):
         with engine.connect() as conn:
             refusal = dialect_of(engine).reference_checks_refusal(conn)
@@ -133,13 +137,15 @@ def nothing_here(
         schemas, version, plan = kept
         check = plans.check(engine, name, subject_kind, schemas, plan)
         try:
-            report, seen = check.run(engine, subject)
-        except sa.exc.DBAPIError:
+            report, seen = check.run(engine, subject, timeout_ms)
+        except sa.exc.DBAPIError as exc:
+            if classify(exc).kind is not FaultKind.PERMANENT:
+                raise  # a lock or statement timeout, a lost connection: not the plan
             seen = None  # the kept plan names what the schema no longer has: plan again
         if seen is not None and str(seen) == version:
             return report
     plan = plans.get(engine, name, service, subject_kind, subject_columns)
-    return nothing_to_erase(engine, plan, subject)[0]
+    return nothing_to_erase(engine, plan, subject, timeout_ms=timeout_ms)[0]
 
 
 def run_service(
@@ -155,11 +161,13 @@ def run_service(
     *,
     deadline: float | None = None,
     lock_wait_seconds: float | None = None,
+    ledger: Ledger | None = None,
 ) -> ErasureReport:
     """Erase (or, when ``dry``, count) one subject in one service's database. With
     ``plans``, a plan made for an unchanged schema is reused. With ``deadline`` (a
     ``time.monotonic()`` value) the erasure stops at the first batch boundary after it
-    by raising ``SliceEnded``."""
+    by raising ``SliceEnded``. With ``ledger`` (a task's execution) every batch also
+    writes its counts into the target's ledger."""
     if plans is None:
         plan = plan_service(engine, service, subject_columns)
     else:
@@ -172,6 +180,7 @@ def run_service(
         server_batches=service.server_batches,
         compress_wal=service.compress_wal,
         partitions=service.partitions,
+        ledger=ledger,
     )
     if dry:
         return dry_run(engine, plan, subject, options)

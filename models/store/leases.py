@@ -18,7 +18,7 @@ from models.messages import TaskResult
 from models.store.dead_letters import DeadLetterReason
 from models.store.faults import fail_task, poison_error
 from models.store.outcomes import others_open, task_result
-from models.store.progress import add_rows, as_outcomes, removed_rows
+from models.store.progress import add_rows, as_outcomes, mark_inexact, removed_rows
 from models.store.tables import Attempt, AttemptOutcome, Job, Task, TaskStatus, new_id, utcnow
 
 
@@ -59,11 +59,15 @@ def claim_task(
     stale_after_seconds: float,
     max_crashes: int,
     removing: Collection[TableAction],
+    ledger: bool = False,
+    abandoned: str | None = None,
 ) -> Lease | NotClaimed:
-    """Take the task's lease for a new execution. A lease still held by an execution
+    """Take the task's lease for a new execution (``ledger``: it keeps a ledger in
+    the target, unless it says otherwise before its first batch). A lease still held by an execution
     whose heartbeat is fresh is left alone, unless this is that execution's own
     message redelivered (its worker was lost): then, as for a stale heartbeat, the
-    old execution counts a crash."""
+    old execution counts a crash. The lease ``abandoned`` (this message's previous
+    execution ended when the job store failed) is taken back at once, no crash."""
     # The job's columns come in the same statement (only the task row is locked).
     found = session.execute(
         sa.select(Task, Job.subject_kind, Job.subject_value, Job.dry_run)
@@ -78,6 +82,8 @@ def claim_task(
         # A duplicated or redelivered message: the first outcome stands.
         return NotClaimed(task_result(task))
     now = utcnow()
+    if task.lease_id is not None and task.lease_id == abandoned:
+        lose_lease(session, task, now, "the job store failed during it", removing, crashed=False)
     if task.lease_id is not None:
         age = (now - task.heartbeat_at).total_seconds() if task.heartbeat_at else 1e9
         own_redelivery = redelivered and celery_id == task.celery_id
@@ -106,6 +112,7 @@ def claim_task(
             celery_id=celery_id,
             worker=worker,
             started_at=now,
+            ledger_seq=0 if ledger else None,
         )
     )
     return Lease(task.id, lease, subject_kind, subject_value, dry_run)
@@ -117,8 +124,11 @@ def lose_lease(
     now: datetime,
     why: str,
     removing: Collection[TableAction],
+    *,
+    crashed: bool = True,
 ) -> None:
-    """Record that the execution holding ``task`` died, keeping the counts its last
+    """Record that the execution holding ``task`` died (``crashed``: with its worker;
+    otherwise it ended without recording, a retry), keeping the counts its last
     heartbeat carried (its rows are gone: they cannot be counted again)."""
     lost = session.scalar(
         sa.select(Attempt).where(
@@ -126,20 +136,30 @@ def lose_lease(
         )
     )
     if lost is not None:
-        lost.outcome = AttemptOutcome.LOST
+        lost.outcome = AttemptOutcome.LOST if crashed else AttemptOutcome.RETRY
         lost.finished_at = now
         lost.error = why
         tables = as_outcomes(lost.tables or {})
         add_rows(task, tables, removed_rows(tables, removing))
-    task.crashes += 1
+        if lost.ledger_seq is None:
+            # No ledger to read back what it committed after its last heartbeat.
+            mark_inexact(task)
+    if crashed:
+        task.crashes += 1
     task.lease_id = None
 
 
 def heartbeat(
-    session: orm.Session, task_id: int, lease_id: str, counts: dict[str, Any], total: int
+    session: orm.Session,
+    task_id: int,
+    lease_id: str,
+    counts: dict[str, Any],
+    total: int,
+    ledger_seq: int | None = None,
 ) -> bool:
     """Move the task's heartbeat and store the counts of the execution's committed
-    batches (``{"table:action": rows}``, ``total`` removed). False: the lease is no
+    batches (``{"table:action": rows}``, ``total`` removed) with the seq of the last
+    ledger row they include (its watermark), in one statement. False: the lease is no
     longer this execution's (another one took the task over)."""
     updated = session.execute(
         sa.update(Task)
@@ -150,7 +170,9 @@ def heartbeat(
         return False
     if counts:
         session.execute(
-            sa.update(Attempt).where(Attempt.lease_id == lease_id).values(tables=counts, rows=total)
+            sa.update(Attempt)
+            .where(Attempt.lease_id == lease_id)
+            .values(tables=counts, rows=total, ledger_seq=ledger_seq)
         )
     return True
 
@@ -161,3 +183,15 @@ def held_task(session: orm.Session, task_id: int, lease_id: str) -> Task | None:
     if task is None or task.lease_id != lease_id:
         return None
     return task
+
+
+def keeps_no_ledger(session: orm.Session, lease_id: str) -> None:
+    """The execution of ``lease_id`` found no ledger in its target (before any batch):
+    what it commits can only be counted by its heartbeats."""
+    session.execute(sa.update(Attempt).where(Attempt.lease_id == lease_id).values(ledger_seq=None))
+
+
+def holds(session: orm.Session, task_id: int, lease_id: str) -> bool:
+    """Whether the execution of ``lease_id`` still holds the task (no lock taken)."""
+    found = session.scalar(sa.select(Task.lease_id).where(Task.id == task_id))
+    return found == lease_id

@@ -41,8 +41,10 @@ _T = Task.__table__.c
 _A = Attempt.__table__.c
 #: The update of the task, with the values as parameters. The task may have moved
 #: since it was read (or was not read: its job's fields were known): the update takes
-#: it only if no execution holds it, it is still open, and no earlier execution of it
-#: removed rows.
+#: it only if no execution holds it, it is still open, no earlier execution of it
+#: removed rows, and none left counts to settle from the target's ledger (an earlier
+#: execution may have removed rows its heartbeats never carried: the general path
+#: settles them).
 _UPDATE = (
     sa.update(Task)
     .where(
@@ -51,6 +53,7 @@ _UPDATE = (
         Task.status.in_(listed(QUICK_STATUSES)),
         Task.lease_id.is_(None),
         Task.total_rows == 0,
+        ~sa.exists().where(Attempt.task_id == Task.id, Attempt.ledger_seq >= 0),
     )
     .values(
         status=TaskStatus.SUCCEEDED,

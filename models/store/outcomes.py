@@ -5,6 +5,7 @@ execution that ends the last one finalizes the job)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,8 +13,17 @@ from sqlalchemy import orm
 
 from models.erasure import TableOutcome
 from models.messages import TaskResult
-from models.store.progress import add_rows
+from models.store.progress import add_rows, counts_of
 from models.store.tables import Attempt, AttemptOutcome, Task, TaskStatus, utcnow
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What an execution's own counts (``tables``) reach: the seq of its last ledger
+    row they include (None: it kept no ledger)."""
+
+    tables: Sequence[TableOutcome]
+    ledger_seq: int | None
 
 
 def listed(values: Sequence[str]) -> list[sa.ColumnElement[str]]:
@@ -60,13 +70,21 @@ def end_attempt(
     outcome: AttemptOutcome,
     rows: int,
     error: str | None = None,
+    counted: Counted | None = None,
 ) -> None:
-    """Close the attempt row of the execution holding ``lease_id``."""
-    session.execute(
-        sa.update(Attempt)
-        .where(Attempt.lease_id == lease_id)
-        .values(outcome=outcome, rows=rows, error=error, finished_at=utcnow())
-    )
+    """Close the attempt row of the execution holding ``lease_id``; with ``counted``,
+    keep the counts added to the task for it and the ledger seq they reach (its
+    watermark: ``progress.settle`` folds any later ledger row)."""
+    values: dict[str, Any] = {
+        "outcome": outcome,
+        "rows": rows,
+        "error": error,
+        "finished_at": utcnow(),
+    }
+    if counted is not None:
+        values["tables"] = counts_of(counted.tables)
+        values["ledger_seq"] = counted.ledger_seq
+    session.execute(sa.update(Attempt).where(Attempt.lease_id == lease_id).values(**values))
 
 
 def record_success(
@@ -79,6 +97,7 @@ def record_success(
     verified: bool,
     fingerprint: str | None,
     dry_run: bool = False,
+    ledger_seq: int | None = None,
 ) -> None:
     """The execution finished the task: counts added, ``succeeded``, lease released;
     ``nothing_matched`` when it was no dry run and no table had a row to act on."""
@@ -90,16 +109,22 @@ def record_success(
     task.plan_fingerprint = fingerprint
     task.lease_id = None
     task.finished_at = task.heartbeat_at = utcnow()
-    end_attempt(session, lease_id, AttemptOutcome.SUCCEEDED, removed)
+    counted = Counted(tables, ledger_seq)
+    end_attempt(session, lease_id, AttemptOutcome.SUCCEEDED, removed, counted=counted)
 
 
 def record_slice(
-    session: orm.Session, task: Task, lease_id: str, tables: Sequence[TableOutcome], removed: int
+    session: orm.Session,
+    task: Task,
+    lease_id: str,
+    tables: Sequence[TableOutcome],
+    removed: int,
+    ledger_seq: int | None = None,
 ) -> int:
     """The execution's time slice ended with work left: counts added, lease released,
     the task queued for its next slice; returns the slice's rows."""
     done = add_rows(task, tables, removed)
     task.lease_id = None
     task.queued_at = utcnow()
-    end_attempt(session, lease_id, AttemptOutcome.SLICED, done)
+    end_attempt(session, lease_id, AttemptOutcome.SLICED, done, counted=Counted(tables, ledger_seq))
     return done

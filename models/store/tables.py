@@ -164,6 +164,12 @@ class Task(Base):
     #: ``[{"table": ..., "action": ..., "rows": N}, ...]`` from the engine's report.
     rows: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     total_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: False when an execution died (or lost its connection mid-commit) without a
+    #: ledger in the target: ``rows`` and ``total_rows`` are then a lower bound.
+    counts_exact: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
+    #: With ``counts_exact`` false: the most rows the task can have removed (None: no
+    #: bound is known).
+    rows_at_most: Mapped[int | None] = mapped_column(sa.BigInteger)
     verified: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     plan_fingerprint: Mapped[str | None] = mapped_column(sa.String(80))
     #: Succeeded (not a dry run) with every count 0: the service held nothing of the
@@ -219,6 +225,10 @@ class Attempt(Base):
     #: ``{"table:action": rows}`` committed by this execution so far (kept with each
     #: heartbeat, so the counts of an execution that dies are not lost).
     tables: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    #: The last ledger row (``worker.execution.ledger``) that ``tables`` holds. None:
+    #: this execution keeps no ledger in the target; -1 (``progress.SETTLED``): its
+    #: counts were settled from the ledger once it ended.
+    ledger_seq: Mapped[int | None] = mapped_column(sa.Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -48,6 +48,7 @@ from models.store.tables import JobStatus, Task, TaskStatus
 from tests.conftest import TargetDB, make_db
 from tests.e2e.deployment_secrets import seal_of
 from tests.redis_dbs import claimed, need_redis, pool
+from worker.catalog.reflection import LEDGER_TABLE
 from worker.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +148,11 @@ class Targets:
         return owned
 
     def tables_present(self) -> dict[str, list[str]]:
-        return {name: sorted(sa.inspect(db.engine).get_table_names()) for name, db in self._dbs()}
+        """The services' own tables (not Eraser's ledger, which its erasures create)."""
+        return {
+            name: sorted(t for t in sa.inspect(db.engine).get_table_names() if t != LEDGER_TABLE)
+            for name, db in self._dbs()
+        }
 
 
 def _load(

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
@@ -43,6 +44,7 @@ from models.registry import load_registry
 from models.settings import Settings
 from models.store.database import JobStore
 from models.store.sealing import subject_seal
+from models.store.tables import Task
 from tasks.erase import execute_task
 from tasks.finalize import finalize
 from tasks.submit import submit
@@ -489,3 +491,27 @@ def test_the_embedded_default_needs_no_secret() -> None:
     require_secrets(Settings(_env_file=None))  # type: ignore[call-arg]
     with pytest.raises(MissingSecrets, match="ERASER_SUBJECT_HASH_PEPPER"):
         require_secrets(Settings(broker_url="redis://127.0.0.1:1/0", _env_file=None))  # type: ignore[call-arg]
+
+
+def test_the_certificate_says_whether_the_counts_are_exact(deployment: Deployment) -> None:
+    jwks = served_jwks(deployment)
+    exact = jwcrypto_verify(token_of(deployment, deployment.erased), jwks)
+    assert exact["counts_exact"] is True
+    assert [s["counts_exact"] for s in exact["services"]] == [True]
+    assert "rows_at_most" not in exact["services"][0]
+    # An execution without a ledger died mid-batch: the counts are a lower bound.
+    engine = create_engine(f"sqlite:///{deployment.tmp / 'jobs.db'}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(Task)
+            .where(Task.job_id == deployment.erased)
+            .values(counts_exact=False, rows_at_most=None)
+        )
+    engine.dispose()
+
+    inexact = jwcrypto_verify(token_of(deployment, deployment.erased), jwks)
+
+    assert inexact["counts_exact"] is False
+    (service,) = inexact["services"]
+    assert (service["counts_exact"], service["rows_at_most"]) == (False, None)
+    assert service["rows"] == exact["services"][0]["rows"]  # the least removed

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import models.store.cancellation
 import tasks.quick_path
@@ -21,7 +22,8 @@ from models.messages import TaskResult
 from models.registry import Registry
 from models.store.database import JobStore
 from models.store.nothing_found import one_statement_record
-from models.store.tables import TaskStatus, utcnow
+from models.store.progress import SETTLED
+from models.store.tables import Attempt, TaskStatus, utcnow
 from tasks.execution import Delivery, Outcome
 from tasks.finalize import finalize
 from tasks.submit import (
@@ -473,3 +475,26 @@ def test_duplicated_messages_racing_on_one_task_record_one_execution(
     assert (attempt.number, attempt.outcome, attempt.celery_id) == (1, "succeeded", winner)
     task = _task(store, job_id, "shop")
     assert (task.status, task.attempts, task.celery_id) == ("succeeded", 1, winner)
+
+
+def test_an_earlier_execution_with_counts_to_settle_goes_the_general_way(
+    store: JobStore, registry: Registry, targets: Targets
+) -> None:
+    # An execution that kept a ledger ended with no count carried (killed before its
+    # first heartbeat, or its connection lost mid-commit): its batches may have
+    # removed rows, so "nothing here" now must not be recorded as 0 rows at once.
+    job_id = _submit(store, registry)
+    _update_task(store, job_id, "shop", status=TaskStatus.RETRYING, attempts=1)
+    _add_attempt(store, job_id, "shop", 1, "retry")
+    with store.transaction() as session:
+        session.execute(
+            sa.update(Attempt).where(Attempt.lease_id == "lease-1").values(ledger_seq=0)
+        )
+
+    outcome = _run(store, registry, job_id, "shop", targets, PlanCache())
+
+    assert (outcome.result.status, outcome.finished) == ("succeeded", True)
+    with store.transaction() as session:
+        first = session.scalars(sa.select(Attempt).where(Attempt.lease_id == "lease-1")).one()
+        # The general path settled it from the (empty) ledger before recording.
+        assert first.ledger_seq == SETTLED

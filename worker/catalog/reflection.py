@@ -35,6 +35,10 @@ from worker.dialects import dialect_of
 from worker.dialects.base import Dialect, SchemaFacts
 from worker.exceptions import UnsupportedTable
 
+#: Eraser's own table in a target database (``worker.execution.ledger``): never part
+#: of a catalog, so plans, dry runs and fingerprints do not see it.
+LEDGER_TABLE = "eraser_ledger"
+
 
 def reflect(engine: Engine, schemas: Sequence[str] | None = None) -> Catalog:
     """Read the catalog of ``schemas`` (default: every user schema the database has).
@@ -101,7 +105,7 @@ def _reflect_schema(
 
     result: dict[TableName, TableInfo] = {}
     for (_, tname), cols in columns.items():
-        if tname in facts.partitions or dialect.system_table(tname):
+        if tname in facts.partitions or dialect.system_table(tname) or tname == LEDGER_TABLE:
             continue
         name = TableName(schema, tname)
         colmap = {

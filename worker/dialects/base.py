@@ -260,6 +260,13 @@ class Dialect:
     ) -> None:
         """Start one batch transaction (bound its lock waits, and so on)."""
 
+    @contextmanager
+    def bounded_waits(self, conn: Connection, timeout_ms: int | None) -> Iterator[None]:
+        """Bound how long each statement on ``conn`` (autocommit) may wait for a lock
+        or run, for the block (None: as configured). Where the database has no such
+        setting, the block runs as it would."""
+        yield
+
     def begin_read_only(self, conn: Connection) -> None:
         """Make the transaction that ``conn`` just began refuse every write."""
         conn.execute(sa.text("SET TRANSACTION READ ONLY"))

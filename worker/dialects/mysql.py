@@ -190,6 +190,27 @@ class MySQL(Dialect):
                 conn.execute(sa.text(f"SET SESSION {name} = {before}"))
 
     @contextmanager
+    def bounded_waits(self, conn: Connection, timeout_ms: int | None) -> Iterator[None]:
+        """``lock_wait_timeout`` (metadata locks, whole seconds) and, on MariaDB,
+        ``max_statement_time`` for the block; the session's values put back after it.
+        (InnoDB's plain reads take no row locks, so they do not wait on rows.)"""
+        if timeout_ms is None:
+            yield
+            return
+        names = ["lock_wait_timeout"]
+        limits = [max(1, -(-int(timeout_ms) // 1000))]
+        if getattr(conn.dialect, "is_mariadb", False):
+            names.append("max_statement_time")
+            limits.append(max(1, -(-int(timeout_ms) // 1000)))
+        before = conn.execute(sa.text("SELECT " + ", ".join(f"@@SESSION.{n}" for n in names))).one()
+        _set_session(conn, dict(zip(names, limits, strict=True)))
+        try:
+            yield
+        finally:
+            if not conn.invalidated:
+                _set_session(conn, dict(zip(names, before, strict=True)))
+
+    @contextmanager
     def without_fk_checks(self, conn: Connection) -> Iterator[None]:
         conn.execute(sa.text("SET SESSION foreign_key_checks = 0"))
         try:
@@ -334,3 +355,8 @@ def _referencing_schemas(conn: Connection, schema: str) -> list[str]:
             {"schema": schema},
         )
     ]
+
+
+def _set_session(conn: Connection, values: dict[str, Any]) -> None:
+    """``SET SESSION`` each of ``values`` (numbers the server itself gave, or ours)."""
+    conn.execute(sa.text("SET " + ", ".join(f"SESSION {n} = {v}" for n, v in values.items())))

@@ -198,8 +198,11 @@ class PostgreSQL(Dialect):
             # id = ANY(array)``. A list of row values costs the planner about 0.4 ms a
             # key on a partitioned table; this form does not grow with the batch.
             (i,) = varying
-            base = super()
-            fixed = [base.key_in([c], [(values[0][j],)]) for j, c in enumerate(columns) if j != i]
+            fixed = [
+                Dialect.key_in(self, [c], [(values[0][j],)])
+                for j, c in enumerate(columns)
+                if j != i
+            ]
             return sa.and_(*fixed, self.key_in([columns[i]], [(v[i],) for v in values]))
         return super().key_in(columns, values)
 
@@ -246,6 +249,27 @@ class PostgreSQL(Dialect):
 
     def session_reset(self, conn: Connection) -> None:
         reset_session(conn, "RESET max_parallel_workers_per_gather")
+
+    @contextmanager
+    def bounded_waits(self, conn: Connection, timeout_ms: int | None) -> Iterator[None]:
+        """``lock_timeout`` and ``statement_timeout`` for the block, then back to the
+        session's defaults."""
+        if timeout_ms is None:
+            yield
+            return
+        bound = f"{int(timeout_ms)}ms"
+        conn.execute(
+            sa.select(
+                sa.func.set_config("lock_timeout", bound, False),
+                sa.func.set_config("statement_timeout", bound, False),
+            )
+        )
+        try:
+            yield
+        finally:
+            if not conn.invalidated:
+                conn.exec_driver_sql("RESET lock_timeout")
+                conn.exec_driver_sql("RESET statement_timeout")
 
     def begin_batch(
         self,

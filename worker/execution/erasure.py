@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from models.erasure import ErasureReport, TableAction, TableOutcome
 from worker.exceptions import ReferenceChecksUnavailable
+from worker.execution.ledger import kept
 from worker.execution.options import ExecutionOptions, ProgressCallback
 from worker.execution.partial import PartiallyErased, partially_erased
 from worker.execution.partitions import predicted
@@ -100,7 +101,11 @@ def erase(
     started = time.monotonic()
     dialect = plan.dialect
     lock_parts = [*lock_scope, *subject_lock_parts(plan, subject)]
-    with engine.connect() as conn, dialect.erasure_session(conn, opts.lock_timeout_ms):
+    with (
+        engine.connect() as conn,
+        dialect.erasure_session(conn, opts.lock_timeout_ms),
+        kept(opts.ledger, conn, dialect, opts.subject_lock_wait_seconds),
+    ):
         if opts.fk_checks == "eraser":
             # Asked for explicitly: refused at once, not only once the subject has rows.
             with conn.begin():

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from models.erasure import TableAction, TableOutcome
+
+if TYPE_CHECKING:
+    from worker.execution.ledger import Ledger
 
 #: Who checks the references into a batch of parents as it goes (``fk_checks``).
 #: ``database``: the database's own per-row foreign-key triggers. ``eraser``
@@ -49,6 +53,10 @@ class ExecutionOptions:
     compress_wal: bool = True
     #: A subject's own LIST partition is removed whole: one of ``PARTITION_MODES``.
     partitions: str = "truncate"
+    #: A task's execution: every batch also writes its counts into the target's ledger
+    #: (``worker.execution.ledger``), and the erasure holds the task's session lock.
+    #: None (a plain ``erase()``): no ledger.
+    ledger: Ledger | None = None
 
     def __post_init__(self) -> None:
         if self.fk_checks not in FK_CHECKS:
@@ -70,6 +78,8 @@ class Progress:
     #: The longest batch transaction the server-side loop ran for this report (0 for
     #: a batch run from the client).
     server_batch_seconds: float = 0.0
+    #: The seq of the last ledger row these counts include (None: no ledger).
+    ledger_seq: int | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

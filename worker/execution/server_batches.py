@@ -98,7 +98,15 @@ class ServerBatches:
                 compression=self.tx.compression.setting,
                 budget=self.tx.budget,
             )
-            return Loop(ServerLoop(spec, dialect, driver_literals(self.ctx.conn)), slots, leaf)
+            ledger = self.ctx.opts.ledger
+            server = ServerLoop(
+                spec,
+                dialect,
+                driver_literals(self.ctx.conn),
+                ledger if ledger is not None and ledger.active else None,
+                [f"{t}:{a}" for t, a in slots],
+            )
+            return Loop(server, slots, leaf)
         except Exception:
             # (A value the driver cannot write as a literal, a type without a loop
             # variable, a construct the loop does not carry: the client's way does.)
@@ -204,6 +212,8 @@ class ServerBatches:
     def _keep(self, table: TableName, loop: Loop, run: LoopRun, error: Exception | None) -> None:
         """Count what a call committed, report it, and raise the error it ended with."""
         self.tx.pending.clear()
+        if loop.server.ledger is not None:
+            loop.server.ledger.seq += run.batches
         for (t, action), count in zip(loop.slots, run.counts, strict=True):
             self.tx.record(t, action, count)
             if count:

@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from worker.database import driver_error
 from worker.dialects.postgresql_arrays import addressed_by, row_address
 from worker.dialects.postgresql_session import check_bound, hold
+from worker.execution.ledger import Ledger
 
 #: Why the loop gave a batch back to the client: a reference it may not clear (another
 #: subject's row, or a probe that found one), or a transaction budget exceeded. The
@@ -174,12 +175,23 @@ def aggregated(
 class ServerLoop:
     """The batches of one walk, run as ``DO`` blocks (see the module's docstring)."""
 
-    def __init__(self, spec: LoopSpec, dialect: Dialect, render: Callable[[Any], str]) -> None:
+    def __init__(
+        self,
+        spec: LoopSpec,
+        dialect: Dialect,
+        render: Callable[[Any], str],
+        ledger: Ledger | None = None,
+        ledger_keys: Sequence[str] = (),
+    ) -> None:
         """``render`` writes one value as a SQL literal, as the driver would interpolate
-        it on the connection the loop runs on (``driver_literals``)."""
+        it on the connection the loop runs on (``driver_literals``). With ``ledger``,
+        each batch writes its call's tally (one counter per slot, ``ledger_keys``
+        naming them) into the target's ledger before its ``COMMIT``."""
         self.spec = spec
         self.dialect = dialect
         self.render = render
+        self.ledger = ledger
+        self.ledger_keys = list(ledger_keys)
         root = spec.root.table
         key = root.c[spec.key]
         key_type = loop_type(key.type, dialect)
@@ -236,6 +248,7 @@ class ServerLoop:
                 f"RAISE NOTICE '{_TOLD} % % % %', {p}call,"
                 " coalesce(txid_current_if_assigned()::text, '-'),"
                 f" {p}batches, array_to_string({p}k, ',');",
+                *self._ledger_lines(),
                 "COMMIT;",
                 f"{p}longest := greatest({p}longest, clock_timestamp() - {p}t0);",
                 f"PERFORM set_config('{_LONGEST}', {p}call || ' '"
@@ -245,6 +258,20 @@ class ServerLoop:
                 "END LOOP;",
             ]
         )
+
+    # --- the ledger (worker.execution.ledger) ---------------------------------------------
+
+    def _ledger_lines(self) -> list[str]:
+        """The batch's ledger row, in its transaction (none without a ledger)."""
+        if self.ledger is None:
+            return []
+        return [self.ledger.loop_insert(self.ledger_keys, self.render, PREFIX)]
+
+    def _ledger_declared(self) -> list[str]:
+        """The seq the call's ledger rows count on from."""
+        if self.ledger is None:
+            return []
+        return [f"{PREFIX}lseq integer := {int(self.ledger.seq)};"]
 
     # --- building -----------------------------------------------------------------------
 
@@ -405,6 +432,7 @@ class ServerLoop:
             f"{p}k bigint[] := array_fill(0::bigint, ARRAY[{int(self.spec.slots)}]);",
             f"{p}s bigint[] := '{{}}';",
             *self._declared,
+            *self._ledger_declared(),
         ]
         body = "\n".join(["DECLARE", *declare, "BEGIN", self._loop, "END"])
         tag = f"${PREFIX}{secrets.token_hex(8)}$"

@@ -1,4 +1,5 @@
-"""The walk's short transactions: each one's counts kept only once it commits, progress
+"""The walk's short transactions: each one's counts kept only once it commits (and,
+for a task, written into the target's ledger in the same transaction), progress
 reported after it, the time slice ended past the deadline, and each transaction's row
 budget (with the batch sizes made smaller for tables that swept too many rows)."""
 
@@ -64,6 +65,9 @@ class Transactions:
                 self.compression.setting,
             )
             yield conn
+            ledger = self.ctx.opts.ledger
+            if ledger is not None and self.pending:
+                ledger.write(conn, {f"{t}:{a}": n for (t, a), n in self.pending.items()})
         self.committed()
 
     def committed(self, server_seconds: float = 0.0, deadline: bool = True) -> None:
@@ -94,7 +98,14 @@ class Transactions:
             elapsed_seconds=time.monotonic() - self.started,
             rows_by_table={f"{t}:{a}": c for (t, a), c in self.counts.items()},
             server_batch_seconds=server_seconds,
+            ledger_seq=self.ledger_seq,
         )
+
+    @property
+    def ledger_seq(self) -> int | None:
+        """The seq of the last ledger row written (None: no ledger kept)."""
+        ledger = self.ctx.opts.ledger
+        return ledger.seq if ledger is not None and ledger.active else None
 
     def record(self, table: TableName, action: TableAction, rows: int) -> None:
         """Count rows written by the current transaction (kept once it commits)."""

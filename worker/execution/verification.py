@@ -23,13 +23,18 @@ _CHECKS_PER_STATEMENT = 30
 
 @database_failures
 def nothing_to_erase(
-    engine: Engine, plan: Plan, subject: object, version: ColumnElement[Any] | None = None
+    engine: Engine,
+    plan: Plan,
+    subject: object,
+    version: ColumnElement[Any] | None = None,
+    timeout_ms: int | None = None,
 ) -> tuple[ErasureReport | None, Any]:
     """The report of an erasure with nothing to do, or None when the subject has rows
     here: one read statement, outside any transaction, no lock. Most services hold
     nothing of a given subject. ``version`` (the schema's version token) is read in
-    the same statement and returned with it, for the caller to check the plan."""
-    return NothingCheck(plan, version, engine.dialect).run(engine, subject)
+    the same statement and returned with it, for the caller to check the plan.
+    ``timeout_ms`` bounds each statement's lock wait and run time."""
+    return NothingCheck(plan, version, engine.dialect).run(engine, subject, timeout_ms)
 
 
 class NothingCheck:
@@ -48,7 +53,9 @@ class NothingCheck:
         if plan.dialect.prepares_statements:
             self.prepared = [Prepared(stmt, dialect) for stmt in self.statements]
 
-    def run(self, engine: Engine, subject: object) -> tuple[ErasureReport | None, Any]:
+    def run(
+        self, engine: Engine, subject: object, timeout_ms: int | None = None
+    ) -> tuple[ErasureReport | None, Any]:
         started = time.monotonic()
         params = self.preds.bind_values(subject)
         left = 0
@@ -56,14 +63,15 @@ class NothingCheck:
         with engine.connect() as plain:
             conn = plain.execution_options(isolation_level="AUTOCOMMIT")
             self.plan.dialect.bind_subject(conn, self.preds.session_values(subject))
-            for i, statement in enumerate(self.statements):
-                if self.prepared is not None:
-                    row = tuple(self.prepared[i].run(conn, params).one())
-                else:
-                    row = tuple(conn.execute(statement, params).one())
-                if i == 0 and self.with_version:
-                    value, row = row[0], row[1:]
-                left += sum(1 for found in row if found)
+            with self.plan.dialect.bounded_waits(conn, timeout_ms):
+                for i, statement in enumerate(self.statements):
+                    if self.prepared is not None:
+                        row = tuple(self.prepared[i].run(conn, params).one())
+                    else:
+                        row = tuple(conn.execute(statement, params).one())
+                    if i == 0 and self.with_version:
+                        value, row = row[0], row[1:]
+                    left += sum(1 for found in row if found)
         if left:
             return None, value
         return report(self.plan, outcomes(self.plan, {}), True, 0, started, []), value
