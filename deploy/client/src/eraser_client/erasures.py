@@ -60,6 +60,8 @@ class _Record:
     result: ErasureResult | None = None
     error: str = ""
     transient: bool = False
+    #: Set when the erasure ended, done or failed.
+    ended: threading.Event = field(default_factory=threading.Event)
 
     def answer(self, job_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {"job_id": job_id, "status": self.status, "dry_run": self.dry_run}
@@ -110,6 +112,14 @@ class ErasureBook:
         ).start()
         return record.answer(request.job_id)
 
+    def wait(self, job_id: str, seconds: float) -> dict[str, Any] | None:
+        """The job's state once its erasure ended, or after ``seconds`` (blocks)."""
+        with self._lock:
+            record = self._records.get(job_id)
+        if record is not None:
+            record.ended.wait(seconds)
+        return self.state(job_id)
+
     def state(self, job_id: str) -> dict[str, Any] | None:
         """The job's erasure as the protocol answers it; None for a job not known here."""
         with self._lock:
@@ -126,10 +136,12 @@ class ErasureBook:
             with self._lock:
                 record.error, record.transient = type(exc).__name__, is_transient(exc)
                 record.status = "failed"
+            record.ended.set()
             return
         log.info("erasure %s done: %d removed", request.job_id, sum(counts.values()))
         with self._lock:
             record.result, record.status = done, "done"
+        record.ended.set()
 
     def _fingerprint(self, request: ErasureRequest) -> bytes:
         text = "\x00".join([request.subject_kind, request.subject_value, str(request.dry_run)])

@@ -6,15 +6,16 @@ router a service mounts in its own app (``pip install "eraser-client[router]"``)
     app.include_router(erasure_router(secret=os.environ["ERASER_SECRET"], erase=my_erase))
 
 ``POST /erasures`` takes ``{job_id, subject_kind, subject_value, dry_run}`` signed as a
-Standard Webhooks request, starts ``erase`` in a background thread and answers ``202``
-(``200`` with the outcome when the job is already done). ``GET /erasures/{job_id}``,
-signed over the job id, answers the job's state. Requests whose signature does not
-verify, or whose timestamp is more than five minutes off, get ``401``; the subject's
-value is never echoed or logged.
+Standard Webhooks request, starts ``erase`` in a background thread and answers ``200``
+with the outcome when it ends within ``answer_within`` seconds, else ``202``.
+``GET /erasures/{job_id}``, signed over the job id, answers the job's state. Requests
+whose signature does not verify, or whose timestamp is more than five minutes off, get
+``401``; the subject's value is never echoed or logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import json
 from collections.abc import Collection, Mapping
@@ -37,12 +38,15 @@ def erasure_router(
     erase: Erase,
     subject_kinds: Collection[str] | None = None,
     remember: int = 10_000,
+    answer_within: float = 1.0,
 ) -> APIRouter:
     """A router answering Eraser's erasure requests with ``erase``.
 
     ``secret`` is the signing secret shared with Eraser (base64, optionally prefixed
     ``whsec_``); ``subject_kinds`` (default: any) are the kinds this service holds, others
-    are refused with ``422``; ``remember`` is how many jobs' outcomes are kept.
+    are refused with ``422``; ``remember`` is how many jobs' outcomes are kept;
+    ``answer_within`` is how long a POST waits for the erasure before answering ``202``
+    (a quick one is answered at once, with no poll).
     """
     try:
         signer = Webhook(secret)
@@ -63,7 +67,10 @@ def erasure_router(
             answer = book.start(erasure)
         except ErasureConflict:
             raise HTTPException(409, "this job id was used for another request") from None
-        return JSONResponse(answer, status_code=200 if answer["status"] == "done" else 202)
+        if answer["status"] == "running" and answer_within > 0:
+            ended = await asyncio.to_thread(book.wait, erasure.job_id, answer_within)
+            answer = ended if ended is not None else answer
+        return JSONResponse(answer, status_code=202 if answer["status"] == "running" else 200)
 
     @router.get("/{job_id}")
     async def erasure_state(job_id: str, request: Request) -> JSONResponse:
