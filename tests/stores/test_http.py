@@ -222,6 +222,32 @@ def test_router_refusals_and_failures_without_the_value() -> None:
         erasure_router(secret="not base64!", erase=erase)  # noqa: S106 - not a real secret
 
 
+def test_an_unverified_erasure_runs_again_when_asked_again() -> None:
+    """Eraser retries an erasure that left some of the subject: the repeated request runs
+    it again (its counts are what the second run removed), where a verified one is
+    answered as it was."""
+    runs: list[int] = []
+
+    def erase(request: ErasureRequest) -> ErasureResult:
+        runs.append(1)
+        return ErasureResult(counts={"rows": 5 if len(runs) == 1 else 2}, verified=len(runs) > 1)
+
+    secret = new_secret()
+    app = FastAPI()
+    app.include_router(erasure_router(secret=secret, erase=erase))
+    signer = standardwebhooks.Webhook(secret)
+    body = json.dumps(
+        {"job_id": "v", "subject_kind": "tenant", "subject_value": "x", "dry_run": False}
+    ).encode()
+    answers = [_call(app, "POST", "/erasures", body, signer).json() for _ in range(3)]
+    assert [(a["counts"], a["verified"]) for a in answers] == [
+        ({"rows": 5}, False),
+        ({"rows": 2}, True),
+        ({"rows": 2}, True),
+    ]
+    assert len(runs) == 2
+
+
 def test_registry_entries_and_their_errors(tmp_path: Path) -> None:
     head = '[subjects.tenant]\ncolumn = "tenant_id"\n[subjects.user]\ncolumn = "user_id"\n'
     good = head + '[services.billing]\nkind = "http"\nurl_env = "B_URL"\nsecret_env = "B_SECRET"\n'

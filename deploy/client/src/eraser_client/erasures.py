@@ -4,10 +4,10 @@ Eraser asks (``ErasureRequest``), what the service answers (``ErasureResult``), 
 remembers its outcome by job id.
 
 Idempotent on the job id: a second request for a job that is running or done answers
-with that erasure; one whose erasure failed starts it again; one that asks something
-else under the same job id is refused (``ErasureConflict``). The book keeps outcomes
-in memory (the last ``remember`` jobs): after a restart, a repeated request runs the
-erasure again, which finds what is left.
+with that erasure; one whose erasure failed, or ended unverified, starts it again; one
+that asks something else under the same job id is refused (``ErasureConflict``). The
+book keeps outcomes in memory (the last ``remember`` jobs): after a restart, a repeated
+request runs the erasure again, which finds what is left.
 """
 
 from __future__ import annotations
@@ -63,6 +63,16 @@ class _Record:
     #: Set when the erasure ended, done or failed.
     ended: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def settled(self) -> bool:
+        """Running, or done for good: a repeated request answers it rather than running
+        the erasure again (a failure, or an erasure that left some of the subject, runs
+        again; Eraser adds the counts of both runs)."""
+        if self.status == "running":
+            return True
+        verified = self.result is not None and self.result.verified
+        return self.status == "done" and (verified or self.dry_run)
+
     def answer(self, job_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {"job_id": job_id, "status": self.status, "dry_run": self.dry_run}
         if self.result is not None:
@@ -101,7 +111,7 @@ class ErasureBook:
             record = self._records.get(request.job_id)
             if record is not None and not hmac.compare_digest(record.fingerprint, fingerprint):
                 raise ErasureConflict(request.job_id)
-            if record is not None and record.status != "failed":
+            if record is not None and record.settled:
                 return record.answer(request.job_id)
             record = _Record(fingerprint=fingerprint, dry_run=request.dry_run)
             self._records[request.job_id] = record
