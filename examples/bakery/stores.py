@@ -1,15 +1,19 @@
 """The bakery's cache and object store, next to its twelve databases: a Redis cache of
 forecasts (``forecast_cache``) and a bucket of exported reports (``reports``).
 
-``make up`` runs both for real (a Redis database and SeaweedFS); ``eraser demo``, on the
-embedded default with no servers, leaves them out and says so.
+``make up`` and the compose file run both for real (a Redis database and SeaweedFS);
+``eraser demo``, on the embedded default with no servers, leaves them out and says so.
+``python -m examples.bakery.stores --cache-url URL --bucket NAME --tenants N`` seeds them
+(the bucket's endpoint and keys from the standard AWS variables).
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import redis
 
 #: The registry's services that are not SQL databases, and what each is.
@@ -35,7 +39,11 @@ def fill_reports(bucket: str, tenants: int) -> int:
     """Each tenant's exported reports (endpoint and keys from the AWS variables); the
     objects written."""
     client: Any = boto3.session.Session().client("s3")
-    client.create_bucket(Bucket=bucket)
+    try:
+        client.create_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:  # seeded before: the objects are rewritten
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
     for tenant in range(1, tenants + 1):
         for month in range(1, REPORTS + 1):
             body = f"tenant {tenant}, month {month}: sales report\n".encode()
@@ -44,3 +52,18 @@ def fill_reports(bucket: str, tenants: int) -> int:
             )
     client.close()
     return tenants * REPORTS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="seed the bakery's cache and bucket")
+    parser.add_argument("--cache-url", required=True, help="redis://host:port/db")
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--tenants", type=int, default=5)
+    args = parser.parse_args()
+    keys = fill_cache(args.cache_url, args.tenants)
+    objects = fill_reports(args.bucket, args.tenants)
+    print(f"seeded {keys} cache keys and {objects} report objects")
+
+
+if __name__ == "__main__":
+    main()
