@@ -41,6 +41,7 @@ from tests.stores.http_service import HttpService, rows_of, seed
 from worker.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 TENANTS = ("acme-5b1e9", "globex-77", "initech-31", "umbrella-4", "hooli-12")
 BUCKET = "artifacts"
 #: What each tenant holds, per service.
