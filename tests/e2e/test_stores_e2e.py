@@ -4,7 +4,8 @@ uvicorn process mounting ``eraser_client.erasure_router`` over its own database)
 
 The subject's rows, keys and objects go; every other tenant's stay byte-identical; the
 dry run counts what the erasure removes. Then the faults: Redis and SeaweedFS stopped
-while a job runs and started again (retried, counts exact), the http service answering
+while a job runs and started again (retried, counts exact), Redis killed in the middle
+of an erasure of 20,000 keys (counted once each), the http service answering
 503 before 200 (retried, counts exact) and 400 (dead letter; replayed once the service
 is fixed, counts exact).
 """
@@ -46,6 +47,8 @@ TENANTS = ("acme-5b1e9", "globex-77", "initech-31", "umbrella-4", "hooli-12")
 BUCKET = "artifacts"
 #: What each tenant holds, per service.
 KEYS, OBJECTS, CUSTOMERS, ORDERS, ACCOUNTS = 31, 12, 10, 30, 8
+#: The big keys of the last tenant (none for the others).
+BIG = 20_000
 
 REGISTRY = """
 [subjects.tenant]
@@ -58,6 +61,13 @@ url_env = "ST_ORDERS_URL"
 kind = "redis"
 url_env = "ST_CACHE_URL"
 keys = ["forecast:{value}:*", "profile:{value}"]
+
+# The same Redis: one tenant's many keys, removed five at a time (a restart lands mid-way).
+[services.bigcache]
+kind = "redis"
+url_env = "ST_CACHE_URL"
+keys = ["big:{value}:*"]
+batch_size = 5
 
 [services.artifacts]
 kind = "s3"
@@ -197,6 +207,10 @@ def _fill_stores(cache: RedisServer, weed: Weed) -> None:
         client.set(f"profile:{tenant}", b"\x00profile\xff")
         for i in range(OBJECTS):
             s3.put_object(Bucket=BUCKET, Key=f"tenants/{tenant}/obj{i}", Body=os.urandom(64))
+    pipe = client.pipeline(transaction=False)
+    for i in range(BIG):
+        pipe.set(f"big:{TENANTS[-1]}:{i}", os.urandom(16))
+    pipe.execute()
     client.close()
 
 
@@ -315,6 +329,7 @@ def test_one_job_erases_a_subject_from_every_kind_of_service(estate: Estate) -> 
     expected = {
         "orders": CUSTOMERS + ORDERS,
         "cache": KEYS,
+        "bigcache": 0,
         "artifacts": OBJECTS,
         "billing": 3 * ACCOUNTS,
     }
@@ -344,6 +359,35 @@ def test_redis_and_seaweedfs_restarted_while_the_job_runs(estate: Estate) -> Non
     held = estate.holdings(subject)
     assert (held["cache"], held["artifacts"]) == ({}, {})
     assert {t: estate.holdings(t) for t in others} == before
+
+
+def test_redis_killed_in_the_middle_of_an_erasure(estate: Estate) -> None:
+    """kill -9 while the worker removes the keys (the server persists every write): the
+    retry goes on from what is left, and the count is every key, once."""
+    subject, others = TENANTS[-1], TENANTS[:-1]
+    before = {t: estate.holdings(t) for t in others}
+    client = redis.Redis.from_url(estate.cache.url)
+    job = estate.submit(subject, ["bigcache"])
+    deadline = time.monotonic() + 60
+    while _big_left(client, subject) == BIG:
+        assert time.monotonic() < deadline, "the erasure did not start"
+        time.sleep(0.02)
+    estate.cache.kill()
+    client.close()
+    estate.cache.start()
+    client = redis.Redis.from_url(estate.cache.url)
+    assert 0 < _big_left(client, subject) < BIG  # killed mid-way
+    done = estate.wait(job)
+    assert done.status == "succeeded", done.model_dump_json()
+    assert done.tasks[0].retries >= 1, done.tasks[0].history
+    assert by_service(done) == {"bigcache": BIG}
+    assert _big_left(client, subject) == 0
+    client.close()
+    assert {t: estate.holdings(t) for t in others} == before
+
+
+def _big_left(client: redis.Redis, tenant: str) -> int:
+    return sum(1 for _ in client.scan_iter(match=f"big:{tenant}:*", count=5000))
 
 
 def test_the_http_service_answering_503_is_retried(estate: Estate) -> None:
