@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -285,3 +288,24 @@ def test_urls_and_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         assert isinstance(s, HttpStore)
         with pytest.raises(StoreUnavailable, match="ConnectError"):
             s.preview("acme")
+
+
+def test_the_client_imports_neither_fastapi_nor_eraser_until_asked() -> None:
+    """``import eraser_client`` stays httpx-only; the router brings FastAPI, never
+    Eraser's server packages; the engine's helper imports them only when called."""
+    script = (
+        "import sys, eraser_client\n"
+        "print(sorted(m for m in ('fastapi', 'standardwebhooks', 'models', 'worker')"
+        " if m in sys.modules))\n"
+        "from eraser_client import engine_erasure, erasure_router\n"
+        "print(sorted(m for m in ('fastapi', 'models', 'worker') if m in sys.modules))\n"
+    )
+    src = Path(__file__).resolve().parents[2] / "deploy" / "client" / "src"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert done.stdout.splitlines() == ["[]", "['fastapi']"]
