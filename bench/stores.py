@@ -1,4 +1,5 @@
-"""Eraser's Redis and S3 erasure against the plain commands an operator would type.
+"""Eraser's Redis, S3 and http erasure against the plain commands an operator would type
+(for http: against Eraser's engine called directly, in the service's process).
 
 Run with ``python bench/stores.py`` (``--keys N``, ``--objects N``). It starts its own
 ``redis-server`` (no persistence) and its own SeaweedFS (``weed server -s3``, from the
@@ -10,7 +11,13 @@ Run with ``python bench/stores.py`` (``--keys N``, ``--objects N``). It starts i
 - S3: objects/s for ``S3Store.erase`` of one subject's N objects (beside N/10 of another
   subject), against a plain boto3 ``ListObjectsV2`` + ``DeleteObjects`` loop (what
   ``aws s3 rm --recursive`` does, in bulk) and against ``aws s3 rm --recursive`` itself
-  when the ``aws`` command is installed.
+  when the ``aws`` command is installed;
+- http: an http service of the tests' own (uvicorn, ``erasure_router`` over
+  ``engine_erasure`` on a SQLite file): requests/s of dry runs asked through the protocol
+  (signed POST, polls) against the engine's dry run called directly, and rows/s of one
+  subject's erasure through the protocol against the engine's on a copy of the same file.
+
+``--stores`` picks which (default ``redis,s3,http``).
 """
 
 from __future__ import annotations
@@ -27,10 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import sqlalchemy as sa
+from eraser_client import ErasureRequest, engine_erasure
 
+from models.registry import HttpService as HttpDefinition
 from models.registry import RedisService, S3Service
 from tests.stores.conftest import ACCESS_KEY, SECRET_KEY, RedisServer, Weed, free_port
-from worker.stores import open_store
+from tests.stores.http_service import HttpService, accounts, metadata, notes
+from worker.stores import HttpStore, open_store
 
 SUBJECT, OTHER = "4711", "47110"
 
@@ -174,16 +185,110 @@ def bench_s3(workdir: Path, n: int) -> None:
         weed.stop()
 
 
+# --- http --------------------------------------------------------------------------------
+
+
+def load_rows(url: str, n: int) -> None:
+    """``n`` accounts of the subject (two notes each) and ``n`` of another subject."""
+    engine = sa.create_engine(url)
+    metadata.create_all(engine)
+    rows = [
+        {"id": i, "tenant_key": SUBJECT if i <= n else OTHER, "name": "n"}
+        for i in range(1, 2 * n + 1)
+    ]
+    with engine.begin() as conn:
+        conn.execute(accounts.insert(), rows)
+        conn.execute(
+            notes.insert(),
+            [
+                {"id": 2 * i + j, "account_id": i, "body": "b"}
+                for i in range(1, 2 * n + 1)
+                for j in (0, 1)
+            ],
+        )
+    engine.dispose()
+
+
+def bench_http(workdir: Path, n: int, requests: int) -> None:
+    service = HttpService(port=free_port(), workdir=workdir)
+    load_rows(service.database_url, n)
+    copy = workdir / "direct.db"
+    shutil.copyfile(workdir / "service.db", copy)
+    service.start()
+    direct = engine_erasure(f"sqlite:///{copy}", {"tenant": "tenant_key"})
+    definition = HttpDefinition(
+        kind="http",
+        url_env="BENCH_HTTP_URL",
+        secret_env="BENCH_HTTP_SECRET",  # noqa: S106 - a variable's name, unused here
+        poll_max_seconds=0.05,
+    )
+    rows = 3 * n
+    print(
+        f"http (uvicorn + erasure_router, SQLite): {rows:,} rows of one subject among {2 * rows:,}"
+    )
+    try:
+        with HttpStore(
+            "billing", definition, service.url, service.secret, subject_kind="tenant"
+        ) as store:
+            # Not timed: the first request makes the service's plan (the direct engine's too).
+            store.preview(OTHER)
+            direct(ErasureRequest("warm", "tenant", OTHER, dry_run=True))
+            started = time.perf_counter()
+            for _ in range(requests):
+                assert store.preview(SUBJECT).total_rows == rows
+            line(
+                "dry runs through the protocol (POST + polls)",
+                requests,
+                time.perf_counter() - started,
+                "requests",
+            )
+            started = time.perf_counter()
+            for i in range(requests):
+                assert (
+                    sum(
+                        direct(
+                            ErasureRequest(f"d{i}", "tenant", SUBJECT, dry_run=True)
+                        ).counts.values()
+                    )
+                    == rows
+                )
+            line(
+                "dry runs of the engine called directly",
+                requests,
+                time.perf_counter() - started,
+                "requests",
+            )
+            started = time.perf_counter()
+            assert store.erase(SUBJECT, erasure_id="bench").total_rows == rows
+            line("erasure through the protocol", rows, time.perf_counter() - started, "rows")
+        started = time.perf_counter()
+        assert (
+            sum(direct(ErasureRequest("e", "tenant", SUBJECT, dry_run=False)).counts.values())
+            == rows
+        )
+        line("erasure by the engine called directly", rows, time.perf_counter() - started, "rows")
+    finally:
+        service.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--objects", type=int, default=10_000)
+    parser.add_argument("--accounts", type=int, default=20_000, help="http: the subject's accounts")
+    parser.add_argument("--requests", type=int, default=200, help="http: dry runs timed")
+    parser.add_argument("--stores", default="redis,s3,http")
     args = parser.parse_args()
+    stores = set(args.stores.split(","))
     with tempfile.TemporaryDirectory(prefix="eraser-bench-stores-") as tmp:
-        (Path(tmp) / "redis").mkdir()
-        (Path(tmp) / "weed").mkdir()
-        bench_redis(Path(tmp) / "redis", args.keys)
-        bench_s3(Path(tmp) / "weed", args.objects)
+        for name in ("redis", "weed", "http"):
+            (Path(tmp) / name).mkdir()
+        if "redis" in stores:
+            bench_redis(Path(tmp) / "redis", args.keys)
+        if "s3" in stores:
+            bench_s3(Path(tmp) / "weed", args.objects)
+        if "http" in stores:
+            bench_http(Path(tmp) / "http", args.accounts, args.requests)
 
 
 if __name__ == "__main__":

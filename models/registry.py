@@ -14,7 +14,8 @@ A TOML file (``services.toml``)::
     set = { email = "null", name = "'erased'" }
 
 A service has a ``kind``: ``sql`` (the default, a database reached with a DSN),
-``redis`` (key patterns) or ``s3`` (object prefixes); ``http`` is reserved::
+``redis`` (key patterns), ``s3`` (object prefixes) or ``http`` (a service that erases
+its own data when Eraser asks, through the signed protocol of docs/stores.md)::
 
     [services.forecast_cache]
     kind = "redis"
@@ -25,6 +26,11 @@ A service has a ``kind``: ``sql`` (the default, a database reached with a DSN),
     kind = "s3"
     url_env = "ARTIFACTS_S3_URL"          # s3://bucket[/base]
     prefixes = ["tenants/{value}/"]
+
+    [services.billing]
+    kind = "http"
+    url_env = "BILLING_ERASER_URL"        # the service's base URL; Eraser POSTs {base}/erasures
+    secret_env = "BILLING_ERASER_SECRET"  # the shared signing secret (Standard Webhooks)
 
 An invalid file raises ``RegistryError`` naming the file, the place and the field.
 """
@@ -281,6 +287,49 @@ class S3Service(_StoreService):
         return value
 
 
+class HttpService(_StoreService):
+    """A service that erases its own data: Eraser POSTs a signed request to
+    ``{base}/erasures`` and polls ``{base}/erasures/{job_id}`` (docs/stores.md)."""
+
+    kind: Literal["http"]
+    #: Environment variable that holds the signing secret shared with the service
+    #: (Standard Webhooks: base64, optionally prefixed ``whsec_``), never the secret.
+    secret_env: str
+    #: How long one request may take.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    #: How long one execution polls a running erasure before the task continues it in a
+    #: new delivery (the same job id: the service answers with the same erasure).
+    wait_seconds: float = Field(default=120.0, gt=0, le=3600)
+    #: The longest pause between two polls (they start at a quarter of a second and double).
+    poll_max_seconds: float = Field(default=5.0, gt=0, le=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _needs_env(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for field, holds in (("url_env", "its base URL"), ("secret_env", "its signing secret")):
+                if field not in value:
+                    raise ValueError(
+                        f"an http service needs {field}: the NAME of the environment variable "
+                        f"holding {holds}"
+                    )
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _env_variable(value)
+
+    @property
+    def batch_size(self) -> int:
+        """An http service batches on its own side: 0 here (``GET /v1/services``)."""
+        return 0
+
+
+#: A registered service that is not a SQL database.
+StoreService = RedisService | S3Service | HttpService
+
+
 def _env_variable(value: str) -> str:
     if not _ENV.match(value):
         raise ValueError("must be the NAME of an environment variable, not a URL")
@@ -328,14 +377,12 @@ def _service_kind(value: Any) -> str:
 AnyService = Annotated[
     Annotated[Service, Tag("sql")]
     | Annotated[RedisService, Tag("redis")]
-    | Annotated[S3Service, Tag("s3")],
+    | Annotated[S3Service, Tag("s3")]
+    | Annotated[HttpService, Tag("http")],
     Discriminator(
         _service_kind,
         custom_error_type="service_kind",
-        custom_error_message=(
-            "kind must be 'sql', 'redis' or 's3' ('http', a service-owned erasure "
-            "endpoint, is not supported yet)"
-        ),
+        custom_error_message="kind must be 'sql', 'redis', 's3' or 'http'",
     ),
 ]
 #: Kinds a service may have, in the registry's own words.
@@ -360,7 +407,9 @@ class Registry(BaseModel):
             for kind in (*service.subjects, *named):
                 if kind not in self.subjects:
                     raise ValueError(f"services.{name} names unknown subject kind {kind!r}")
-            if not isinstance(service, Service) and not service.subjects and len(self.subjects) > 1:
+            # An http service is told the subject kind; patterns and prefixes are not.
+            patterns = isinstance(service, RedisService | S3Service)
+            if patterns and not service.subjects and len(self.subjects) > 1:
                 raise ValueError(
                     f"services.{name}: name the subject kind(s) its {service.kind} "
                     "patterns hold (subjects = [...]): they would take every kind's values"

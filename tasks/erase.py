@@ -36,7 +36,7 @@ from celery import Task as CeleryTask
 from celery.exceptions import Ignore, Reject, Retry
 
 from models.erasure import ErasureReport
-from models.registry import RedisService, Registry, S3Service, Service
+from models.registry import Registry, Service, StoreService
 from models.settings import MissingDatabaseUrl, Settings
 from models.store.database import JobStore
 from models.store.leases import Lease
@@ -354,7 +354,9 @@ def _erase(
     service that is not a SQL database is erased through its store."""
     definition = registry.services[service]
     if not isinstance(definition, Service):
-        return _erase_store(job_id, service, definition, lease.dry_run, value, beat)
+        return _erase_store(
+            job_id, service, definition, lease.dry_run, value, beat, lease.subject_kind
+        )
     columns = registry.subject_columns(service, lease.subject_kind)
     engine = engine_for(service)
     ledger = None
@@ -384,15 +386,16 @@ def _erase(
 def _erase_store(
     job_id: str,
     name: str,
-    definition: RedisService | S3Service,
+    definition: StoreService,
     dry_run: bool,
     value: str,
     beat: Heartbeat,
+    subject_kind: str = "",
 ) -> ErasureReport:
-    """A Redis or S3 service's erasure (or dry run). The erasure id is opaque (job and
-    service): it keeps counts exact when a retry meets batches an earlier attempt
-    removed."""
-    with open_store(name, definition) as store:
+    """A Redis, S3 or http service's erasure (or dry run). The erasure id is opaque (job
+    and service): it keeps counts exact when a retry meets batches an earlier attempt
+    removed. An http service is told the job id and the subject kind."""
+    with open_store(name, definition, subject_kind=subject_kind, job_id=job_id) as store:
         if dry_run:
             return store.preview(value)
         return store.erase(value, beat.progress, erasure_id=f"{job_id}:{name}")

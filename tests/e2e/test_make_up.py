@@ -4,6 +4,7 @@ touches only what it created."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -32,11 +33,11 @@ def _free_port() -> int:
 
 @pytest.fixture
 def redis_pair() -> Iterator[int]:
-    """Two consecutive Redis databases held by this run: ``up`` uses the first and the
-    next (broker and results)."""
+    """Three consecutive Redis databases held by this run: ``up`` uses the first and the
+    next two (broker, results, the bakery's forecast cache)."""
     need_server("PostgreSQL", PG_ADMIN_URL)
     need_redis()
-    with claimed(2, contiguous=True) as numbers:
+    with claimed(3, contiguous=True) as numbers:
         yield numbers[0]
 
 
@@ -109,6 +110,9 @@ def test_make_up_runs_a_job_through_api_worker_and_reaper(deployment: dict[str, 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"status": "succeeded"' in done.stdout
+    # the cache's keys and the bucket's objects went with the rows (25 keys, 6 reports)
+    rows = {t["service"]: t["rows"] for t in json.loads(done.stdout)["tasks"]}
+    assert (rows["forecast_cache"], rows["reports"]) == (25, 6), done.stdout
 
     api = f"http://127.0.0.1:{deployment['ERASER_UP_API_PORT']}"
     key = (state / "api-key").read_text().strip()

@@ -27,6 +27,8 @@ import botocore.exceptions
 import pytest
 import redis
 
+from tests.stores.http_service import HttpService, seed
+
 REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REQUIRE = os.environ.get("ERASER_REQUIRE_SERVICES") == "1"
 #: The database number the store tests use in that server.
@@ -319,3 +321,17 @@ def redis_cluster(tmp_path: Path) -> Iterator[str]:
         for process in processes:
             process.kill()
             process.wait(timeout=20)
+
+
+# --- an http service ------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_service(tmp_path: Path) -> Iterator[HttpService]:
+    """A service of the test's own (uvicorn, ``erasure_router`` over a SQLite database),
+    seeded with three tenants."""
+    service = HttpService(port=free_port(), workdir=tmp_path)
+    seed(service.database_url, {"acme": 20, "acme2": 5, "globex": 10})
+    service.start()
+    yield service
+    service.stop()

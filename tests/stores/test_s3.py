@@ -9,6 +9,7 @@ import botocore.exceptions
 import pytest
 
 from models.registry import S3Service
+from models.store.progress import as_outcomes
 from tests.stores.conftest import Weed
 from worker.execution.options import Progress
 from worker.faults import FaultKind, classify
@@ -96,6 +97,11 @@ def test_erase_removes_the_subject_and_leaves_others_byte_identical(
     assert report.verified
     assert not report.nothing_matched
     assert [p.rows for p in heard] == [5, 5, 2, 1]
+    # the progress reads as the task reads the engine's: what this execution removed
+    read = as_outcomes(heard[-1].rows_by_table)
+    assert [(t.table, t.action, t.rows) for t in read] == [
+        (t.table, t.action, t.rows) for t in report.tables
+    ]
 
 
 def test_nothing_matched(s3_env: Weed, bucket: str) -> None:
@@ -202,7 +208,10 @@ def test_seaweedfs_restarted_mid_erasure_then_retried_counts_exactly(
         s3_env.start()
     report = store.erase("7", erasure_id="job-9:artifacts")
     store.close()
-    assert (report.total_rows, report.total_bytes) == (31, sum(len(v) for v in mine.values()))
+    # the task keeps the first execution's progress and adds the retry's report
+    first = sum(heard[-1].rows_by_table.values())
+    assert first == 8  # two batches of 4
+    assert report.total_rows == 31 - first
     assert report.verified
     assert current(s3_env.client(), bucket) == before
 
@@ -225,9 +234,15 @@ def test_a_lost_delete_reply_is_still_counted(
         return result
 
     monkeypatch.setattr(store.client, "delete_objects", answer_lost)
+    heard: list[Progress] = []
     with pytest.raises(StoreUnavailable):
-        store.erase("5", erasure_id="job-3:artifacts")
+        store.erase("5", heard.append, erasure_id="job-3:artifacts")
     monkeypatch.setattr(store.client, "delete_objects", real)
     report = store.erase("5", erasure_id="job-3:artifacts")
+    again = store.erase("5", erasure_id="job-3:artifacts")  # a redelivery: nothing new
     store.close()
-    assert report.total_rows == 10
+    # the first execution's progress (the batch answered) and the retry's report (the
+    # batch whose answer was lost, and the rest) count every object once
+    assert sum(heard[-1].rows_by_table.values()) == 4
+    assert report.total_rows == 6
+    assert again.total_rows == 0

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from examples.bakery.schema import SERVICES, metadata_for
 from examples.bakery.seed import census, env_for, registry, seed, sqlite_urls
+from examples.bakery.stores import STORE_SERVICES
 from models.erasure import TableAction
 from worker.database import create_engine
 from worker.planning.model import CycleStrategy
@@ -39,8 +40,10 @@ def count(url: str, table: str, where: sa.ColumnElement[bool] | None = None) -> 
 
 def test_the_registry_names_every_service_and_its_url_variable(tmp_path: Path) -> None:
     reg = registry()
-    assert tuple(reg.services) == SERVICES
-    assert reg.services_for("tenant") == sorted(SERVICES)
+    # twelve databases, then a Redis cache and an S3 bucket
+    assert tuple(reg.services) == (*SERVICES, *STORE_SERVICES)
+    assert reg.services_for("tenant") == sorted([*SERVICES, *STORE_SERVICES])
+    assert [reg.services[s].kind for s in STORE_SERVICES] == ["redis", "s3"]
     env = env_for(sqlite_urls(tmp_path))
     assert env["BAKERY_ORDERS_DATABASE_URL"] == f"sqlite:///{tmp_path / 'orders.db'}"
     assert sorted(env) == sorted(f"BAKERY_{s.upper()}_DATABASE_URL" for s in SERVICES)

@@ -144,8 +144,16 @@ def announce(
     rows: int,
     totals: Mapping[str, int],
     started: float,
+    *,
+    counted: Mapping[str, int] | None = None,
 ) -> None:
-    """Tell ``progress`` about one batch (``totals``: rows per template so far)."""
+    """Tell ``progress`` about one batch (``totals``: rows per template so far).
+
+    A task keeps an execution's per-table progress (``rows_by_table``, from ``counted``:
+    what this execution removed, per template) and adds the next execution's report to
+    it, as for the SQL engine. A store whose report counts every attempt of the erasure
+    (Redis's ledger) passes no ``counted``: counted twice, a retry after a failure
+    would report too many."""
     if progress is None:
         return
     progress(
@@ -155,6 +163,6 @@ def announce(
             rows=rows,
             total_rows=sum(totals.values()),
             elapsed_seconds=time.monotonic() - started,
-            rows_by_table=dict(totals),
+            rows_by_table={f"{t}:{TableAction.DELETE}": n for t, n in (counted or {}).items()},
         )
     )

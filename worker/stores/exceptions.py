@@ -43,3 +43,14 @@ class SubjectValueRefused(EraserError):
     def __init__(self, service: str, reason: str) -> None:
         super().__init__(f"the subject value cannot be used in {service}: it {reason}")
         self.service = service
+
+
+class InvalidStoreSecret(EraserError):
+    """The environment variable the registry names does not hold a usable signing secret
+    (the message never quotes it)."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(
+            f"{variable} must hold a base64 signing secret, optionally prefixed whsec_"
+        )
+        self.variable = variable

@@ -11,9 +11,11 @@ holds ``/`` or ``..``, or holds the delimiter that follows ``{value}`` is refuse
 would name another prefix than the subject's.
 
 Counts: an object (or version, or delete marker) counts when a listing of this
-erasure saw it and a later listing no longer does. The store remembers what it saw per
-``erasure_id``, so a retry after a failed attempt in the same worker counts each object once,
-including a batch whose ``DeleteObjects`` reply was lost.
+erasure saw it and a later listing no longer does. Each execution reports what it
+removed and earlier executions did not count (their progress, which the task keeps,
+counted theirs). The store remembers what it saw and counted per ``erasure_id``, so a
+retry in the same worker counts each object once, including a batch whose
+``DeleteObjects`` reply was lost.
 
 Endpoint, region and credentials come from the standard AWS variables
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ...).
@@ -78,7 +80,7 @@ class S3Store(Store):
             read_timeout=60,
         )
         self.client: S3Client = boto3.session.Session().client("s3", config=config)
-        self._seen: OrderedDict[str, Seen] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[Seen, set[Entry]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def render(self, subject: str) -> list[tuple[str, str]]:
@@ -119,7 +121,9 @@ class S3Store(Store):
     ) -> ErasureReport:
         started = time.monotonic()
         prefixes = self.render(subject)
-        seen = self._remembered(erasure_id)
+        seen, counted = self._remembered(erasure_id)
+        earlier = set(counted)  # counted by earlier executions: their task kept them
+        mine: dict[str, int] = {}
         passes = 0
         with self._faults("DeleteObjects"):
             versions = self._all_versions()
@@ -129,15 +133,23 @@ class S3Store(Store):
                     for page in self._pages(prefix, versions):
                         fresh = _first_sight(seen, template, page)
                         self._delete(page)
+                        new = [e for e in page if e in seen[template] and e not in counted]
+                        counted.update(new)
+                        mine[template] = mine.get(template, 0) + len(new)
                         totals = {t: len(entries) for t, entries in seen.items()}
-                        announce(progress, template, fresh, totals, started)
+                        announce(progress, template, fresh, totals, started, counted=mine)
                 left = self._census(prefixes, versions)
                 if not any(left.values()) or passes >= MAX_PASSES:
                     break
         gone = {
-            template: {e: size for e, size in entries.items() if e not in left.get(template, {})}
+            template: {
+                e: size
+                for e, size in entries.items()
+                if e not in left.get(template, {}) and e not in earlier
+            }
             for template, entries in seen.items()
         }
+        counted.update(e for entries in gone.values() for e in entries)
         remaining = sum(len(entries) for entries in left.values())
         return self.report(
             dry_run=False,
@@ -150,15 +162,16 @@ class S3Store(Store):
 
     # --- listing and deleting --------------------------------------------------------------
 
-    def _remembered(self, erasure_id: str | None) -> Seen:
+    def _remembered(self, erasure_id: str | None) -> tuple[Seen, set[Entry]]:
+        """What this process saw of the erasure, and what it already counted for it."""
         if erasure_id is None:
-            return {}
+            return {}, set()
         with self._lock:
-            seen = self._seen.setdefault(erasure_id, {})
+            seen, counted = self._seen.setdefault(erasure_id, ({}, set()))
             self._seen.move_to_end(erasure_id)
             while len(self._seen) > _REMEMBERED:
                 self._seen.popitem(last=False)
-        return seen
+        return seen, counted
 
     def _all_versions(self) -> bool:
         """Whether versions and delete markers are listed and removed one by one."""
