@@ -116,3 +116,21 @@ def jobs_table(views: list[dict[str, Any]]) -> RenderableType:
             str(v["created_at"])[:19].replace("T", " "),
         )
     return table
+
+
+def services_table(views: list[dict[str, Any]]) -> RenderableType:
+    """``eraser services``: one row per registered service (never a DSN)."""
+    if not views:
+        return Text("no services", style="dim")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("service", "kind", "subject kinds", "queue", "reads its address from"):
+        table.add_column(name)
+    for v in views:
+        table.add_row(
+            str(v["name"]),
+            str(v["kind"]),
+            ", ".join(v["subjects"]) or "-",
+            str(v["queue"] or "default"),
+            str(v["address_env"] or "-"),
+        )
+    return table

@@ -158,11 +158,37 @@ def list_jobs(
     return EXIT_OK
 
 
+def services(config: Config = None, json_out: Json = False) -> int:
+    """List the registered services: each one's kind (sql, redis, s3, http), the
+    subject kinds it holds and its queue. Never a DSN or a secret: only the names of
+    the environment variables a service's address is read from."""
+    from api.cli import display  # noqa: PLC0415 - start-up time
+    from api.jobs import registry_of, settings_for  # noqa: PLC0415
+
+    registry = registry_of(settings_for(config))
+    views = [
+        {
+            "name": name,
+            "kind": service.kind,
+            "subjects": registry.kinds_for(name),
+            "queue": service.queue,
+            "address_env": getattr(service, "url_env", None),
+        }
+        for name, service in sorted(registry.services.items())
+    ]
+    if json_out:
+        typer.echo(json.dumps(views, indent=2))
+        return EXIT_OK
+    display.out().print(display.services_table(views))
+    return EXIT_OK
+
+
 def register(app: typer.Typer) -> None:
     """Add the job commands to the root app."""
     app.command("submit", cls=Command, rich_help_panel=PANEL)(submit)
     app.command("status", cls=Command, rich_help_panel=PANEL)(status)
     app.command("jobs", cls=Command, rich_help_panel=PANEL)(list_jobs)
+    app.command("services", cls=Command, rich_help_panel=PANEL)(services)
     app.command(
         "worker",
         cls=Command,

@@ -14,12 +14,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from api.console.pages import ConsoleRoute, PageError, read_form, render
+from api.console.pages import ConsoleRoute, PageError, count_call, read_form, render
 from api.console.plans import plans_for
 from api.console.session import Operator, SignedIn, check_csrf, require
 from api.console.views import TERMINAL, Typed, load, typed_value
-from api.dependencies import AppRegistry, AppSettings, Store
+from api.dependencies import AppRegistry, AppSettings, Limits, Store
 from api.keys import Scope
+from api.rate_limits import Limit, RateLimits
 from models.messages import ErasureRequest
 from models.registry import Registry
 from models.settings import Settings
@@ -55,16 +56,27 @@ def _admin_only(registry: Registry, kind: str) -> bool:
     return bool(subject is not None and subject.admin_only)
 
 
+def _count_against_limits(limits: RateLimits, operator: Operator, dry_run: bool) -> None:
+    """The same limits as the API's ``POST /v1/jobs``: every submission counts against
+    the key's submits, a dry run against its expensive calls too. Past one, a page that
+    says when to try again (429, ``Retry-After``)."""
+    count_call(limits, Limit.SUBMITS, operator.key.id)
+    if dry_run:
+        count_call(limits, Limit.EXPENSIVE, operator.key.id)
+
+
 def _submit_erasure(
     store: JobStore,
     registry: Registry,
     settings: Settings,
     operator: Operator,
+    limits: RateLimits,
     **fields: Any,
 ) -> str:
     """Submit an erasure (a dry run or the real one) as ``operator``'s key, the way
     the API does; a refusal becomes a page that says why."""
     request = ErasureRequest(requested_by=operator.key.id, **fields)
+    _count_against_limits(limits, operator, dry_run=bool(fields.get("dry_run")))
     try:
         job, _created = submit_and_dispatch(
             store,
@@ -88,6 +100,7 @@ async def preview(
     store: Store,
     registry: AppRegistry,
     settings: AppSettings,
+    limits: Limits,
 ) -> Response:
     """Submit the dry run; its page shows the plan as it comes in."""
     form = await _posted(request, operator)
@@ -101,6 +114,7 @@ async def preview(
         registry,
         settings,
         operator,
+        limits,
         subject_kind=kind,
         subject_value=value,
         dry_run=True,
@@ -168,6 +182,7 @@ async def confirm(
     store: Store,
     registry: AppRegistry,
     settings: AppSettings,
+    limits: Limits,
 ) -> Response:
     """Erase for real what the preview showed, when the typed value matches."""
     form = await _posted(request, operator)
@@ -192,6 +207,7 @@ async def confirm(
         registry,
         settings,
         operator,
+        limits,
         subject_kind=kind,
         subject_value=value,
         services=services,

@@ -25,6 +25,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope as AsgiScope
 
 from api.console.session import Forbidden, Operator, SignInRequired, current
+from api.problems import Problem
+from api.rate_limits import Limit, RateLimits
 
 log = logging.getLogger("eraser.console")
 
@@ -68,9 +70,23 @@ class PageError(Exception):
     """A page that cannot be shown or an action that does not apply: ``status``, a
     title and a sentence saying what to do."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail = status, title, detail
+        self.headers = headers or {}
+
+
+def count_call(limits: RateLimits, limit: Limit, key_id: str) -> None:
+    """Count one call of ``key_id`` against one of the API's rate limits; past it, a
+    page that says when to try again (429 with ``Retry-After``)."""
+    try:
+        limits.hit(limit, key_id)
+    except Problem as exc:
+        raise PageError(
+            429, "Too many requests", exc.detail or exc.title, dict(exc.headers or {})
+        ) from None
 
 
 def render(
@@ -123,6 +139,7 @@ class ConsoleRoute(APIRoute):
                 response = error_page(request, 403, "Not allowed", str(exc))
             except PageError as exc:
                 response = error_page(request, exc.status, exc.title, exc.detail)
+                response.headers.update(exc.headers)
             except RequestValidationError:
                 response = error_page(
                     request, 422, "Invalid input", "A field of the request is not valid."

@@ -30,6 +30,7 @@ from api.keys import (
     write_keys_file,
 )
 from models.settings import Settings
+from models.store import queries
 from tests.unit.sqlite_api import SqliteApi, sqlite_api
 
 ALL = [Scope.READ, Scope.SUBMIT, Scope.ADMIN]
@@ -295,3 +296,33 @@ def test_failed_console_sign_ins_count_as_bad_keys(api: SqliteApi) -> None:
     assert "text/html" in refused.headers["content-type"]
     assert sign_in(good.secret).status_code == 303
     problem(get(live, "ek_guess"), 429, "rate-limited")  # one budget with the API's
+
+
+def test_console_previews_count_against_the_keys_limits(api: SqliteApi) -> None:
+    """A dry run from the console costs what ``POST /v1/jobs`` with ``dry_run`` costs:
+    one submit and one expensive call of the operator's key; past the limit, a page
+    with ``Retry-After`` and no job."""
+    import asyncio  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    operator = create_key("operator", ALL)
+    live = with_keys(api, Settings(api_keys=[operator.entry], rate_limit_expensive="2/minute"))
+
+    async def previews() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://e") as http:
+            signed = await http.post("/console/sign-in", data={"key": operator.secret})
+            assert signed.status_code == 303, signed.text
+            form = (await http.get("/console/erase")).text
+            found = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert found is not None
+            fields = {"csrf": found[1], "kind": "tenant", "value": "t-limited"}
+            return [await http.post("/console/erase", data=fields) for _ in range(3)]
+
+    answers = asyncio.run(previews())
+    assert [a.status_code for a in answers] == [303, 303, 429]
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    assert "text/html" in answers[2].headers["content-type"]
+    assert "t-limited" not in answers[2].text
+    with live.store.transaction() as session:
+        assert len(queries.list_jobs(session, limit=10).jobs) == 2

@@ -333,6 +333,7 @@ COMMANDS = [
     ["submit"],
     ["status"],
     ["jobs"],
+    ["services"],
     ["worker"],
     ["db"],
     ["db", "upgrade"],
@@ -621,3 +622,23 @@ def test_erase_on_a_terminal_says_nothing_matched_without_asking(
     assert "nothing matched: the subject has no row in this database" in shown
     assert "to erase: " not in shown
     assert rows(cyclic_url, "projects") == 3
+
+
+def test_services_lists_each_kind_and_no_address(tmp_path: Path) -> None:
+    """``eraser services``: every service of the bakery's registry with its kind, as a
+    table and as JSON, naming the variables its address is read from, never a value."""
+    registry = ROOT / "examples" / "bakery" / "services.toml"
+    address = "postgresql://u:" + "hunter2" + "@db.internal/orders"
+    table = eraser("services", "--config", str(registry), cwd=tmp_path, ORDERS_DATABASE_URL=address)
+    assert table.returncode == 0, table.stderr
+    assert "service" in table.stdout
+    assert "kind" in table.stdout
+    assert "hunter2" not in table.stdout + table.stderr
+    listed = eraser("services", "--config", str(registry), "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    views = json.loads(listed.stdout)
+    kinds = {v["name"]: v["kind"] for v in views}
+    assert {"sql", "redis", "s3"} <= set(kinds.values())
+    assert all(v["address_env"] for v in views)
+    for v in views:
+        assert v["name"] in table.stdout
