@@ -116,16 +116,21 @@ def test_a_second_execution_waits_for_the_task_lock(
     first = Ledger("job-3:shop", "lease-a")
     with db.engine.connect() as holder:
         first.start(holder, dialect, 1)
-        second = Ledger("job-3:shop", "lease-b")
+        ready: list[bool] = []
+        second = Ledger("job-3:shop", "lease-b", on_ready=ready.append)
         started = time.monotonic()
         with db.engine.connect() as conn, pytest.raises(SubjectLocked):
             second.start(conn, dialect, 0.5)
         assert time.monotonic() - started >= 0.5
+        # Not told it keeps a ledger: an execution without the lock settles nothing
+        # (the holder may still be committing batches).
+        assert ready == []
         # Once the first session ends (its connection gone), the second gets it.
         released = threading.Timer(0.3, holder.invalidate)
         released.start()
         with db.engine.connect() as conn:
             second.start(conn, dialect, 10)
+            assert ready == [True]
             second.stop(conn, dialect)
         released.join()
 
@@ -171,3 +176,17 @@ def test_a_role_that_may_not_keep_it_erases_without_one(
     reader = admin if made_by_another_role else pg_plain.engine
     assert ledger.read(reader, "job-4:shop") == []
     admin.dispose()
+
+
+@pytest.mark.postgres
+def test_only_the_default_schemas_ledger_is_left_out(pg: TargetDB) -> None:
+    """A table of the service's own named ``eraser_ledger`` in another schema is data
+    like any other: reflection leaves out only the one Eraser makes."""
+    pg.run(
+        "CREATE SCHEMA app",
+        f"CREATE TABLE app.{LEDGER_TABLE} (id INTEGER PRIMARY KEY)",
+        f"CREATE TABLE {LEDGER_TABLE} (task TEXT)",
+    )
+    names = {(t.schema, t.name) for t in reflect(pg.engine).tables}
+    assert ("app", LEDGER_TABLE) in names
+    assert ("public", LEDGER_TABLE) not in names

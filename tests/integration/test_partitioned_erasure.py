@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,7 +25,9 @@ from tests.conftest import TargetDB
 from worker.catalog.reflection import reflect
 from worker.database import create_engine
 from worker.exceptions import CrossSubjectReference
+from worker.execution import ledger as ledgers
 from worker.execution.erasure import dry_run, erase
+from worker.execution.ledger import Ledger
 from worker.execution.options import ExecutionOptions
 from worker.planning.building import build_plan
 from worker.service import run_service
@@ -39,8 +42,9 @@ def _erase(
     virtual: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
     batch_size: int = 2,
     lock_timeout_ms: int = 5000,
+    ledger: Ledger | None = None,
 ) -> tuple[ErasureReport, ErasureReport]:
-    """The dry run's report, then the erasure's."""
+    """The dry run's report, then the erasure's (with ``ledger``: as a job's task)."""
     engine = create_engine(db.url, existing=True)
     try:
         plan = build_plan(reflect(engine), ["tenant_id"], virtual_fks=virtual)
@@ -48,7 +52,7 @@ def _erase(
             batch_size=batch_size, partitions=mode, lock_timeout_ms=lock_timeout_ms
         )
         predicted = dry_run(engine, plan, subject, opts)
-        return predicted, erase(engine, plan, subject, opts)
+        return predicted, erase(engine, plan, subject, replace(opts, ledger=ledger))
     finally:
         engine.dispose()
 
@@ -349,6 +353,27 @@ def test_mariadb_removes_the_subjects_partition(mysql: TargetDB, mode: str) -> N
     assert _rows(mysql, "order_lines") == [r for r in lines_before if r[1] != "acme"]
     assert ("p_acme" in _my_partitions(mysql)) is (mode == "truncate")
     assert not [r for r in _rows(mysql, "orders") if r[0] == "acme"]
+
+
+@pytest.mark.mysql
+def test_a_task_on_mariadb_erases_partitions_in_batches_with_its_ledger(
+    mysql: TargetDB,
+) -> None:
+    """Under a job's task (a ledger), MariaDB's partition goes in batches: its DDL would
+    commit apart from the ledger row that keeps the count exact through a crash."""
+    mysql.run(*MY_ORDERS)
+    task = Ledger("job-p:orders", "lease-p")
+    _predicted, report = _erase(mysql, "acme", "truncate", LINES_REFERENCE_ORDERS, ledger=task)
+    schema = mysql.default_schema
+    assert report.partitions_removed == []
+    assert _deleted(report) == {f"{schema}.order_lines": 10, f"{schema}.orders": 5}
+    assert "p_acme" in _my_partitions(mysql)
+    assert not [r for r in _rows(mysql, "orders") if r[0] == "acme"]
+    entries = ledgers.read(mysql.engine, "job-p:orders")
+    assert ledgers.fold(entries, 0)[1] == {
+        f"{schema}.order_lines:delete": 10,
+        f"{schema}.orders:delete": 5,
+    }
 
 
 @pytest.mark.mysql

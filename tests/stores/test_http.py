@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -251,6 +252,37 @@ def test_an_unverified_erasure_runs_again_when_asked_again() -> None:
     assert len(runs) == 2
 
 
+def test_a_run_no_answer_told_is_counted_with_the_next() -> None:
+    """A run that ended unverified before Eraser polled it (its slice ended while it
+    waited) is replaced by the next request's run: that run's answer carries both runs'
+    rows, so none of them goes uncounted; rows an answer already told are not repeated."""
+    from eraser_client.erasures import ErasureBook  # noqa: PLC0415
+
+    release = [threading.Event(), threading.Event(), threading.Event()]
+    removed = iter([5, 2, 1])
+
+    def erase(_request: ErasureRequest) -> ErasureResult:
+        release.pop(0).wait(10)
+        return ErasureResult(counts={"rows": next(removed)}, verified=False)
+
+    book = ErasureBook(erase)
+    request = ErasureRequest("w", "tenant", "x", dry_run=False)
+    first_events = list(release)
+    assert book.start(request)["status"] == "running"
+    first_events[0].set()
+    time.sleep(0.2)  # the first run ends unverified; nobody asks for its outcome
+    assert book.start(request)["status"] == "running"  # a second run, told nothing yet
+    first_events[1].set()
+    told = book.wait("w", 5)
+    assert told is not None
+    assert told["counts"] == {"rows": 7}
+    assert book.start(request)["status"] == "running"  # a third run: 7 rows were told
+    first_events[2].set()
+    third = book.wait("w", 5)
+    assert third is not None
+    assert third["counts"] == {"rows": 1}
+
+
 def test_registry_entries_and_their_errors(tmp_path: Path) -> None:
     head = '[subjects.tenant]\ncolumn = "tenant_id"\n[subjects.user]\ncolumn = "user_id"\n'
     good = head + '[services.billing]\nkind = "http"\nurl_env = "B_URL"\nsecret_env = "B_SECRET"\n'
@@ -309,3 +341,21 @@ def test_the_client_imports_neither_fastapi_nor_eraser_until_asked() -> None:
         env={**os.environ, "PYTHONPATH": str(src)},
     )
     assert done.stdout.splitlines() == ["[]", "['fastapi']"]
+
+
+def test_a_failed_erasures_text_is_kept_only_as_a_name() -> None:
+    """The router answers a failure with the exception's class name; a service that
+    answers with a sentence (which could quote the subject) has it dropped."""
+    s = HttpStore("billing", definition(), "http://127.0.0.1:9", new_secret(), job_id="j")
+    try:
+        with pytest.raises(StoreRefused) as named:
+            s._failed({"status": "failed", "error": "IntegrityError"})
+        assert "IntegrityError" in str(named.value)
+        with pytest.raises(StoreRefused) as said:
+            s._failed({"status": "failed", "error": "cannot erase tenant acme-4711"})
+        assert "acme-4711" not in str(said.value)
+        with pytest.raises(StoreUnavailable) as later:
+            s._failed({"status": "failed", "error": "lost acme-4711", "transient": True})
+        assert "acme-4711" not in str(later.value)
+    finally:
+        s.close()

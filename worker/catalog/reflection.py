@@ -105,7 +105,8 @@ def _reflect_schema(
 
     result: dict[TableName, TableInfo] = {}
     for (_, tname), cols in columns.items():
-        if tname in facts.partitions or dialect.system_table(tname) or tname == LEDGER_TABLE:
+        ours = tname == LEDGER_TABLE and schema == default_schema  # (only where it is made)
+        if tname in facts.partitions or dialect.system_table(tname) or ours:
             continue
         name = TableName(schema, tname)
         colmap = {

@@ -77,9 +77,12 @@ class Ledger:
         """Before any batch: make sure the table exists, take the task's session lock
         (waiting at most ``wait_seconds`` for another execution's session to end)."""
         self.active = ensure_table(conn)
+        self._lock(conn, dialect, wait_seconds)
+        # Told only once the lock is held: an execution that ends without it (another
+        # one's session still holds it) must not settle the others' counts, as one of
+        # them may still be committing batches.
         if self.on_ready is not None:
             self.on_ready(self.active)
-        self._lock(conn, dialect, wait_seconds)
         if self.still_held is not None:
             self.still_held()
 
@@ -92,7 +95,10 @@ class Ledger:
             with conn.begin():
                 dialect.unlock(conn, *locked)
         except sa.exc.DBAPIError as exc:
+            # A session lock left on a pooled connection would refuse every later
+            # execution of the task: the connection is discarded, and the lock with it.
             log.debug("ledger lock not released: %s", type(exc).__name__)
+            conn.invalidate()
 
     def _lock(self, conn: Connection, dialect: Dialect, wait_seconds: float) -> None:
         number, name = lock_key(["eraser-ledger", self.task])

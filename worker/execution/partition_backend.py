@@ -40,6 +40,10 @@ class NotProven(Exception):
 class PartitionBackend:
     """One database's way to find, lock and remove a subject's partition."""
 
+    #: Whether removing a partition commits by itself (MySQL's DDL), apart from the
+    #: transaction that writes the batch's ledger row.
+    ddl_commits: bool = False
+
     def __init__(self, lock_timeout_ms: int) -> None:
         self.lock_timeout_ms = lock_timeout_ms
 

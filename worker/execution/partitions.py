@@ -60,6 +60,12 @@ class PartitionErasure:
         self.tx = tx
         self.walk = walk
         self.backend = backend_for(ctx.plan.catalog.dialect, ctx.opts.lock_timeout_ms)
+        if self.backend is not None and self.backend.ddl_commits and ctx.opts.ledger is not None:
+            # A task keeps its counts exact with a ledger row committed with each
+            # batch; MySQL's DDL commits on its own, so a crash between it and its
+            # ledger row would lose the partition's count. Under a task, its rows go
+            # in batches (docs/engine.md, "Partitions").
+            self.backend = None
         self.tables = partition_tables(ctx.plan) if ctx.opts.partitions != "rows" else {}
         #: ``schema.table (mode)`` for every table whose subject partition went whole.
         self.removed: list[str] = []
@@ -171,4 +177,8 @@ def _references(plan: Plan, preds: Predicates, fk: ForeignKey) -> ColumnElement[
     inner = sa.select(*[parent.c[c] for c in fk.parent_columns]).where(
         sa.or_(*preds.direct(fk.parent, parent))
     )
-    return key_in_select([child.c[c] for c in fk.child_columns], inner)
+    refs = key_in_select([child.c[c] for c in fk.child_columns], inner)
+    # As the row walk does: a row holding another subject's value is never taken
+    # along (one written after the pre-flight looked would otherwise go).
+    guard = preds.guard(fk.child, child)
+    return refs if guard is None else sa.and_(refs, guard)

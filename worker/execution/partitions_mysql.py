@@ -35,6 +35,8 @@ _BOUND = (
 
 
 class MySQLPartitions(PartitionBackend):
+    ddl_commits = True
+
     def find(
         self, conn: Connection, info: TableInfo, column: str, where: ColumnElement[bool]
     ) -> Partition | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ from worker.stores.exceptions import (
 )
 
 #: The first pause between two polls; each next one doubles, up to ``poll_max_seconds``.
+#: What of a failed erasure's ``error`` is kept: a name (an exception's class).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
 FIRST_POLL_SECONDS = 0.25
 
 
@@ -174,7 +177,10 @@ class HttpStore(Store):
 
     def _failed(self, answer: dict[str, Any]) -> None:
         """The service's erasure failed: retried when the service says it may pass later."""
-        error = str(answer.get("error") or "an error")[:80]
+        # The router sends the exception's class name; another implementation could
+        # send text that quotes the subject: only a name-like word is kept.
+        said = str(answer.get("error") or "")
+        error = said if _NAME.fullmatch(said) else "an error (its text is not kept)"
         if answer.get("transient"):
             raise StoreUnavailable(self.name, self.kind, f"the erasure failed with {error}")
         raise StoreRefused(self.name, self.kind, "the erasure", error)

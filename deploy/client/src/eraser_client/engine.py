@@ -35,6 +35,7 @@ def engine_erasure(
     try:
         from models.registry import Service  # noqa: PLC0415 - the eraser package is optional
         from worker.database import create_engine  # noqa: PLC0415
+        from worker.planning.model import REMOVING  # noqa: PLC0415
         from worker.service import PlanCache, run_service  # noqa: PLC0415
     except ImportError:
         raise ImportError("engine_erasure needs the eraser package installed") from None
@@ -66,7 +67,10 @@ def engine_erasure(
         )
         counts: dict[str, int] = {}
         for outcome in report.tables:
-            counts[outcome.table] = counts.get(outcome.table, 0) + outcome.rows
+            # Rows removed only: a reference cleared, a row anonymized or reassigned
+            # stays (Eraser records the counts it is told as rows removed).
+            if outcome.action in REMOVING:
+                counts[outcome.table] = counts.get(outcome.table, 0) + outcome.rows
         return ErasureResult(counts=counts, verified=report.verified)
 
     return erase

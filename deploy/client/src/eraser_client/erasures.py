@@ -62,6 +62,20 @@ class _Record:
     transient: bool = False
     #: Set when the erasure ended, done or failed.
     ended: threading.Event = field(default_factory=threading.Event)
+    #: Whether Eraser was answered with this run's outcome (it counted its rows then).
+    reported: bool = False
+    #: Rows earlier runs of the job removed that no answer told Eraser: added to this
+    #: run's counts (an unverified run replaced before Eraser polled it).
+    carried: dict[str, int] = field(default_factory=dict)
+
+    def untold(self) -> dict[str, int]:
+        """What this run and the runs before it removed that Eraser was not told."""
+        if self.reported:
+            return {}
+        counts = dict(self.carried)
+        for table, rows in (self.result.counts if self.result is not None else {}).items():
+            counts[table] = counts.get(table, 0) + rows
+        return counts
 
     @property
     def settled(self) -> bool:
@@ -74,6 +88,8 @@ class _Record:
         return self.status == "done" and (verified or self.dry_run)
 
     def answer(self, job_id: str) -> dict[str, Any]:
+        if self.status != "running":
+            self.reported = True
         out: dict[str, Any] = {"job_id": job_id, "status": self.status, "dry_run": self.dry_run}
         if self.result is not None:
             out["counts"] = dict(self.result.counts)
@@ -113,7 +129,8 @@ class ErasureBook:
                 raise ErasureConflict(request.job_id)
             if record is not None and record.settled:
                 return record.answer(request.job_id)
-            record = _Record(fingerprint=fingerprint, dry_run=request.dry_run)
+            carried = record.untold() if record is not None and not record.dry_run else {}
+            record = _Record(fingerprint=fingerprint, dry_run=request.dry_run, carried=carried)
             self._records[request.job_id] = record
             self._records.move_to_end(request.job_id)
             self._forget_oldest()
@@ -139,7 +156,9 @@ class ErasureBook:
     def _run(self, request: ErasureRequest, record: _Record) -> None:
         try:
             result = self._erase(request)
-            counts = {str(k): int(v) for k, v in result.counts.items()}
+            counts = dict(record.carried)
+            for table, rows in result.counts.items():
+                counts[str(table)] = counts.get(str(table), 0) + int(rows)
             done = ErasureResult(counts=counts, verified=bool(result.verified))
         except Exception as exc:  # the outcome is the answer; the message may hold the value
             log.warning("erasure %s failed: %s", request.job_id, type(exc).__name__)
