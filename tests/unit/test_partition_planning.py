@@ -39,7 +39,7 @@ def _catalog(tmp_path: Path, extra: list[str], scheme: PartitionScheme | None) -
         engine.dispose()
     tables = dict(catalog.tables)
     tables[ORDERS] = replace(tables[ORDERS], partition_scheme=scheme)
-    return Catalog(catalog.dialect, catalog.default_schema, tables)
+    return replace(catalog, tables=tables)
 
 
 LIST_TENANT = PartitionScheme("list", ("tenant_id",))
