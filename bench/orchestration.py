@@ -82,6 +82,7 @@ from celery import chord
 from sqlalchemy import event
 
 from models import migrate
+from models.keyring import new_secrets
 from models.messages import ErasureRequest
 from models.registry import load_registry
 from models.settings import get_settings
@@ -1065,6 +1066,8 @@ def run(opts: Options) -> bool:
                 "ERASER_RESULT_BACKEND": f"{REDIS_URL}/{RESULT_DB}",
                 "ERASER_CONFIG": str(registry_path),
                 **{env_var(s): url for s, url in estate.service_urls.items()},
+                # A deployment's secrets, fresh for this run (eraser secrets generate).
+                **new_secrets(),
             }
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("ERASER_")}
             os.environ.clear()

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from models.store.database import JobStore
 from models.store.leases import Lease, held_task
-from models.store.progress import settle
+from models.store.progress import settle, unsettled
 from worker.execution import ledger
 from worker.planning.model import REMOVING
 
@@ -37,6 +37,12 @@ def settle_others(store: JobStore, engine: sa.Engine, lease: Lease, task: str) -
     """Settle the counts of the task's other ended executions from the target's
     ledger, then delete their rows there. False: this execution no longer holds the
     task."""
+    with store.transaction() as session:
+        held = held_task(session, lease.task_id, lease.lease_id)
+        if held is None:
+            return False
+        if not unsettled(session, held):
+            return True  # the first execution, or every other one settled: no reading
     by_execution: dict[str, list[ledger.Entry]] = defaultdict(list)
     for entry in ledger.read(engine, task):
         by_execution[entry.execution].append(entry)

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,10 +160,29 @@ def kept(
         ledger.stop(conn, dialect)
 
 
+#: Engines whose ledger table was found usable, and when (``ensure_table`` looks
+#: again after ``_KNOWN_SECONDS``: a table dropped meanwhile fails at most the
+#: attempts of that long, which are retried).
+_known: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+_KNOWN_SECONDS = 60.0
+
+
 def ensure_table(conn: Connection) -> bool:
     """Create the ledger table if it is missing, and check that this role may write,
     read and delete its rows; False when not (the role may not create tables, the
-    table belongs to a role that granted this one nothing, a read-only database)."""
+    table belongs to a role that granted this one nothing, a read-only database).
+    A usable table is remembered per engine for a minute: a task's execution then
+    spends no round trip on it."""
+    seen = _known.get(conn.engine)
+    if seen is not None and time.monotonic() - seen < _KNOWN_SECONDS:
+        return True
+    if not _usable(conn):
+        return False
+    _known[conn.engine] = time.monotonic()
+    return True
+
+
+def _usable(conn: Connection) -> bool:
     try:
         with conn.begin():
             exists = sa.inspect(conn).has_table(LEDGER_TABLE)
